@@ -1,0 +1,3 @@
+from vptft.cli import main
+
+main()

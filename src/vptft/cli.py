@@ -1,0 +1,109 @@
+"""`python -m vptft <verb>`: one verb per workflow rule. Rules pass config values as one JSON `--spec`
+(a Snakemake param, so a changed value reruns the job) and files as arguments; heavy imports happen per verb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _set_threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def cmd_download(args, spec):
+    from vptft import tasks
+    from vptft.io import write_json
+
+    info = tasks.prepare(tasks.get_task(spec["task"]), spec["data_dir"])
+    write_json(args.out, info)
+    print(json.dumps(info), flush=True)
+
+
+def cmd_splits(args, spec):
+    from vptft.io import read_json
+    from vptft.splits import build_manifest, write_manifest
+
+    manifest = build_manifest(spec["task"], spec["regime"], spec["n_train"], spec["n_val"],
+                              read_json(args.data_info), spec["data_dir"])
+    write_manifest(args.out, manifest)
+    print({split: sum(map(len, parts.values())) for split, parts in manifest["splits"].items()}, flush=True)
+
+
+def cmd_pretrain(args, spec):
+    from vptft.pretrain import run_pretrain
+
+    run_pretrain(spec["pretrain"], spec["backbone"], args.out_dir, device=spec.get("device", "auto"))
+
+
+def cmd_sweep(args, spec):
+    from vptft.sweep import run_sweep_chunk
+
+    run_sweep_chunk(spec, args.manifest, args.backbone, args.out, chunk=args.chunk)
+
+
+def cmd_select(args, spec):
+    from vptft.sweep import merge_sweep
+
+    best = merge_sweep(args.chunks, args.out, expected_points=spec.get("grid_size"))
+    print(f"[select] {best}", flush=True)
+
+
+def cmd_train(args, spec):
+    from vptft.sweep import run_final
+
+    run_final(spec, args.manifest, args.backbone, args.sweep, args.out_dir, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vptft", description=__doc__)
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    def verb(name, func, help):
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--spec", required=True, help="JSON with the config values this step uses")
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        p.set_defaults(func=func)
+        return p
+
+    p = verb("download", cmd_download, "prepare a task's data (render the mini tasks, TFDS download for VTAB)")
+    p.add_argument("--out", required=True, help="data info JSON")
+    p = verb("splits", cmd_splits, "write the split manifest of a task and regime")
+    p.add_argument("--data-info", required=True)
+    p.add_argument("--out", required=True)
+    p = verb("pretrain", cmd_pretrain, "pre-train the mini backbone on the rendered source set")
+    p.add_argument("--out-dir", required=True)
+    p = verb("sweep", cmd_sweep, "train one chunk of a strategy's grid on train -> val")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--backbone", default=None, help="backbone checkpoint file")
+    p.add_argument("--chunk", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p = verb("select", cmd_select, "merge sweep chunks and select the grid point")
+    p.add_argument("--chunks", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p = verb("train", cmd_train, "final run of the selected grid point with one seed on train+val -> test")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--backbone", default=None)
+    p.add_argument("--sweep", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out-dir", required=True)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    spec = json.loads(args.spec)
+    _set_threads(args.threads)
+    t0 = time.perf_counter()
+    try:
+        args.func(args, spec)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+        print(f"vptft {args.verb}: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    print(f"[vptft {args.verb}] done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)

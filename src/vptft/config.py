@@ -1,0 +1,111 @@
+"""Config validation: the JSON schema (defaults included) plus the checks a schema cannot express (task and
+strategy names against the registries, regime sizes against what a task has). Runs in the Snakefile before any
+job, so it imports neither torch nor timm. Every message names the key path.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from vptft import tasks as task_registry
+from vptft.strategies import STRATEGIES
+
+SCHEMA_PATH = Path(__file__).with_name("config_schema.yaml")
+WORKFLOW_PRETRAINED_BACKBONES = {"mini_vit"}  # mirrors vptft.backbones.BACKBONES[*].pretrained_by_workflow
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _with_defaults(validator_class):
+    """A validator that fills in the schema's defaults while it validates (the jsonschema FAQ recipe)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def grid_size(grid: dict) -> int:
+    return math.prod(len(values) for values in grid.values())
+
+
+def _semantic_errors(config: dict) -> list[str]:
+    errors = []
+    bench = config["benchmark"]
+    for i, name in enumerate(config["tasks"]):
+        task = task_registry.TASKS.get(name)
+        if task is None:
+            known = ", ".join(task_registry.tasks_of(bench))
+            errors.append(f"$.tasks[{i}]: unknown task {name!r}; tasks of benchmark {bench!r}: {known}")
+        elif task.benchmark != bench:
+            errors.append(f"$.tasks[{i}]: task {name!r} belongs to benchmark {task.benchmark!r}, not {bench!r}")
+    for name, entry in config["strategies"].items():
+        spec = STRATEGIES.get(name)
+        if spec is None:
+            errors.append(f"$.strategies.{name}: unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
+            continue
+        for where, keys in (("grid", set(entry["grid"]) - {"lr", "wd"}), ("options", set(entry.get("options", {})))):
+            for key in sorted(keys - set(spec.hparams)):
+                allowed = ", ".join(sorted(spec.hparams)) or "none"
+                errors.append(f"$.strategies.{name}.{where}.{key}: {name!r} has no hyper-parameter {key!r} "
+                              f"(allowed: {allowed})")
+    pretrained = config["backbone"] in WORKFLOW_PRETRAINED_BACKBONES
+    if pretrained and "pretrain" not in config:
+        errors.append(f"$.pretrain: backbone {config['backbone']!r} is pre-trained by the workflow and needs a "
+                      "`pretrain` section")
+    if not pretrained and "pretrain" in config:
+        errors.append(f"$.pretrain: backbone {config['backbone']!r} comes pre-trained; remove the `pretrain` section")
+    for regime, sizes in config["regimes"].items():
+        for name in config["tasks"]:
+            task = task_registry.TASKS.get(name)
+            if task is None or task.benchmark != "mini":
+                continue  # VTAB sizes are only known once the data is prepared; the splits rule checks them
+            from vptft.tasks.mini import SPLIT_SIZES
+
+            if sizes["n_train"] > task.val_start:
+                errors.append(f"$.regimes.{regime}.n_train: {sizes['n_train']} exceeds the {task.val_start} train "
+                              f"records task {name!r} has before its val slice")
+            if sizes["n_val"] > SPLIT_SIZES[task.val_split] - task.val_start:
+                errors.append(f"$.regimes.{regime}.n_val: {sizes['n_val']} exceeds the "
+                              f"{SPLIT_SIZES[task.val_split] - task.val_start} val records of task {name!r}")
+    groups_present = {task_registry.TASKS[n].group for n in config["tasks"] if n in task_registry.TASKS}
+    for table, entry in config["tables"].items():
+        if entry["regime"] not in config["regimes"]:
+            errors.append(f"$.tables.{table}.regime: {entry['regime']!r} is not a configured regime "
+                          f"({', '.join(config['regimes'])})")
+        if not groups_present & set(entry["groups"]):
+            errors.append(f"$.tables.{table}.groups: no configured task is in groups {entry['groups']}")
+    return errors
+
+
+def validate_config(config: dict) -> dict:
+    """Fill defaults and validate in place; raise ConfigError listing every problem with its key path."""
+    schema = load_schema()
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = [f"{e.json_path}: {e.message}" for e in sorted(validator.iter_errors(config), key=lambda e: e.json_path)]
+    if not errors:
+        errors = _semantic_errors(config)
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+    return config
+
+
+def load_config(path) -> dict:
+    with open(path) as f:
+        return validate_config(yaml.safe_load(f) or {})

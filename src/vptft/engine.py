@@ -1,0 +1,194 @@
+"""The training loop shared by every strategy: warm-up + cosine schedule (stepped per epoch, as the VPT code
+does), per-epoch train / eval loss and top-1, last-epoch metrics, resumable checkpoints of the tuned parameters.
+
+The engine knows the strategy interface (a model whose trainable parameters require grad; an optional
+`forward_features` + `head` split for frozen-feature strategies), never a particular strategy.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vptft.data import Normalize, SplitData
+from vptft.io import atomic_path
+
+EVAL_BATCH = 256
+
+
+@dataclass
+class FitConfig:
+    optimizer: str  # "sgd" | "adamw"
+    lr: float  # base lr; scaled by batch / lr_scale_batch when that is set
+    weight_decay: float
+    epochs: int
+    warmup_epochs: int
+    batch_size: int
+    seed: int
+    lr_scale_batch: int | None = 256
+    eval_epochs: set[int] | None = None  # epochs (0-based) with an eval pass; None = every epoch
+    momentum: float = 0.9
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def scaled_lr(self) -> float:
+        return self.lr * self.batch_size / self.lr_scale_batch if self.lr_scale_batch else self.lr
+
+
+def lr_factor(epoch: int, warmup_epochs: int, total_epochs: int) -> float:
+    """Multiplier of the base lr during `epoch` (0-based): linear warm-up from 0, then half-cosine to 0."""
+    if epoch < warmup_epochs:
+        return epoch / max(1, warmup_epochs)
+    progress = (epoch - warmup_epochs) / max(1, total_epochs - warmup_epochs)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def epochs_for(n_train: int, batch_size: int, epochs: int, min_steps: int = 0) -> int:
+    """The configured epochs, raised so that a run takes at least `min_steps` optimiser steps."""
+    steps_per_epoch = max(1, math.ceil(n_train / batch_size))
+    return max(epochs, math.ceil(min_steps / steps_per_epoch))
+
+
+def eval_epochs(epochs: int, points: int | None) -> set[int] | None:
+    """`points` evenly spaced epochs including the last (None: every epoch)."""
+    if points is None or points >= epochs:
+        return None
+    return {round(i * (epochs - 1) / max(1, points - 1)) for i in range(points)} | {epochs - 1}
+
+
+def make_optimizer(params, cfg: FitConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.scaled_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.scaled_lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd or adamw)")
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """The device this job was given: CUDA when the job sees a GPU (CUDA_VISIBLE_DEVICES), else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def extract_features(model, data: SplitData, normalize: Normalize, device) -> SplitData:
+    """The frozen `model.forward_features` of every image: computed once, reused by every epoch and grid point."""
+    model.eval()
+    feats = []
+    for start in range(0, len(data), EVAL_BATCH):
+        with _autocast(device):
+            x = normalize(data.images[start:start + EVAL_BATCH].to(device))
+            feats.append(model.forward_features(x).float())
+    return SplitData(torch.cat(feats), data.labels.to(device))
+
+
+@torch.no_grad()
+def evaluate(forward, data: SplitData, prepare, device) -> dict:
+    loss, correct = 0.0, 0
+    for start in range(0, len(data), EVAL_BATCH):
+        with _autocast(device):
+            logits = forward(prepare(data.images[start:start + EVAL_BATCH].to(device))).float()
+        y = data.labels[start:start + EVAL_BATCH].to(device)
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    return {"loss": loss / max(1, len(data)), "top1": 100.0 * correct / max(1, len(data))}
+
+
+def _load_checkpoint(path: Path, model, optimizer) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["tuned"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+    except Exception as err:
+        raise RuntimeError(f"{path}: corrupt or incompatible training checkpoint ({err}); delete it to restart "
+                           "this run from scratch") from err
+    return state
+
+
+def fit(model, train: SplitData, evals: dict[str, SplitData], cfg: FitConfig, input_cfg: dict, device,
+        cache_features: bool = False, feature_cache: dict | None = None, checkpoint: Path | None = None,
+        desc: str = "") -> dict:
+    """Train `model` on `train`; return per-epoch curves and last-epoch metrics of every eval set.
+
+    cache_features: the model's backbone is frozen and deterministic, so train only `model.head` on features
+    computed once (kept in `feature_cache`, keyed by split name, across calls). checkpoint: a file the loop
+    saves after every epoch and resumes from.
+    """
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    normalize = Normalize(input_cfg["mean"], input_cfg["std"]).to(device)
+    if cache_features:
+        cache = feature_cache if feature_cache is not None else {}
+        for name, data in {"train": train, **evals}.items():
+            if name not in cache:
+                cache[name] = extract_features(model, data, normalize, device)
+        train, evals = cache["train"], {name: cache[name] for name in evals}
+        forward, prepare = model.head, (lambda x: x)
+    else:
+        forward, prepare = model, normalize
+    train = train.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    tuned_names = {name for name, p in model.named_parameters() if p.requires_grad}
+    optimizer = make_optimizer(params, cfg)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    curves, start_epoch = [], 0
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if checkpoint and (state := _load_checkpoint(checkpoint, model, optimizer)):
+        curves, start_epoch = state["curves"], state["epoch"] + 1
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["rng"])
+    t0 = time.perf_counter()
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, initial=start_epoch, total=cfg.epochs, leave=False,
+               file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10, dynamic_ncols=True)
+    for epoch in bar:
+        lr = cfg.scaled_lr * lr_factor(epoch, cfg.warmup_epochs, cfg.epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        loss_sum, correct = 0.0, 0
+        for start in range(0, len(train), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size].to(device)
+            x, y = prepare(train.images[idx]), train.labels[idx]
+            with _autocast(device):
+                logits = forward(x).float()
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / len(train),
+               "train_top1": 100.0 * correct / len(train)}
+        if cfg.eval_epochs is None or epoch in cfg.eval_epochs:
+            model.eval()
+            for name, data in evals.items():
+                metrics = evaluate(forward, data, prepare, device)
+                row.update({f"{name}_loss": metrics["loss"], f"{name}_top1": metrics["top1"]})
+        curves.append(row)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_top1']:.1f}", refresh=False)
+        if checkpoint:
+            tuned = {k: v for k, v in model.state_dict().items() if k in tuned_names}
+            with atomic_path(checkpoint) as tmp:
+                torch.save({"tuned": tuned, "optimizer": optimizer.state_dict(), "epoch": epoch,
+                            "curves": curves, "generator": generator.get_state(), "rng": torch.get_rng_state()},
+                           tmp)
+    bar.close()
+    last = curves[-1] if curves else {}
+    return {"curves": curves, "seconds": time.perf_counter() - t0, "epochs": cfg.epochs,
+            "final": {name: {"loss": last.get(f"{name}_loss"), "top1": last.get(f"{name}_top1")} for name in evals},
+            "train": {"loss": last.get("train_loss"), "top1": last.get("train_top1")}}

@@ -1,0 +1,86 @@
+"""Task registry: a task is a name, its group and task disparity, its class count, where its splits live,
+and a loader that yields uint8 HxWx3 images with integer labels. Adding a task is one entry.
+
+Importing this package must stay cheap (no torch, no TensorFlow): the Snakefile validates task names with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GROUPS = ("natural", "specialized", "structured")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    benchmark: str  # "mini" or "vtab": selects the loader
+    group: str  # natural | specialized | structured (VTAB groups; the mini benchmark maps onto them)
+    num_classes: int
+    train_split: str  # the train examples are the first records of this split
+    val_split: str  # val examples start at val_start in this split (VTAB's val200 slice)
+    val_start: int
+    test_split: str
+    test_start: int = 0
+    test_stop: int | None = None
+    domain: str = "source"  # source | shifted: rendered like the pre-training data or not (mini quadrants)
+    description: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def task_disparity(self) -> str:
+        """The paper's task disparity: structured tasks differ from the pre-training task (high)."""
+        return "high" if self.group == "structured" else "low"
+
+
+def _registry() -> dict[str, Task]:
+    from vptft.tasks import mini, vtab
+
+    tasks = {}
+    for module in (mini, vtab):
+        for task in module.TASKS:
+            if task.name in tasks:
+                raise ValueError(f"task {task.name!r} is defined twice")
+            tasks[task.name] = task
+    return tasks
+
+
+TASKS: dict[str, Task] = _registry()
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}") from None
+
+
+def tasks_of(benchmark: str) -> list[str]:
+    return [name for name, task in TASKS.items() if task.benchmark == benchmark]
+
+
+def _module(task: Task):
+    if task.benchmark == "mini":
+        from vptft.tasks import mini as module
+    else:
+        from vptft.tasks import vtab as module
+    return module
+
+
+def prepare(task: Task, data_dir: str) -> dict:
+    """Materialise the task's data under data_dir (render or download); return its info (split sizes, version)."""
+    return _module(task).prepare(task, data_dir)
+
+
+def load_labels(task: Task, split: str, data_dir: str):
+    """All labels of one split, as an int64 array (for building manifests)."""
+    return _module(task).load_labels(task, split, data_dir)
+
+
+def load_images(task: Task, split: str, indices, data_dir: str):
+    """Decoded uint8 images (N, H, W, 3) and int64 labels of the given records of one split."""
+    images, labels = _module(task).load_images(task, split, indices, data_dir)
+    if len(labels) and (labels.min() < 0 or labels.max() >= task.num_classes):
+        raise ValueError(f"task {task.name}: label outside 0..{task.num_classes - 1} in split {split!r}; "
+                         f"the prepared data under {data_dir} does not match the task definition")
+    return images, labels

@@ -1,0 +1,145 @@
+"""The 19 VTAB-1k tasks as the VPT code defines them (google-research/task_adaptation): TFDS builder and
+version, split slices, label rules. See ../shared/REFERENCE.md section 4.
+
+Images are read through `tfds.data_source` (random access, no TensorFlow at train time) and decoded once per job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vptft.tasks import Task
+
+CLEVR_DISTANCE_THRESHOLDS = [0.0, 8.0, 8.5, 9.0, 9.5, 10.0, 100.0]
+KITTI_DISTANCE_THRESHOLDS = [-100.0, 8.0, 20.0, 999.0]
+MANUAL = {  # builders TFDS cannot fetch by itself: what to place where
+    "diabetic_retinopathy_detection": "the Kaggle 'diabetic-retinopathy-detection' archive files (train.zip.*, "
+    "test.zip.*, sample.zip, trainLabels.csv.zip) in {manual_dir}/",
+    "resisc45": "NWPU-RESISC45.rar from the dataset authors in {manual_dir}/",
+}
+
+
+def threshold_label(value: float, thresholds) -> int:
+    """Largest i with thresholds[i] < value (the task_adaptation binning rule)."""
+    return int(np.max(np.nonzero(np.asarray(thresholds) < value)[0]))
+
+
+def clevr_count(record) -> int:
+    return len(record["objects"]["size"]) - 3
+
+
+def clevr_distance(record) -> int:
+    return threshold_label(np.min(np.asarray(record["objects"]["pixel_coords"])[:, 2]), CLEVR_DISTANCE_THRESHOLDS)
+
+
+def kitti_distance(record) -> int:
+    objects = record["objects"]
+    vehicles = np.asarray(objects["type"]) < 3  # car, van, truck
+    z = np.concatenate([np.asarray(objects["location"])[vehicles, 2], [1000.0]])
+    return threshold_label(np.min(z), KITTI_DISTANCE_THRESHOLDS)
+
+
+def binned(key: str, original: int, bins: int = 16):
+    return lambda record: int(np.floor(int(record[key]) / (original / bins)))
+
+
+def field(key: str):
+    return lambda record: int(record[key])
+
+
+def _vtab(name, group, builder, classes, val, test, label=field("label"), image="image"):
+    val_split, val_start = val
+    test_split, test_start = test
+    return Task(name=name, benchmark="vtab", group=group, num_classes=classes, train_split="train",
+                val_split=val_split, val_start=val_start, test_split=test_split, test_start=test_start,
+                extra={"builder": builder, "label": label, "image": image})
+
+
+TASKS = [
+    _vtab("cifar100", "natural", "cifar100:3.*.*", 100, ("train", 45000), ("test", 0)),
+    _vtab("caltech101", "natural", "caltech101:3.*.*", 102, ("train", 2754), ("test", 0)),
+    _vtab("dtd", "natural", "dtd:3.*.*", 47, ("validation", 0), ("test", 0)),
+    _vtab("oxford_flowers102", "natural", "oxford_flowers102:2.*.*", 102, ("validation", 0), ("test", 0)),
+    _vtab("oxford_iiit_pet", "natural", "oxford_iiit_pet:3.*.*", 37, ("train", 2944), ("test", 0)),
+    _vtab("svhn", "natural", "svhn_cropped:3.*.*", 10, ("train", 65931), ("test", 0)),
+    _vtab("sun397", "natural", "sun397/tfds:4.*.*", 397, ("validation", 0), ("test", 0)),
+    _vtab("patch_camelyon", "specialized", "patch_camelyon:2.*.*", 2, ("validation", 0), ("test", 0)),
+    _vtab("eurosat", "specialized", "eurosat/rgb:2.*.*", 10, ("train", 16200), ("train", 21600)),
+    _vtab("resisc45", "specialized", "resisc45:3.*.*", 45, ("train", 18900), ("train", 25200)),
+    _vtab("diabetic_retinopathy", "specialized", "diabetic_retinopathy_detection/btgraham-300:3.*.*", 5,
+          ("validation", 0), ("test", 0)),
+    _vtab("clevr_count", "structured", "clevr:3.*.*", 8, ("train", 63000), ("validation", 0), label=clevr_count),
+    _vtab("clevr_distance", "structured", "clevr:3.*.*", 6, ("train", 63000), ("validation", 0),
+          label=clevr_distance),
+    _vtab("dmlab", "structured", "dmlab:2.0.1", 6, ("validation", 0), ("test", 0)),
+    _vtab("kitti_distance", "structured", "kitti:3.2.0", 4, ("validation", 0), ("test", 0), label=kitti_distance),
+    _vtab("dsprites_location", "structured", "dsprites:2.*.*", 16, ("train", 589824), ("train", 663552),
+          label=binned("label_x_position", 32)),
+    _vtab("dsprites_orientation", "structured", "dsprites:2.*.*", 16, ("train", 589824), ("train", 663552),
+          label=binned("label_orientation", 40)),
+    # test[50%:] of smallnorb's 24,300 test records
+    _vtab("smallnorb_azimuth", "structured", "smallnorb:2.*.*", 18, ("test", 0), ("test", 12150),
+          label=field("label_azimuth")),
+    _vtab("smallnorb_elevation", "structured", "smallnorb:2.*.*", 9, ("test", 0), ("test", 12150),
+          label=field("label_elevation")),
+]
+
+
+def _builder(task: Task, data_dir):
+    import tensorflow_datasets as tfds
+
+    return tfds.builder(task.extra["builder"], data_dir=str(Path(data_dir) / "tfds"))
+
+
+def prepare(task: Task, data_dir) -> dict:
+    """Run TFDS download_and_prepare; manual datasets fail with what to fetch and where to put it."""
+    import tensorflow_datasets as tfds
+
+    builder = _builder(task, data_dir)
+    manual_dir = Path(data_dir) / "tfds" / "downloads" / "manual"
+    family = task.extra["builder"].split(":")[0].split("/")[0]
+    try:
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    except AssertionError as err:  # TFDS signals a missing manual download with an AssertionError
+        if family in MANUAL:
+            raise RuntimeError(f"{task.name}: TFDS cannot download {family} by itself. Place "
+                               + MANUAL[family].format(manual_dir=manual_dir) + " and rerun.") from err
+        raise
+    return {"task": task.name, "source": f"tfds {builder.info.full_name}", "path": builder.data_dir,
+            "split_sizes": {name: split.num_examples for name, split in builder.info.splits.items()}}
+
+
+def _source(task: Task, split: str, data_dir):
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.data_source(task.extra["builder"], split=split, data_dir=str(Path(data_dir) / "tfds"),
+                                download=False)
+    except Exception as err:
+        raise FileNotFoundError(f"{task.name}: TFDS dataset {task.extra['builder']} is not prepared under "
+                                f"{data_dir}/tfds; run the `download` rule for it ({err})") from err
+
+
+def _image(record, key):
+    image = np.asarray(record[key])
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] == 1:  # dsprites / smallnorb: grey -> 3 channels; dsprites is 0/1
+        if image.max() <= 1:
+            image = image * 255
+        image = np.repeat(image, 3, axis=-1)
+    return image.astype(np.uint8)
+
+
+def load_labels(task: Task, split: str, data_dir):
+    source = _source(task, split, data_dir)
+    return np.asarray([task.extra["label"](source[i]) for i in range(len(source))], dtype=np.int64)
+
+
+def load_images(task: Task, split: str, indices, data_dir):
+    source = _source(task, split, data_dir)
+    records = [source[int(i)] for i in indices]
+    labels = np.asarray([task.extra["label"](r) for r in records], dtype=np.int64)
+    return [_image(r, task.extra["image"]) for r in records], labels

@@ -1,0 +1,25 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def mini_vit():
+    from vptft.backbones import create_backbone
+
+    torch.manual_seed(0)
+    return create_backbone("mini_vit", pretrained=False)
+
+
+@pytest.fixture(scope="session")
+def prepared_mini(tmp_path_factory):
+    """Two mini tasks rendered once into a data dir: {task: info}."""
+    from vptft import tasks
+
+    data_dir = tmp_path_factory.mktemp("data")
+    infos = {name: tasks.prepare(tasks.get_task(name), str(data_dir)) for name in ("newshapes_src", "digits")}
+    return str(data_dir), infos

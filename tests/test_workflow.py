@@ -1,0 +1,75 @@
+"""End to end: the reduced mini config through the real Snakefile, rules and CLI (about two minutes)."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(*args, cwd=None):
+    cmd = [sys.executable, "-m", "snakemake", "-s", f"{ROOT}/Snakefile", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    proc = snakemake("-c2", "-d", str(work), f"--configfile={ROOT}/.test/config/config.yaml")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return work
+
+
+def test_tables_are_produced_with_every_strategy(workdir):
+    for name, task in (("table1", "newshapes_src"), ("table2", "count_sketch")):
+        table = pd.read_csv(workdir / "results" / f"{name}.csv", index_col="strategy")
+        assert list(table.index) == ["full", "linear", "vpt_deep"]
+        assert table[task].between(0, 100).all()
+        assert (table["seeds"] == 2).all()
+        assert table.loc["full", "tuned_pct"] == 100.0 and table.loc["linear", "tuned_pct"] < 1
+        wins = [c for c in table.columns if c.startswith("wins_")]
+        assert len(wins) == 1 and pd.isna(table.loc["full", wins[0]])
+        assert table.loc[["linear", "vpt_deep"], wins[0]].between(0, 1).all()
+        runs = pd.read_csv(workdir / "results" / "mini" / f"{name}_runs.csv")
+        assert len(runs) == 3 * 2  # strategies x seeds, one task per table
+        mean = runs[runs.strategy == "vpt_deep"].test_top1.mean()
+        assert table.loc["vpt_deep", task] == pytest.approx(mean, abs=0.01)
+        assert (workdir / "results" / "mini" / f"{name}.ipynb").stat().st_size > 1000
+
+
+def test_run_files_follow_the_contract(workdir):
+    run = workdir / "results/mini/runs/mini_vit/newshapes_src/vtab1k/vpt_deep"
+    sweep = pd.read_csv(run / "sweep.csv")
+    assert sweep.selected.sum() == 1 and {"lr", "wd", "prompt_length", "val_top1"} <= set(sweep.columns)
+    metrics = json.loads((run / "seed1/metrics.json").read_text())
+    assert metrics["seed"] == 1 and metrics["n_train"] == 96 and metrics["n_test"] == 1000
+    assert metrics["provenance"]["manifest_sha256"] and metrics["provenance"]["config_hash"]
+    curves = pd.read_csv(run / "seed1/curves.csv")
+    assert list(curves.epoch) == list(range(1, metrics["epochs"] + 1))
+    assert not (run / "seed1/checkpoint.pt").exists()  # a finished run leaves no resume state
+    report = json.loads((workdir / "results/mini/backbones/mini_vit/pretrain.json").read_text())
+    assert report["heldout_top1"] > 0 and report["chance_top1"] == pytest.approx(100 / 12)
+
+
+def test_rerun_has_nothing_to_do(workdir):
+    proc = snakemake("-n", "-c1", "-d", str(workdir), f"--configfile={ROOT}/.test/config/config.yaml")
+    assert proc.returncode == 0
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_dry_runs_of_both_shipped_configs():
+    for configfile, target in (("config/config.yaml", "all"), ("config/paper.yaml", "results/table2.csv")):
+        proc = snakemake("-n", "-c1", "-d", f"{ROOT}", f"--configfile={ROOT}/{configfile}", target, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert "clevr_count" in out and "cifar100" not in out  # table2 = the structured tasks only
+
+
+def test_lint_is_clean():
+    proc = snakemake("--lint", cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
