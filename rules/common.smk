@@ -3,9 +3,9 @@ import math
 import os
 import shlex
 
-from vptft.config import grid_size, validate_config
+from vptft.config import validate_config
+from vptft.selection import grid_size
 from vptft.tasks import get_task
-
 
 # Schema + semantic checks before any job runs; fills in the schema's defaults.
 validate_config(config)
@@ -17,7 +17,9 @@ RESULTS = f"results/{BENCH}"
 RUNS = f"{RESULTS}/runs/{BB}"
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
-NOTEBOOKS = os.path.join(workflow.basedir, "notebooks")  # absolute: the workdir may be elsewhere (-d)
+NOTEBOOKS = os.path.join(
+    workflow.basedir, "notebooks"
+)  # absolute: the workdir may be elsewhere (-d)
 
 
 wildcard_constraints:
@@ -49,19 +51,37 @@ def backbone_arg(input):
     return f"--backbone {shlex.quote(input.backbone)}" if input.get("backbone") else ""
 
 
-def run_spec(wildcards):
+# Keys of `train` that change what a sweep or a final run computes (seeds and curve points only matter to the
+# final runs): a job's spec holds only what it uses, so editing the seed list does not re-run the sweeps.
+SWEEP_TRAIN_KEYS = (
+    "batch_size",
+    "epochs",
+    "min_steps",
+    "warmup_fraction",
+    "lr_scale_batch",
+    "normalization",
+    "head_init",
+    "device",
+)
+
+
+def run_spec(wildcards, stage):
     entry = config["strategies"][wildcards.strategy]
+    train = {k: config["train"][k] for k in SWEEP_TRAIN_KEYS}
+    if stage == "train":
+        train["curve_points"] = config["train"]["curve_points"]
+    else:
+        train["sweep_seed"] = config["train"]["sweep_seed"]
+        train["sweep_chunk_size"] = config["train"]["sweep_chunk_size"]
     return spec(
         task=wildcards.task,
         regime=wildcards.regime,
         strategy=wildcards.strategy,
         backbone=BB,
         data_dir=DATA,
-        train=config["train"],
+        train=train,
         grid=entry["grid"],
         options=entry.get("options", {}),
-        sweep_seed=config["train"]["sweep_seed"],
-        sweep_chunk_size=config["train"]["sweep_chunk_size"],
     )
 
 
@@ -74,6 +94,14 @@ def n_chunks(strategy):
 def table_tasks(table):
     groups = config["tables"][table]["groups"]
     return [t for t in config["tasks"] if get_task(t).group in groups]
+
+
+def seed_files(name):
+    """Per-seed output pattern of the train rule: one job trains every configured seed."""
+    return expand(
+        f"{RUNS}/{{{{task}}}}/{{{{regime}}}}/{{{{strategy}}}}/seed{{seed}}/{name}",
+        seed=config["train"]["seeds"],
+    )
 
 
 def table_metrics(wildcards):

@@ -1,12 +1,12 @@
 rule download:
     output:
         f"{DATA}/{BENCH}/{{task}}.json",
-    params:
-        spec=lambda wc: spec(task=wc.task, data_dir=DATA),
     log:
         f"{LOGS}/download/{{task}}.log",
     conda:
         "../envs/data.yaml"
+    params:
+        spec=lambda wc: spec(task=wc.task, data_dir=DATA),
     shell:
         "python -m vptft download --spec {params.spec:q} --out {output:q} > {log:q} 2>&1"
 
@@ -16,13 +16,16 @@ rule splits:
         rules.download.output,
     output:
         f"{RESULTS}/splits/{{task}}/{{regime}}.json",
-    params:
-        spec=lambda wc: spec(
-            task=wc.task, regime=wc.regime, data_dir=DATA, **config["regimes"][wc.regime]
-        ),
     log:
         f"{LOGS}/splits/{{task}}/{{regime}}.log",
     conda:
         "../envs/data.yaml"
+    params:
+        spec=lambda wc: spec(
+            task=wc.task,
+            regime=wc.regime,
+            data_dir=DATA,
+            **config["regimes"][wc.regime],
+        ),
     shell:
         "python -m vptft splits --spec {params.spec:q} --data-info {input:q} --out {output:q} > {log:q} 2>&1"

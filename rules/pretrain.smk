@@ -2,6 +2,17 @@ rule pretrain:
     output:
         model=f"{RESULTS}/backbones/{{backbone}}/model.safetensors",
         report=f"{RESULTS}/backbones/{{backbone}}/pretrain.json",
+    log:
+        f"{LOGS}/pretrain/{{backbone}}.log",
+    benchmark:
+        f"{BENCHMARKS}/pretrain/{{backbone}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: stage_resources("pretrain")["threads"]
+    resources:
+        mem_mb=stage_resources("pretrain")["mem_mb"],
+        runtime=stage_resources("pretrain")["runtime"],
+        gpu=stage_resources("pretrain")["gpu"],
     params:
         spec=lambda wc: spec(
             backbone=wc.backbone,
@@ -9,17 +20,6 @@ rule pretrain:
             device=config["train"]["device"],
         ),
         out_dir=lambda wc, output: os.path.dirname(output.model),
-    threads: stage_resources("pretrain")["threads"]
-    resources:
-        mem_mb=stage_resources("pretrain")["mem_mb"],
-        runtime=stage_resources("pretrain")["runtime"],
-        gpu=stage_resources("pretrain")["gpu"],
-    log:
-        f"{LOGS}/pretrain/{{backbone}}.log",
-    benchmark:
-        f"{BENCHMARKS}/pretrain/{{backbone}}.tsv"
-    conda:
-        "../envs/train.yaml"
     shell:
         "python -m vptft pretrain --spec {params.spec:q} --threads {threads} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -6,6 +6,10 @@ rule table:
         csv=f"{RESULTS}/{{table}}.csv",
         runs=f"{RESULTS}/{{table}}_runs.csv",
         notebook=f"{RESULTS}/{{table}}.ipynb",
+    log:
+        f"{LOGS}/report/{{table}}.log",
+    conda:
+        "../envs/report.yaml"
     params:
         spec=lambda wc, input, output: spec(
             table=wc.table,
@@ -18,10 +22,6 @@ rule table:
             out_csv=output.csv,
         ),
         tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
-    log:
-        f"{LOGS}/report/{{table}}.log",
-    conda:
-        "../envs/report.yaml"
     shell:
         "papermill {input.notebook:q} {params.tmp_notebook:q} -p spec {params.spec:q} > {log:q} 2>&1 "
         "&& mv {params.tmp_notebook:q} {output.notebook:q}"
@@ -32,6 +32,10 @@ rule paper_name:
         f"{RESULTS}/{{table}}.csv",
     output:
         "results/{table}.csv",
+    log:
+        f"{LOGS}/report/{{table}}_paper_name.log",
     localrule: True
+    conda:
+        "../envs/report.yaml"
     shell:
-        "cp {input:q} {output:q}.tmp && mv {output:q}.tmp {output:q}"
+        "(cp {input:q} {output:q}.tmp && mv {output:q}.tmp {output:q}) > {log:q} 2>&1"

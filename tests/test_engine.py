@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -5,8 +6,8 @@ import torch
 
 from vptft import engine
 from vptft.data import SplitData
+from vptft.selection import grid_points, select
 from vptft.strategies import get_strategy
-from vptft.sweep import grid_points, select
 
 
 def test_schedule_warmup_and_last_epoch():
@@ -18,7 +19,7 @@ def test_schedule_warmup_and_last_epoch():
     assert last == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
     assert 0 < last < 1e-3
     factors = [engine.lr_factor(e, warmup, total) for e in range(warmup, total)]
-    assert all(a >= b for a, b in zip(factors, factors[1:]))  # cosine decays monotonically
+    assert all(a >= b for a, b in itertools.pairwise(factors))  # cosine decays monotonically
 
 
 def test_lr_is_scaled_by_batch_over_256():
@@ -115,7 +116,7 @@ def test_interrupted_run_resumes_from_checkpoint_to_identical_curves(mini_vit, t
     monkeypatch.setattr(engine, "lr_factor", crash_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         run(checkpoint)
-    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1  # epochs 0 and 1 were saved
+    assert torch.load(checkpoint, weights_only=True)["next_epoch"] == 2  # epochs 0 and 1 were saved
     monkeypatch.setattr(engine, "lr_factor", real_factor)
     resumed = run(checkpoint)
     assert resumed["curves"] == straight["curves"]

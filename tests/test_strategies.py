@@ -30,3 +30,22 @@ def test_full_and_linear_tune_what_they_say(mini_vit):
     linear = get_strategy("linear").build(copy.deepcopy(mini_vit), 5)
     assert set(tuned_parameters(linear)) == {"head.weight", "head.bias"}
     assert parameter_counts(linear)["tuned"] == 96 * 5 + 5
+
+
+@pytest.mark.parametrize("init", ["vpt", "zero"])
+def test_head_init_options(mini_vit, init):
+    import math
+
+    head = get_strategy("linear").build(mini_vit, 5, head_init=init).head
+    if init == "vpt":
+        assert head.bias.eq(-math.log(99)).all() and head.weight.std() > 0.1  # kaiming fan_out: std sqrt(2/5)
+    else:
+        assert not head.weight.any() and not head.bias.any()
+    with pytest.raises(ValueError, match="unknown head init"):
+        get_strategy("linear").build(mini_vit, 5, head_init="xavier")
+
+
+def test_schema_lists_every_head_init():
+    from vptft.strategies.heads import HEAD_INITS
+
+    assert tuple(load_schema()["properties"]["train"]["properties"]["head_init"]["enum"]) == HEAD_INITS

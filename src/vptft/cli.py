@@ -49,7 +49,7 @@ def cmd_sweep(args, spec):
 
 
 def cmd_select(args, spec):
-    from vptft.sweep import merge_sweep
+    from vptft.selection import merge_sweep
 
     best = merge_sweep(args.chunks, args.out, expected_points=spec.get("grid_size"))
     print(f"[select] {best}", flush=True)
@@ -58,7 +58,7 @@ def cmd_select(args, spec):
 def cmd_train(args, spec):
     from vptft.sweep import run_final
 
-    run_final(spec, args.manifest, args.backbone, args.sweep, args.out_dir, seed=args.seed)
+    run_final(spec, args.manifest, args.backbone, args.sweep, args.runs_dir, seeds=args.seeds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,12 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("select", cmd_select, "merge sweep chunks and select the grid point")
     p.add_argument("--chunks", nargs="+", required=True)
     p.add_argument("--out", required=True)
-    p = verb("train", cmd_train, "final run of the selected grid point with one seed on train+val -> test")
+    p = verb("train", cmd_train, "final runs of the selected grid point, one per seed, on train+val -> test")
     p.add_argument("--manifest", required=True)
     p.add_argument("--backbone", default=None)
     p.add_argument("--sweep", required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--seeds", type=int, nargs="+", required=True)
+    p.add_argument("--runs-dir", required=True, help="seed<s>/ directories are written here")
     return parser
 
 

@@ -6,7 +6,6 @@ job, so it imports neither torch nor timm. Every message names the key path.
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 
 import jsonschema
@@ -39,10 +38,6 @@ def _with_defaults(validator_class):
 
 def load_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
-
-
-def grid_size(grid: dict) -> int:
-    return math.prod(len(values) for values in grid.values())
 
 
 def _semantic_errors(config: dict) -> list[str]:

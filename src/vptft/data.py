@@ -19,7 +19,7 @@ class SplitData:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device) -> "SplitData":
+    def to(self, device) -> SplitData:
         return SplitData(self.images.to(device), self.labels.to(device))
 
 

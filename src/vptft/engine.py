@@ -8,7 +8,9 @@ The engine knows the strategy interface (a model whose trainable parameters requ
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +62,8 @@ def eval_epochs(epochs: int, points: int | None) -> set[int] | None:
     """`points` evenly spaced epochs including the last (None: every epoch)."""
     if points is None or points >= epochs:
         return None
+    if points == 1:
+        return {epochs - 1}
     return {round(i * (epochs - 1) / max(1, points - 1)) for i in range(points)} | {epochs - 1}
 
 
@@ -106,6 +110,40 @@ def evaluate(forward, data: SplitData, prepare, device) -> dict:
     return {"loss": loss / max(1, len(data)), "top1": 100.0 * correct / max(1, len(data))}
 
 
+class _TermSignal:
+    """Turns SIGTERM (what SLURM sends before killing a job) into a flag the loop checks after every step."""
+
+    def __init__(self):
+        self.received = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class Terminated(SystemExit):
+    """Raised after SIGTERM once the checkpoint is saved; exits with 143 like a process killed by SIGTERM."""
+
+    def __init__(self):
+        super().__init__(128 + signal.SIGTERM)
+
+
+def _save_checkpoint(path: Path, model, optimizer, tuned_names, position: dict) -> None:
+    tuned = {k: v for k, v in model.state_dict().items() if k in tuned_names}
+    with atomic_path(path) as tmp:
+        torch.save({"tuned": tuned, "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                    **position}, tmp)
+
+
 def _load_checkpoint(path: Path, model, optimizer) -> dict | None:
     if not path.exists():
         return None
@@ -113,6 +151,7 @@ def _load_checkpoint(path: Path, model, optimizer) -> dict | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["tuned"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
     except Exception as err:
         raise RuntimeError(f"{path}: corrupt or incompatible training checkpoint ({err}); delete it to restart "
                            "this run from scratch") from err
@@ -145,48 +184,56 @@ def fit(model, train: SplitData, evals: dict[str, SplitData], cfg: FitConfig, in
     tuned_names = {name for name, p in model.named_parameters() if p.requires_grad}
     optimizer = make_optimizer(params, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
-    curves, start_epoch = [], 0
+    # Where training stands: the next epoch and batch, the shuffling state at that epoch's start, and the
+    # running sums of the epoch in progress. Saved after every epoch and on SIGTERM; restored on resume.
+    position = {"next_epoch": 0, "next_batch": 0, "generator": generator.get_state(), "loss_sum": 0.0,
+                "correct": 0, "curves": []}
     checkpoint = Path(checkpoint) if checkpoint else None
     if checkpoint and (state := _load_checkpoint(checkpoint, model, optimizer)):
-        curves, start_epoch = state["curves"], state["epoch"] + 1
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["rng"])
+        position = {key: state[key] for key in position}
+    curves = position["curves"]
     t0 = time.perf_counter()
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, initial=start_epoch, total=cfg.epochs, leave=False,
-               file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10, dynamic_ncols=True)
-    for epoch in bar:
-        lr = cfg.scaled_lr * lr_factor(epoch, cfg.warmup_epochs, cfg.epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        order = torch.randperm(len(train), generator=generator)
-        loss_sum, correct = 0.0, 0
-        for start in range(0, len(train), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size].to(device)
-            x, y = prepare(train.images[idx]), train.labels[idx]
-            with _autocast(device):
-                logits = forward(x).float()
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / len(train),
-               "train_top1": 100.0 * correct / len(train)}
-        if cfg.eval_epochs is None or epoch in cfg.eval_epochs:
-            model.eval()
-            for name, data in evals.items():
-                metrics = evaluate(forward, data, prepare, device)
-                row.update({f"{name}_loss": metrics["loss"], f"{name}_top1": metrics["top1"]})
-        curves.append(row)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_top1']:.1f}", refresh=False)
-        if checkpoint:
-            tuned = {k: v for k, v in model.state_dict().items() if k in tuned_names}
-            with atomic_path(checkpoint) as tmp:
-                torch.save({"tuned": tuned, "optimizer": optimizer.state_dict(), "epoch": epoch,
-                            "curves": curves, "generator": generator.get_state(), "rng": torch.get_rng_state()},
-                           tmp)
+    bar = tqdm(range(position["next_epoch"], cfg.epochs), desc=desc, initial=position["next_epoch"],
+               total=cfg.epochs, leave=False, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10,
+               dynamic_ncols=True)
+    with _TermSignal() as term:
+        for epoch in bar:
+            lr = cfg.scaled_lr * lr_factor(epoch, cfg.warmup_epochs, cfg.epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            model.train()
+            generator.set_state(position["generator"])
+            order = torch.randperm(len(train), generator=generator)
+            starts = range(0, len(train), cfg.batch_size)
+            for batch in range(position["next_batch"], len(starts)):
+                idx = order[starts[batch]:starts[batch] + cfg.batch_size].to(device)
+                x, y = prepare(train.images[idx]), train.labels[idx]
+                with _autocast(device):
+                    logits = forward(x).float()
+                loss = F.cross_entropy(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                position["loss_sum"] += loss.item() * len(y)
+                position["correct"] += (logits.argmax(1) == y).sum().item()
+                if term.received:
+                    if checkpoint:
+                        _save_checkpoint(checkpoint, model, optimizer, tuned_names,
+                                         {**position, "next_epoch": epoch, "next_batch": batch + 1})
+                    raise Terminated()
+            row = {"epoch": epoch + 1, "lr": lr, "train_loss": position["loss_sum"] / len(train),
+                   "train_top1": 100.0 * position["correct"] / len(train)}
+            if cfg.eval_epochs is None or epoch in cfg.eval_epochs:
+                model.eval()
+                for name, data in evals.items():
+                    metrics = evaluate(forward, data, prepare, device)
+                    row.update({f"{name}_loss": metrics["loss"], f"{name}_top1": metrics["top1"]})
+            curves.append(row)
+            position = {"next_epoch": epoch + 1, "next_batch": 0, "generator": generator.get_state(),
+                        "loss_sum": 0.0, "correct": 0, "curves": curves}
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_top1']:.1f}", refresh=False)
+            if checkpoint:
+                _save_checkpoint(checkpoint, model, optimizer, tuned_names, position)
     bar.close()
     last = curves[-1] if curves else {}
     return {"curves": curves, "seconds": time.perf_counter() - t0, "epochs": cfg.epochs,

@@ -1,15 +1,13 @@
 """Hyper-parameter search and final runs (REFERENCE.md sections 1-2).
 
-A grid (lr x wd x the strategy's extras) is trained on train -> val; the point with the best LAST-epoch val
-top-1 is selected (ties -> smaller lr, then grid order); final runs train on train+val (trainval) with each seed
-and report last-epoch test top-1. A job loads its data and backbone once and trains several grid points.
+A grid (lr x wd x the strategy's extras) is trained on train -> val and the point with the best last-epoch
+val top-1 selected (vptft.selection); final runs train on train+val (trainval) with each seed and report
+last-epoch test top-1. A job loads its data and backbone once and trains several grid points or seeds.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
-import itertools
 import json
 import os
 import platform
@@ -22,30 +20,10 @@ from vptft import engine
 from vptft.backbones import create_backbone, input_config
 from vptft.data import load_split
 from vptft.io import atomic_path, content_hash, write_json
+from vptft.selection import GRID_KEYS_FIRST, chunk_indices, grid_points, selected_point, write_csv
 from vptft.splits import read_manifest
 from vptft.strategies import get_strategy
 from vptft.strategies.heads import parameter_counts
-
-GRID_KEYS_FIRST = ("lr", "wd")
-
-
-def grid_points(grid: dict) -> list[dict]:
-    """Every combination of the grid's lists, lr and wd first, then the strategy's extras in config order."""
-    keys = [k for k in GRID_KEYS_FIRST if k in grid] + [k for k in grid if k not in GRID_KEYS_FIRST]
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
-
-
-def chunk_of(points: list, index: int, size: int | None) -> list:
-    if not size:
-        return points
-    return points[index * size:(index + 1) * size]
-
-
-def select(rows: list[dict]) -> dict:
-    """Best last-epoch val top-1; ties go to the smaller lr, then to the earlier grid point."""
-    if not rows:
-        raise ValueError("no sweep rows to select from")
-    return min(rows, key=lambda r: (-float(r["val_top1"]), float(r["lr"]), int(r["grid_index"])))
 
 
 class Job:
@@ -80,7 +58,8 @@ class Job:
     def build(self, point: dict, seed: int):
         torch.manual_seed(seed)
         extras = {k: v for k, v in {**self.spec.get("options", {}), **point}.items() if k not in GRID_KEYS_FIRST}
-        return self.strategy.build(copy.deepcopy(self.backbone), self.manifest["num_classes"], **extras)
+        return self.strategy.build(copy.deepcopy(self.backbone), self.manifest["num_classes"],
+                                   head_init=self.spec["train"]["head_init"], **extras)
 
     def fit(self, model, train: str, evals: list[str], cfg: engine.FitConfig, checkpoint=None, desc=""):
         return engine.fit(model, self.split(train), {name: self.split(name) for name in evals}, cfg, self.input_cfg,
@@ -92,12 +71,12 @@ def run_sweep_chunk(spec: dict, manifest_path, backbone_path, out_csv, chunk: in
     """Train the grid points of one chunk on train -> val and write one CSV row per point."""
     job = Job(spec, manifest_path, backbone_path)
     points = grid_points(spec["grid"])
-    size = spec.get("sweep_chunk_size")
     rows = []
-    for offset, point in enumerate(chunk_of(points, chunk, size)):
-        index = chunk * size + offset if size else offset
-        model = job.build(point, spec["sweep_seed"])
-        cfg = job.fit_config(point, spec["sweep_seed"], len(job.split("train")), curve_points=1)
+    for index in chunk_indices(len(points), chunk, spec["train"]["sweep_chunk_size"]):
+        point = points[index]
+        seed = spec["train"]["sweep_seed"]
+        model = job.build(point, seed)
+        cfg = job.fit_config(point, seed, len(job.split("train")), curve_points=1)
         result = job.fit(model, "train", ["val"], cfg, desc=f"{spec['task']}/{spec['strategy']} {point}")
         rows.append({"grid_index": index, **point, "lr_scaled": cfg.scaled_lr, "epochs": cfg.epochs,
                      "val_top1": result["final"]["val"]["top1"], "val_loss": result["final"]["val"]["loss"],
@@ -107,41 +86,6 @@ def run_sweep_chunk(spec: dict, manifest_path, backbone_path, out_csv, chunk: in
               f"({cfg.epochs} epochs, {result['seconds']:.1f}s)", flush=True)
     write_csv(out_csv, rows)
     return rows
-
-
-def write_csv(path, rows: list[dict]) -> None:
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def read_csv(path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def merge_sweep(chunk_csvs: list, out_csv, expected_points: int | None = None) -> dict:
-    """Merge chunk CSVs into sweep.csv with a `selected` column; return the selected row."""
-    rows = [row for path in chunk_csvs for row in read_csv(path)]
-    if expected_points is not None and len(rows) != expected_points:
-        raise ValueError(f"sweep chunks hold {len(rows)} grid points, expected {expected_points}: "
-                         f"{', '.join(map(str, chunk_csvs))}")
-    rows.sort(key=lambda r: int(r["grid_index"]))
-    best = select(rows)
-    for row in rows:
-        row["selected"] = int(row is best)
-    write_csv(out_csv, rows)
-    return best
-
-
-def selected_point(sweep_csv, grid: dict) -> dict:
-    """The selected grid point of a sweep.csv, with values typed like the config's grid."""
-    rows = [r for r in read_csv(sweep_csv) if r.get("selected") == "1"]
-    if len(rows) != 1:
-        raise ValueError(f"{sweep_csv}: expected exactly one selected row, found {len(rows)}; rerun the sweep")
-    return {key: type(values[0])(rows[0][key]) for key, values in grid.items()}
 
 
 def provenance(job: Job, seed: int) -> dict:
@@ -168,19 +112,15 @@ def provenance(job: Job, seed: int) -> dict:
             "host": platform.node()}
 
 
-def run_final(spec: dict, manifest_path, backbone_path, sweep_csv, out_dir, seed: int) -> dict:
-    """Train the selected point on trainval with `seed`; write metrics.json, curves.csv, tuned.safetensors."""
+def _final_run(job: Job, point: dict, seed: int, out_dir: Path) -> dict:
     from safetensors.torch import save_file
 
     from vptft.strategies.heads import tuned_parameters
 
-    out_dir = Path(out_dir)
-    job = Job(spec, manifest_path, backbone_path)
-    point = selected_point(sweep_csv, spec["grid"])
+    spec = job.spec
     model = job.build(point, seed)
     cfg = job.fit_config(point, seed, len(job.split("trainval")), curve_points=spec["train"].get("curve_points"))
-    checkpoint = out_dir / "checkpoint.pt"
-    result = job.fit(model, "trainval", ["test"], cfg, checkpoint=checkpoint,
+    result = job.fit(model, "trainval", ["test"], cfg, checkpoint=out_dir / "checkpoint.pt",
                      desc=f"{spec['task']}/{spec['strategy']} seed {seed}")
     write_csv(out_dir / "curves.csv", result["curves"])
     with atomic_path(out_dir / "tuned.safetensors") as tmp:
@@ -193,6 +133,21 @@ def run_final(spec: dict, manifest_path, backbone_path, sweep_csv, out_dir, seed
                "n_test": len(job.split("test")), **parameter_counts(model),
                "seconds": round(result["seconds"], 3), "provenance": provenance(job, seed)}
     write_json(out_dir / "metrics.json", metrics)
-    checkpoint.unlink(missing_ok=True)  # the run is finished: its resume state is no longer needed
     print(json.dumps({k: metrics[k] for k in ("task", "strategy", "seed", "hparams", "test_top1")}), flush=True)
     return metrics
+
+
+def run_final(spec: dict, manifest_path, backbone_path, sweep_csv, runs_dir, seeds: list[int]) -> list[dict]:
+    """Train the selected point on trainval once per seed (data and backbone loaded once); each seed writes
+    seed{s}/metrics.json, curves.csv and tuned.safetensors under runs_dir.
+
+    Every seed keeps its epoch checkpoint until all seeds are done, so a killed job resumes each seed where it
+    stopped (a finished seed is re-created from its last checkpoint without training).
+    """
+    runs_dir = Path(runs_dir)
+    job = Job(spec, manifest_path, backbone_path)
+    point = selected_point(sweep_csv, spec["grid"])
+    results = [_final_run(job, point, seed, runs_dir / f"seed{seed}") for seed in seeds]
+    for seed in seeds:
+        (runs_dir / f"seed{seed}" / "checkpoint.pt").unlink(missing_ok=True)
+    return results

@@ -21,13 +21,14 @@ class StrategySpec:
     cache_features: bool = False  # the backbone is frozen and its output used as is: compute features once
     description: str = ""
 
-    def build(self, backbone, num_classes: int, **hparams):
+    def build(self, backbone, num_classes: int, head_init: str = "vpt", **hparams):
+        """The tuned model: `backbone` wrapped with a new `head_init` head and the strategy's parameters."""
         unknown = set(hparams) - set(self.hparams)
         if unknown:
             raise TypeError(f"strategy {self.name!r} has no hyper-parameters {sorted(unknown)}; "
                             f"it takes {sorted(self.hparams)}")
         module, function = self.builder.split(":")
-        return getattr(importlib.import_module(module), function)(backbone, num_classes,
+        return getattr(importlib.import_module(module), function)(backbone, num_classes, head_init=head_init,
                                                                   **{**self.hparams, **hparams})
 
 

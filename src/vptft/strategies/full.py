@@ -8,10 +8,10 @@ from vptft.strategies.heads import make_head
 class Classifier(nn.Module):
     """backbone -> pooled final-norm CLS feature -> head."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int):
+    def __init__(self, backbone: nn.Module, num_classes: int, head_init: str = "vpt"):
         super().__init__()
         self.backbone = backbone
-        self.head = make_head(backbone.num_features, num_classes)
+        self.head = make_head(backbone.num_features, num_classes, head_init)
 
     def forward_features(self, x):
         return self.backbone(x)
@@ -20,5 +20,5 @@ class Classifier(nn.Module):
         return self.head(self.forward_features(x))
 
 
-def build(backbone, num_classes):
-    return Classifier(backbone, num_classes)
+def build(backbone, num_classes, head_init="vpt"):
+    return Classifier(backbone, num_classes, head_init)

@@ -6,12 +6,22 @@ import math
 
 from torch import nn
 
+HEAD_INITS = ("vpt", "zero")
 
-def make_head(dim: int, num_classes: int) -> nn.Linear:
-    """Linear head initialised as in the VPT code: kaiming-normal (fan_out) weight, bias -log(99)."""
+
+def make_head(dim: int, num_classes: int, init: str = "vpt") -> nn.Linear:
+    """A new linear head. "vpt": as in the VPT code, kaiming-normal (fan_out) weight and bias -log(99);
+    "zero": all zeros (timm's jax-style head init), which small backbones with short schedules train better from.
+    """
     head = nn.Linear(dim, num_classes)
-    nn.init.kaiming_normal_(head.weight, a=0, mode="fan_out")
-    nn.init.constant_(head.bias, -math.log((1 - 0.01) / 0.01))
+    if init == "vpt":
+        nn.init.kaiming_normal_(head.weight, a=0, mode="fan_out")
+        nn.init.constant_(head.bias, -math.log((1 - 0.01) / 0.01))
+    elif init == "zero":
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+    else:
+        raise ValueError(f"unknown head init {init!r}; one of {HEAD_INITS}")
     return head
 
 

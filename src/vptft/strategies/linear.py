@@ -8,7 +8,7 @@ class LinearProbe(FrozenBackboneMixin, Classifier):
     pass
 
 
-def build(backbone, num_classes):
-    model = LinearProbe(backbone, num_classes)
+def build(backbone, num_classes, head_init="vpt"):
+    model = LinearProbe(backbone, num_classes, head_init)
     freeze(model.backbone)
     return model

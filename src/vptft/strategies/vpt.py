@@ -24,7 +24,7 @@ def prompt_init_bound(patch_size: int, dim: int) -> float:
 
 class PromptedViT(FrozenBackboneMixin, nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, prompt_length: int, deep: bool,
-                 prompt_dropout: float = 0.0):
+                 prompt_dropout: float = 0.0, head_init: str = "vpt"):
         super().__init__()
         if prompt_length < 1:
             raise ValueError(f"prompt_length must be >= 1, got {prompt_length}")
@@ -36,7 +36,7 @@ class PromptedViT(FrozenBackboneMixin, nn.Module):
         bound = prompt_init_bound(backbone.patch_embed.patch_size[0], dim)
         self.prompts = nn.Parameter(torch.empty(layers, prompt_length, dim).uniform_(-bound, bound))
         self.prompt_dropout = nn.Dropout(prompt_dropout)
-        self.head = make_head(dim, num_classes)
+        self.head = make_head(dim, num_classes, head_init)
 
     def _prompts(self, layer: int, batch: int) -> torch.Tensor:
         return self.prompt_dropout(self.prompts[layer].expand(batch, -1, -1))
@@ -61,12 +61,12 @@ class PromptedViT(FrozenBackboneMixin, nn.Module):
         return self.head(self.forward_features(x))
 
 
-def build_deep(backbone, num_classes, prompt_length=10, prompt_dropout=0.0):
-    return PromptedViT(backbone, num_classes, int(prompt_length), deep=True, prompt_dropout=prompt_dropout)
+def build_deep(backbone, num_classes, prompt_length=10, prompt_dropout=0.0, head_init="vpt"):
+    return PromptedViT(backbone, num_classes, int(prompt_length), True, prompt_dropout, head_init)
 
 
-def build_shallow(backbone, num_classes, prompt_length=10, prompt_dropout=0.0):
-    return PromptedViT(backbone, num_classes, int(prompt_length), deep=False, prompt_dropout=prompt_dropout)
+def build_shallow(backbone, num_classes, prompt_length=10, prompt_dropout=0.0, head_init="vpt"):
+    return PromptedViT(backbone, num_classes, int(prompt_length), False, prompt_dropout, head_init)
 
 
 def expected_tuned_parameters(prompt_length: int, dim: int, depth: int, num_classes: int, deep: bool) -> int:

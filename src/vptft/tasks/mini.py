@@ -324,9 +324,8 @@ def prepare(task: Task, data_dir) -> dict:
     splits = render_task(task)
     arrays = {f"{split}_{key}": arr for split, (images, labels) in splits.items()
               for key, arr in (("images", images), ("labels", labels))}
-    with atomic_path(_path(task, data_dir)) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    with atomic_path(_path(task, data_dir)) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     return {"task": task.name, "source": "rendered (vptft.tasks.mini)", "path": str(_path(task, data_dir)),
             "split_sizes": {split: len(labels) for split, (_, labels) in splits.items()}}
 

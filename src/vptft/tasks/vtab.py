@@ -45,16 +45,16 @@ def binned(key: str, original: int, bins: int = 16):
     return lambda record: int(np.floor(int(record[key]) / (original / bins)))
 
 
-def field(key: str):
+def label_field(key: str):
     return lambda record: int(record[key])
 
 
-def _vtab(name, group, builder, classes, val, test, label=field("label"), image="image"):
+def _vtab(name, group, builder, classes, val, test, label=None, image="image"):
     val_split, val_start = val
     test_split, test_start = test
     return Task(name=name, benchmark="vtab", group=group, num_classes=classes, train_split="train",
                 val_split=val_split, val_start=val_start, test_split=test_split, test_start=test_start,
-                extra={"builder": builder, "label": label, "image": image})
+                extra={"builder": builder, "label": label or label_field("label"), "image": image})
 
 
 TASKS = [
@@ -81,9 +81,9 @@ TASKS = [
           label=binned("label_orientation", 40)),
     # test[50%:] of smallnorb's 24,300 test records
     _vtab("smallnorb_azimuth", "structured", "smallnorb:2.*.*", 18, ("test", 0), ("test", 12150),
-          label=field("label_azimuth")),
+          label=label_field("label_azimuth")),
     _vtab("smallnorb_elevation", "structured", "smallnorb:2.*.*", 9, ("test", 0), ("test", 12150),
-          label=field("label_elevation")),
+          label=label_field("label_elevation")),
 ]
 
 
