@@ -54,3 +54,27 @@ def test_snakemake_refuses_bad_config_before_any_job(path, tmp_path):
     assert proc.returncode != 0
     assert _expected(path) in proc.stdout + proc.stderr
     assert not (work / "results").exists() and not (work / "resources").exists()
+
+
+def test_gpu_resources_on_a_local_run_without_gpu_are_refused(tmp_path, monkeypatch):
+    from vptft import config as config_module
+
+    monkeypatch.setattr(config_module, "gpus_visible", lambda: False)
+    paper = load_config(f"{ROOT}/config/paper.yaml")
+    with pytest.raises(ConfigError, match=r"\$\.resources\.train\.gpu: 1 GPU\(s\) per job requested"):
+        config_module.check_local_resources(paper)
+    config_module.check_local_resources(load_config(f"{ROOT}/config/config.yaml"))  # the mini config: fine
+
+
+def test_local_paper_run_without_gpu_stops_before_any_job(tmp_path):
+    from vptft.config import gpus_visible
+
+    if gpus_visible():
+        pytest.skip("this machine has a GPU: a local GPU run is legitimate here")
+    work = tmp_path / "work"
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-c1", "-s", f"{ROOT}/Snakefile", "-d", str(work),
+                           f"--configfile={ROOT}/config/paper.yaml", "results/table2.csv"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "$.resources.train.gpu" in proc.stdout + proc.stderr
+    assert not (work / "results").exists() and not (work / "resources").exists()

@@ -104,3 +104,22 @@ def validate_config(config: dict) -> dict:
 def load_config(path) -> dict:
     with open(path) as f:
         return validate_config(yaml.safe_load(f) or {})
+
+
+def gpus_visible() -> bool:
+    """Whether this machine shows an NVIDIA GPU, without importing torch."""
+    import glob
+    import shutil
+
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or shutil.which("nvidia-smi") is not None
+
+
+def check_local_resources(config: dict) -> None:
+    """A local (non-cluster) run must not ask for GPUs the machine does not have."""
+    if gpus_visible():
+        return
+    errors = [f"$.resources.{stage}.gpu: {res['gpu']} GPU(s) per job requested, but this local run sees no GPU; "
+              "set it to 0 to run on the CPU, or submit to a cluster (--profile slurm)"
+              for stage, res in config["resources"].items() if res.get("gpu", 0) > 0]
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))

@@ -191,6 +191,8 @@ def fit(model, train: SplitData, evals: dict[str, SplitData], cfg: FitConfig, in
     checkpoint = Path(checkpoint) if checkpoint else None
     if checkpoint and (state := _load_checkpoint(checkpoint, model, optimizer)):
         position = {key: state[key] for key in position}
+        print(f"[fit] resumed from {checkpoint} at epoch {position['next_epoch'] + 1}, batch "
+              f"{position['next_batch']}", file=sys.stderr, flush=True)
     curves = position["curves"]
     t0 = time.perf_counter()
     bar = tqdm(range(position["next_epoch"], cfg.epochs), desc=desc, initial=position["next_epoch"],

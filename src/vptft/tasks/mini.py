@@ -8,6 +8,7 @@ Four quadrants: {classification, structured} x {rendered like the source, shifte
 
 from __future__ import annotations
 
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -336,8 +337,9 @@ def _load(task: Task, data_dir):
         raise FileNotFoundError(f"{path}: mini task {task.name!r} is not prepared; run the `download` rule "
                                 f"(snakemake {path.with_suffix('.json')})")
     try:
-        return np.load(path)
-    except (OSError, ValueError) as err:
+        with np.load(path) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: unreadable ({err}); delete it and rerun the `download` rule") from None
 
 
