@@ -10,12 +10,19 @@ from vptft.tasks import get_task
 
 # Schema + semantic checks before any job runs; fills in the schema's defaults.
 validate_config(config)
-if workflow.local_exec and not workflow.dryrun and workflow.is_main_process:
-    check_local_resources(config)
+
+
+onstart:
+    # A local run must not ask for GPUs the machine lacks (the executor is known only once the run starts).
+    if workflow.local_exec:
+        check_local_resources(config)
+
 
 # Jobs call `python -m vptft`: without --sdm conda that must be the Python running Snakemake (e.g.
 # .venv/bin/snakemake without an activated venv); a conda env, when used, is activated in front of it.
-os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+os.environ["PATH"] = os.pathsep.join(
+    [os.path.dirname(sys.executable), os.environ.get("PATH", "")]
+)
 
 BENCH = config["benchmark"]
 BB = config["backbone"]

@@ -39,6 +39,7 @@ def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") ->
     n_train, n_heldout = cfg["n_train"], cfg["n_heldout"]
     images, labels = render_source(n_train + n_heldout, cfg["seed"])
     print(f"[pretrain] rendered {len(labels)} source images in {time.perf_counter() - t0:.1f}s", flush=True)
+    torch.manual_seed(cfg["seed"])  # the initial weights too: the backbone is deterministic from the seed
     model = timm.create_model(BACKBONES[backbone_key].timm_name, pretrained=False, num_classes=len(SOURCE_SHAPES))
     size = input_config(model)["size"]
     x = to_uint8_tensor(images, size)

@@ -103,13 +103,13 @@ def provenance(job: Job, seed: int) -> dict:
 
     device = str(job.device)
     if job.device.type == "cuda":
-        device += f" ({torch.cuda.get_device_name(job.device)}; CUDA_VISIBLE_DEVICES="
-        device += f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')})"
+        device += f" ({torch.cuda.get_device_name(job.device)})"
     return {"config_hash": content_hash(job.spec), "seed": seed, "manifest": str(job.manifest_path),
             "manifest_sha256": job.manifest["sha256"], "backbone_checkpoint": str(job.backbone_path),
-            "device": device, "git_commit": git_commit(), "python": platform.python_version(),
-            "packages": {"vptft": vptft.__version__, "torch": torch.__version__, "timm": timm.__version__},
-            "host": platform.node()}
+            "device": device, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "git_commit": git_commit(),
+            "python": platform.python_version(), "host": platform.node(),
+            "packages": {"vptft": vptft.__version__, "torch": torch.__version__, "timm": timm.__version__}}
 
 
 def _final_run(job: Job, point: dict, seed: int, out_dir: Path) -> dict:

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# A single-node SLURM on this machine (Debian's slurmctld + slurmd + munge, one fake GPU as GRES), to try the
+# cluster profile:  sudo scripts/local_slurm.sh up  ...  snakemake --profile slurm ...  ...  scripts/local_slurm.sh down
+# Needs root and apt. No job accounting: the profile needs `slurm-status-command: squeue` here.
+set -euo pipefail
+STATE=${VPTFT_SLURM_STATE:-/tmp/vptft-slurm}
+
+install() {
+    command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null && return
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+}
+
+write_config() {
+    local cpus mem
+    cpus=$(nproc)
+    mem=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.75}' /proc/meminfo)  # node memory must not exceed the real one
+    mkdir -p /etc/slurm "$STATE/state" "$STATE/spool"
+    cat >/etc/slurm/slurm.conf <<EOF
+ClusterName=vptft
+SlurmctldHost=localhost
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CryptoType=crypto/munge
+StateSaveLocation=$STATE/state
+SlurmdSpoolDir=$STATE/spool
+SlurmctldPidFile=$STATE/slurmctld.pid
+SlurmdPidFile=$STATE/slurmd.pid
+SlurmctldLogFile=$STATE/slurmctld.log
+SlurmdLogFile=$STATE/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SchedulerType=sched/backfill
+MpiDefault=none
+ReturnToService=2
+MinJobAge=600
+GresTypes=gpu
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:1 State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+EOF
+    printf 'AutoDetect=off\nName=gpu File=/dev/null\n' >/etc/slurm/gres.conf
+}
+
+up() {
+    install
+    write_config
+    mkdir -p /run/munge && chown munge:munge /run/munge
+    [ -f /run/munge/munged.pid ] && kill -0 "$(cat /run/munge/munged.pid)" 2>/dev/null || runuser -u munge -- /usr/sbin/munged
+    (cd "$STATE" && /usr/sbin/slurmctld)
+    /usr/sbin/slurmd -N localhost
+    timeout -s KILL 60 bash -c 'until [ "$(sinfo -h -n localhost -o %t 2>/dev/null)" = idle ]; do sleep 0.2; done'
+    sinfo
+}
+
+down() {
+    for pidfile in "$STATE/slurmd.pid" "$STATE/slurmctld.pid" /run/munge/munged.pid; do
+        if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+            kill "$(cat "$pidfile")"
+            timeout -s KILL 30 bash -c "while kill -0 $(cat "$pidfile") 2>/dev/null; do sleep 0.1; done" || true
+        fi
+    done
+}
+
+case "${1:-}" in
+up) up ;;
+down) down ;;
+*) echo "usage: $0 up|down" >&2 && exit 2 ;;
+esac
