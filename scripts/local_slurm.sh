@@ -60,10 +60,12 @@ up() {
 }
 
 down() {
+    local pid
     for pidfile in "$STATE/slurmd.pid" "$STATE/slurmctld.pid" /run/munge/munged.pid; do
-        if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-            kill "$(cat "$pidfile")"
-            timeout -s KILL 30 bash -c "while kill -0 $(cat "$pidfile") 2>/dev/null; do sleep 0.1; done" || true
+        pid=$(cat "$pidfile" 2>/dev/null) || continue
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid"
+            timeout -s KILL 30 bash -c "while kill -0 $pid 2>/dev/null; do sleep 0.1; done" || true
         fi
     done
 }

@@ -18,17 +18,19 @@ def test_killed_train_job_leaves_no_output_and_resumes(tmp_path):
         config = yaml.safe_load(f)
     config["tasks"] = ["newshapes_src"]
     config["strategies"] = {"vpt_deep": config["strategies"]["vpt_deep"]}
+    config["tables"] = {"table1": config["tables"]["table1"]}
     config["train"]["epochs"] = 60  # long enough to be killed mid-run
     configfile = tmp_path / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
     work = tmp_path / "work"
     runs = work / "results/mini/runs/mini_vit/newshapes_src/vtab1k/vpt_deep"
     cmd = [sys.executable, "-m", "snakemake", "-c1", "-s", f"{ROOT}/Snakefile", "-d", str(work),
-           f"--configfile={configfile}", str(runs / "seed1/metrics.json")]
+           f"--configfile={configfile}", str((runs / "seed1/metrics.json").relative_to(work))]
     snakemake = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 240
     while not (runs / "seed0/checkpoint.pt").exists():
-        assert snakemake.poll() is None and time.monotonic() < deadline, "the train job never checkpointed"
+        if snakemake.poll() is not None or time.monotonic() > deadline:
+            pytest.fail("the train job never checkpointed:\n" + snakemake.communicate()[0][-3000:])
         time.sleep(0.1)
     job = subprocess.run(["pgrep", "-f", f"vptft train .*--runs-dir {runs.relative_to(work)}"],
                          capture_output=True, text=True).stdout.split()
