@@ -6,6 +6,7 @@ import sys
 
 from vptft.config import check_local_resources, validate_config
 from vptft.selection import grid_size
+from vptft.splits import regime_spec
 from vptft.tasks import get_task
 
 # Schema + semantic checks before any job runs; fills in the schema's defaults.
@@ -39,7 +40,7 @@ NOTEBOOKS = os.path.join(
 wildcard_constraints:
     task="[a-z0-9_]+",
     strategy="[a-z0-9_]+",
-    regime="[a-z0-9_]+",
+    regime="vtab1k|oneshot|scale[0-9]+",
     seed="[0-9]+",
     chunk="[0-9]+",
     table="table[0-9]+",

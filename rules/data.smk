@@ -25,7 +25,7 @@ rule splits:
             task=wc.task,
             regime=wc.regime,
             data_dir=DATA,
-            **config["regimes"][wc.regime],
+            sizes=regime_spec(wc.regime, config["regimes"]),
         ),
     shell:
         "python -m vptft splits --spec {params.spec:q} --data-info {input:q} --out {output:q} > {log:q} 2>&1"

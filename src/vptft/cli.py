@@ -30,10 +30,13 @@ def cmd_splits(args, spec):
     from vptft.io import read_json
     from vptft.splits import build_manifest, write_manifest
 
-    manifest = build_manifest(spec["task"], spec["regime"], spec["n_train"], spec["n_val"],
-                              read_json(args.data_info), spec["data_dir"])
+    manifest = build_manifest(spec["task"], spec["regime"], spec["sizes"], read_json(args.data_info),
+                              spec["data_dir"])
     write_manifest(args.out, manifest)
     print({split: sum(map(len, parts.values())) for split, parts in manifest["splits"].items()}, flush=True)
+    for note in ("skipped", "missing_classes"):
+        if manifest.get(note):
+            print(f"[splits] {spec['task']} {spec['regime']}: {note}: {manifest[note]}", file=sys.stderr)
 
 
 def cmd_pretrain(args, spec):

@@ -12,6 +12,7 @@ import jsonschema
 import yaml
 
 from vptft import tasks as task_registry
+from vptft.splits import regime_names
 from vptft.strategies import STRATEGIES
 
 SCHEMA_PATH = Path(__file__).with_name("config_schema.yaml")
@@ -66,26 +67,46 @@ def _semantic_errors(config: dict) -> list[str]:
                       "`pretrain` section")
     if not pretrained and "pretrain" in config:
         errors.append(f"$.pretrain: backbone {config['backbone']!r} comes pre-trained; remove the `pretrain` section")
-    for regime, sizes in config["regimes"].items():
-        for name in config["tasks"]:
-            task = task_registry.TASKS.get(name)
-            if task is None or task.benchmark != "mini":
-                continue  # VTAB sizes are only known once the data is prepared; the splits rule checks them
-            from vptft.tasks.mini import SPLIT_SIZES
-
-            if sizes["n_train"] > task.val_start:
-                errors.append(f"$.regimes.{regime}.n_train: {sizes['n_train']} exceeds the {task.val_start} train "
-                              f"records task {name!r} has before its val slice")
-            if sizes["n_val"] > SPLIT_SIZES[task.val_split] - task.val_start:
-                errors.append(f"$.regimes.{regime}.n_val: {sizes['n_val']} exceeds the "
-                              f"{SPLIT_SIZES[task.val_split] - task.val_start} val records of task {name!r}")
+    errors += _regime_errors(config)
     groups_present = {task_registry.TASKS[n].group for n in config["tasks"] if n in task_registry.TASKS}
     for table, entry in config["tables"].items():
-        if entry["regime"] not in config["regimes"]:
+        if entry["regime"] not in regime_names(config["regimes"]):
             errors.append(f"$.tables.{table}.regime: {entry['regime']!r} is not a configured regime "
-                          f"({', '.join(config['regimes'])})")
+                          f"({', '.join(regime_names(config['regimes']))})")
         if not groups_present & set(entry["groups"]):
             errors.append(f"$.tables.{table}.groups: no configured task is in groups {entry['groups']}")
+    return errors
+
+
+def _regime_errors(config: dict) -> list[str]:
+    """Regime sizes against what the tasks have (known in advance for the mini tasks; VTAB sizes are known
+    once the data is prepared, where the splits rule checks them) and the scaling ratio."""
+    from vptft.tasks.mini import SPLIT_SIZES
+
+    errors = []
+    regimes = config["regimes"]
+    scaling = regimes.get("scaling")
+    if scaling:
+        for i, n in enumerate(scaling["n_train"]):
+            if n % scaling["ratio"]:
+                errors.append(f"$.regimes.scaling.n_train[{i}]: {n} has no {scaling['ratio']}:1 train:val split "
+                              f"(not a multiple of {scaling['ratio']})")
+    mini = [task_registry.TASKS[n] for n in config["tasks"] if getattr(task_registry.TASKS.get(n), "benchmark",
+                                                                       None) == "mini"]
+    for task in mini:
+        if "vtab1k" in regimes:
+            sizes = regimes["vtab1k"]
+            if sizes["n_train"] > task.val_start:
+                errors.append(f"$.regimes.vtab1k.n_train: {sizes['n_train']} exceeds the {task.val_start} train "
+                              f"records task {task.name!r} has before its val slice")
+            if sizes["n_val"] > SPLIT_SIZES[task.val_split] - task.val_start:
+                errors.append(f"$.regimes.vtab1k.n_val: {sizes['n_val']} exceeds the "
+                              f"{SPLIT_SIZES[task.val_split] - task.val_start} val records of task {task.name!r}")
+        for i, n in enumerate(scaling["n_train"] if scaling else []):
+            pool = SPLIT_SIZES[task.train_split]
+            if n + n // scaling["ratio"] > pool:
+                errors.append(f"$.regimes.scaling.n_train[{i}]: {n} train + {n // scaling['ratio']} val exceed the "
+                              f"{pool} non-test records of task {task.name!r}")
     return errors
 
 

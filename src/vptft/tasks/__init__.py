@@ -72,9 +72,9 @@ def prepare(task: Task, data_dir: str) -> dict:
     return _module(task).prepare(task, data_dir)
 
 
-def load_labels(task: Task, split: str, data_dir: str):
-    """All labels of one split, as an int64 array (for building manifests)."""
-    return _module(task).load_labels(task, split, data_dir)
+def load_labels(task: Task, split: str, data_dir: str, indices=None):
+    """Labels of one split (all records, or those at `indices`) as an int64 array, for building manifests."""
+    return _module(task).load_labels(task, split, data_dir, indices)
 
 
 def load_images(task: Task, split: str, indices, data_dir: str):

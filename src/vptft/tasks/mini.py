@@ -343,8 +343,9 @@ def _load(task: Task, data_dir):
         raise ValueError(f"{path}: unreadable ({err}); delete it and rerun the `download` rule") from None
 
 
-def load_labels(task: Task, split: str, data_dir):
-    return _load(task, data_dir)[f"{split}_labels"]
+def load_labels(task: Task, split: str, data_dir, indices=None):
+    labels = _load(task, data_dir)[f"{split}_labels"]
+    return labels if indices is None else labels[np.asarray(indices, dtype=np.int64)]
 
 
 def load_images(task: Task, split: str, indices, data_dir):

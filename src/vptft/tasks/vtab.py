@@ -62,7 +62,8 @@ TASKS = [
     _vtab("caltech101", "natural", "caltech101:3.*.*", 102, ("train", 2754), ("test", 0)),
     _vtab("dtd", "natural", "dtd:3.*.*", 47, ("validation", 0), ("test", 0)),
     _vtab("oxford_flowers102", "natural", "oxford_flowers102:2.*.*", 102, ("validation", 0), ("test", 0)),
-    _vtab("oxford_iiit_pet", "natural", "oxford_iiit_pet:3.*.*", 37, ("train", 2944), ("test", 0)),
+    # TFDS dropped 3.x (the VPT code's version); 4.0.0 holds the same 3,680 / 3,669 images and 37 labels
+    _vtab("oxford_iiit_pet", "natural", "oxford_iiit_pet:4.*.*", 37, ("train", 2944), ("test", 0)),
     _vtab("svhn", "natural", "svhn_cropped:3.*.*", 10, ("train", 65931), ("test", 0)),
     _vtab("sun397", "natural", "sun397/tfds:4.*.*", 397, ("validation", 0), ("test", 0)),
     _vtab("patch_camelyon", "specialized", "patch_camelyon:2.*.*", 2, ("validation", 0), ("test", 0)),
@@ -133,9 +134,10 @@ def _image(record, key):
     return image.astype(np.uint8)
 
 
-def load_labels(task: Task, split: str, data_dir):
+def load_labels(task: Task, split: str, data_dir, indices=None):
     source = _source(task, split, data_dir)
-    return np.asarray([task.extra["label"](source[i]) for i in range(len(source))], dtype=np.int64)
+    indices = range(len(source)) if indices is None else indices
+    return np.asarray([task.extra["label"](source[int(i)]) for i in indices], dtype=np.int64)
 
 
 def load_images(task: Task, split: str, indices, data_dir):
