@@ -3,7 +3,14 @@ import json
 import pytest
 
 from vptft import tasks
-from vptft.splits import build_manifest, non_test_pool, read_manifest, regime_names, regime_spec, write_manifest
+from vptft.splits import (
+    build_manifest,
+    non_test_pool,
+    read_manifest,
+    regime_names,
+    regime_spec,
+    write_manifest,
+)
 
 REGIMES = {"vtab1k": {"n_train": 160, "n_val": 40}, "scaling": {"n_train": [40, 80, 400, 800], "ratio": 4, "seed": 0},
            "oneshot": {"per_class": 1, "seed": 0}}
