@@ -21,8 +21,12 @@ onstart:
 
 # Jobs call `python -m vptft`: without --sdm conda that must be the Python running Snakemake (e.g.
 # .venv/bin/snakemake without an activated venv); a conda env, when used, is activated in front of it.
+envvars:
+    "PATH",
+
+
 os.environ["PATH"] = os.pathsep.join(
-    [os.path.dirname(sys.executable), os.environ.get("PATH", "")]
+    [os.path.dirname(sys.executable), os.environ["PATH"]]
 )
 
 BENCH = config["benchmark"]

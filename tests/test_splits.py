@@ -88,7 +88,6 @@ def test_oneshot_is_one_per_class_and_deterministic(prepared_mini):
 
 
 def test_oneshot_reports_a_class_without_records(prepared_mini, monkeypatch):
-    data_dir, infos = prepared_mini
     real = tasks.load_labels
 
     def without_class_3(task, split, data_dir, indices=None):
