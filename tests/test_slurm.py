@@ -103,9 +103,9 @@ def test_every_job_went_through_sbatch(slurm_run):
     submitted = {p.stem for p in logs}
     assert submitted and submitted <= _scheduler_job_ids()  # the plugin's job ids are the scheduler's
     kinds = {p.relative_to(work / ".snakemake" / "slurm_logs").parts[0] for p in logs}
-    for rule in ("pretrain", "select", "train", "table"):
+    for rule in ("pretrain", "sweep", "select", "train", "table"):
         assert f"rule_{rule}" in kinds, kinds
-    assert {"group_data", "group_sweeps"} <= kinds  # short jobs bundled into group submissions
+    assert "group_data" in kinds  # download + splits bundled into one submission
     assert (work / "results" / "table1.csv").exists()
 
 
