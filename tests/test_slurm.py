@@ -52,7 +52,7 @@ def profile_home(tmp_path_factory, cluster):
     xdg = tmp_path_factory.mktemp("xdg")
     profile = yaml.safe_load(Path(f"{ROOT}/profiles/slurm/config.yaml").read_text())
     profile.update({"jobs": 2, "latency-wait": 5, "retries": 0, "slurm-status-command": "squeue",
-                    "slurm-init-seconds-before-status-checks": 8,
+                    "slurm-init-seconds-before-status-checks": 8, "slurm-keep-successful-logs": True,
                     "default-resources": {"slurm_partition": "debug", "mem_mb": 1000, "runtime": 10}})
     (xdg / "snakemake" / "slurm").mkdir(parents=True)
     (xdg / "snakemake" / "slurm" / "config.yaml").write_text(yaml.safe_dump(profile))
@@ -76,9 +76,11 @@ def _snakemake(args, workdir, xdg=None, wait=True):
         env["XDG_CONFIG_HOME"] = str(xdg)
     cmd = ["timeout", "-s", "KILL", str(RUN_LIMIT), sys.executable, "-m", "snakemake", "-s", f"{ROOT}/Snakefile",
            "-d", str(workdir), *args]
-    if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True)
+    workdir.mkdir(parents=True, exist_ok=True)  # the plugin writes .snakemake/slurm_logs/ in the current directory
+    if not wait:  # output to a file: a full pipe would stall snakemake while the test polls the scheduler
+        with open(workdir / "snakemake.out", "w") as log:
+            return subprocess.Popen(cmd, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.run(cmd, env=env, cwd=workdir, capture_output=True, text=True)
 
 
 def _scheduler_job_ids():
@@ -98,7 +100,7 @@ def slurm_run(profile_home, tmp_path_factory):
 
 def test_every_job_went_through_sbatch(slurm_run):
     work, log = slurm_run
-    assert "Using profile slurm" in log
+    assert "Using profiles slurm" in log
     logs = list((work / ".snakemake" / "slurm_logs").rglob("*.log"))
     submitted = {p.stem for p in logs}
     assert submitted and submitted <= _scheduler_job_ids()  # the plugin's job ids are the scheduler's
@@ -148,7 +150,8 @@ def test_scancel_is_reported_failed_and_rerun_completes(profile_home, tmp_path):
                 subprocess.run(["scancel", job_id], check=True)
                 cancelled = job_id
         time.sleep(0.5)
-    output, _ = run.communicate(timeout=RUN_LIMIT)
+    run.wait(timeout=RUN_LIMIT)
+    output = (work / "snakemake.out").read_text()
     assert run.returncode not in (0, -signal.SIGKILL)
     assert cancelled in output and "CANCELLED" in output
     rerun = _snakemake(args, work, profile_home)
