@@ -1,0 +1,53 @@
+"""Per-stage conda envs: they parse, their packages match pyproject's bounds, and every rule names one.
+(CI cannot reach conda channels, so building them is left to `snakemake --sdm conda` on a user's machine.)"""
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+ENVS = sorted(Path(ROOT, "envs").glob("*.yaml"))
+REQUIREMENT = re.compile(r"^([A-Za-z0-9_.\-]+)\s*(?:[=><]=?\s*([0-9][0-9.]*))?")
+
+
+def _pyproject_bounds():
+    deps = tomllib.loads(Path(ROOT, "pyproject.toml").read_text())["project"]["dependencies"]
+    return {m.group(1).lower(): m.group(2) for m in map(REQUIREMENT.match, deps)}
+
+
+def _env_requirements(env):
+    for dep in env["dependencies"]:
+        for item in dep["pip"] if isinstance(dep, dict) else [dep]:
+            if item.startswith("-e") or item in ("pip",) or item.startswith("python="):
+                continue
+            match = REQUIREMENT.match(item)
+            yield match.group(1).lower(), match.group(2)
+
+
+@pytest.mark.parametrize("path", ENVS, ids=lambda p: p.stem)
+def test_env_parses_and_matches_pyproject(path):
+    env = yaml.safe_load(path.read_text())
+    assert env["channels"] and env["dependencies"]
+    assert any(isinstance(d, dict) and "-e .." in d.get("pip", []) for d in env["dependencies"])  # vptft itself
+    bounds = _pyproject_bounds()
+    for name, lower in _env_requirements(env):
+        if name == "tensorflow-cpu":  # data stage only: TFDS builds some data sets with TensorFlow
+            continue
+        assert name in bounds, f"{path.name}: {name} is not a dependency in pyproject.toml"
+        assert lower == bounds[name], f"{path.name}: {name}>={lower} but pyproject says >={bounds[name]}"
+
+
+def test_every_rule_that_runs_code_names_an_env():
+    checked = []
+    for smk in Path(ROOT, "rules").glob("*.smk"):
+        for name, body in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n|\n)*)", smk.read_text(), re.M):
+            if "shell:" in body or "script:" in body or "notebook:" in body:
+                checked.append(name)
+                match = re.search(r"conda:\n\s+\"(\.\./envs/\w+\.yaml)\"", body)
+                assert match, f"rule {name} in {smk.name} names no conda env"
+                assert (smk.parent / match.group(1)).resolve().exists(), match.group(1)
+    assert {"download", "splits", "pretrain", "sweep", "select", "train", "table", "paper_name"} <= set(checked)
