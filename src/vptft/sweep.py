@@ -34,6 +34,8 @@ class Job:
         self.manifest_path = Path(manifest_path)
         self.manifest = read_manifest(manifest_path)
         self.device = engine.pick_device(spec["train"].get("device", "auto"))
+        if self.device.type == "cpu":  # CPU runs are bit-reproducible, so a resumed run ends where a straight one does
+            torch.use_deterministic_algorithms(True)
         self.backbone = create_backbone(spec["backbone"], backbone_path)
         self.backbone_path = backbone_path
         self.input_cfg = input_config(self.backbone, spec["train"]["normalization"])
