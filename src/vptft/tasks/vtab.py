@@ -98,11 +98,16 @@ def prepare(task: Task, data_dir) -> dict:
     """Run TFDS download_and_prepare; manual datasets fail with what to fetch and where to put it."""
     import tensorflow_datasets as tfds
 
+    from filelock import FileLock
+
     builder = _builder(task, data_dir)
     manual_dir = Path(data_dir) / "tfds" / "downloads" / "manual"
     family = task.extra["builder"].split(":")[0].split("/")[0]
+    lock = Path(data_dir) / "tfds" / f".{family}.lock"  # tasks sharing a builder (clevr, dsprites, smallnorb)
+    lock.parent.mkdir(parents=True, exist_ok=True)
     try:
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+        with FileLock(lock):  # prepare it once; the second job finds it prepared
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
     except AssertionError as err:  # TFDS signals a missing manual download with an AssertionError
         if family in MANUAL:
             raise RuntimeError(f"{task.name}: TFDS cannot download {family} by itself. Place "
