@@ -8,6 +8,7 @@ Four quadrants: {classification, structured} x {rendered like the source, shifte
 
 from __future__ import annotations
 
+import functools
 import zipfile
 import zlib
 from pathlib import Path
@@ -331,16 +332,22 @@ def prepare(task: Task, data_dir) -> dict:
             "split_sizes": {split: len(labels) for split, (_, labels) in splits.items()}}
 
 
-def _load(task: Task, data_dir):
-    path = _path(task, data_dir)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: mini task {task.name!r} is not prepared; run the `download` rule "
-                                f"(snakemake {path.with_suffix('.json')})")
+@functools.lru_cache(maxsize=4)
+def _read(path: Path, mtime_ns: int) -> dict:
+    """The arrays of a prepared task, read once per job (train and val come from the same file)."""
     try:
         with np.load(path) as data:
             return {key: data[key] for key in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: unreadable ({err}); delete it and rerun the `download` rule") from None
+
+
+def _load(task: Task, data_dir):
+    path = _path(task, data_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: mini task {task.name!r} is not prepared; run the `download` rule "
+                                f"(snakemake {path.with_suffix('.json')})")
+    return _read(path, path.stat().st_mtime_ns)
 
 
 def load_labels(task: Task, split: str, data_dir, indices=None):
