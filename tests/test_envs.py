@@ -2,10 +2,10 @@
 (CI cannot reach conda channels, so building them is left to `snakemake --sdm conda` on a user's machine.)"""
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from conftest import ROOT
@@ -22,7 +22,7 @@ def _pyproject_bounds():
 def _env_requirements(env):
     for dep in env["dependencies"]:
         for item in dep["pip"] if isinstance(dep, dict) else [dep]:
-            if item.startswith("-e") or item in ("pip",) or item.startswith("python="):
+            if item.startswith(("-e", "python=")) or item == "pip":
                 continue
             match = REQUIREMENT.match(item)
             yield match.group(1).lower(), match.group(2)
@@ -44,7 +44,7 @@ def test_env_parses_and_matches_pyproject(path):
 def test_every_rule_that_runs_code_names_an_env():
     checked = []
     for smk in Path(ROOT, "rules").glob("*.smk"):
-        for name, body in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n|\n)*)", smk.read_text(), re.M):
+        for name, body in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n|\n)*)", smk.read_text(), re.MULTILINE):
             if "shell:" in body or "script:" in body or "notebook:" in body:
                 checked.append(name)
                 match = re.search(r"conda:\n\s+\"(\.\./envs/\w+\.yaml)\"", body)

@@ -97,7 +97,6 @@ def _builder(task: Task, data_dir):
 def prepare(task: Task, data_dir) -> dict:
     """Run TFDS download_and_prepare; manual datasets fail with what to fetch and where to put it."""
     import tensorflow_datasets as tfds
-
     from filelock import FileLock
 
     builder = _builder(task, data_dir)
