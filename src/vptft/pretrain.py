@@ -41,7 +41,8 @@ def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") ->
     print(f"[pretrain] rendered {len(labels)} source images in {time.perf_counter() - t0:.1f}s", flush=True)
     torch.manual_seed(cfg["seed"])  # the initial weights too: the backbone is deterministic from the seed
     model = timm.create_model(BACKBONES[backbone_key].timm_name, pretrained=False, num_classes=len(SOURCE_SHAPES))
-    size = input_config(model)["size"]
+    inputs = input_config(model)
+    size = inputs["size"]
     x = to_uint8_tensor(images, size)
     y = torch.as_tensor(labels)
     train, heldout = SplitData(x[:n_train], y[:n_train]), SplitData(x[n_train:], y[n_train:])
@@ -49,7 +50,7 @@ def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") ->
                                epochs=cfg["epochs"], warmup_epochs=cfg["warmup_epochs"],
                                batch_size=cfg["batch_size"], seed=cfg["seed"], lr_scale_batch=None,
                                eval_epochs=engine.eval_epochs(cfg["epochs"], cfg.get("curve_points", 10)))
-    result = engine.fit(_FlipAugmented(model), train, {"heldout": heldout}, fit_cfg, input_config(model),
+    result = engine.fit(_FlipAugmented(model), train, {"heldout": heldout}, fit_cfg, inputs,
                         engine.pick_device(device), desc="pretrain")
     for row in result["curves"]:
         if "heldout_top1" in row:

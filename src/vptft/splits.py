@@ -137,12 +137,14 @@ def build_manifest(task_name: str, regime: str, spec: dict, data_info: dict, dat
             trainval.setdefault(split, []).extend(indices)
     splits["trainval"] = trainval
     class_counts = {}
-    for name, part in splits.items():
+    for name in ("train", "val", "test"):  # trainval's labels are train's and val's: not read again
+        part = splits[name]
         y = np.concatenate([task_registry.load_labels(task, src, data_dir, idx) for src, idx in part.items()]
                            or [np.zeros(0, np.int64)])
         if len(y) and (y.min() < 0 or y.max() >= task.num_classes):
             raise ValueError(f"task {task.name}: label outside 0..{task.num_classes - 1} in split {name}")
         class_counts[name] = np.bincount(y, minlength=task.num_classes).tolist()
+    class_counts["trainval"] = [a + b for a, b in zip(class_counts["train"], class_counts["val"])]
     return {"task": task.name, "regime": regime, "spec": spec, "num_classes": task.num_classes,
             "data": {"source": data_info["source"], "split_sizes": sizes}, "splits": splits,
             "class_counts": class_counts, **parts}
