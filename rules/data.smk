@@ -3,6 +3,8 @@ rule download:
         f"{DATA}/{BENCH}/{{task}}.json",
     log:
         f"{LOGS}/download/{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/download/{{task}}.tsv"
     conda:
         "../envs/data.yaml"
     params:
@@ -18,6 +20,8 @@ rule splits:
         f"{RESULTS}/splits/{{task}}/{{regime}}.json",
     log:
         f"{LOGS}/splits/{{task}}/{{regime}}.log",
+    benchmark:
+        f"{BENCHMARKS}/splits/{{task}}/{{regime}}.tsv"
     conda:
         "../envs/data.yaml"
     params:

@@ -8,6 +8,8 @@ rule table:
         notebook=f"{RESULTS}/{{table}}.ipynb",
     log:
         f"{LOGS}/report/{{table}}.log",
+    benchmark:
+        f"{BENCHMARKS}/report/{{table}}.tsv"
     conda:
         "../envs/report.yaml"
     params:

@@ -15,7 +15,8 @@ REQUIREMENT = re.compile(r"^([A-Za-z0-9_.\-]+)\s*(?:[=><]=?\s*([0-9][0-9.]*))?")
 
 
 def _pyproject_bounds():
-    deps = tomllib.loads(Path(ROOT, "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads(Path(ROOT, "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
     return {m.group(1).lower(): m.group(2) for m in map(REQUIREMENT.match, deps)}
 
 
@@ -35,8 +36,6 @@ def test_env_parses_and_matches_pyproject(path):
     assert any(isinstance(d, dict) and "-e .." in d.get("pip", []) for d in env["dependencies"])  # vptft itself
     bounds = _pyproject_bounds()
     for name, lower in _env_requirements(env):
-        if name == "tensorflow-cpu":  # data stage only: TFDS builds some data sets with TensorFlow
-            continue
         assert name in bounds, f"{path.name}: {name} is not a dependency in pyproject.toml"
         assert lower == bounds[name], f"{path.name}: {name}>={lower} but pyproject says >={bounds[name]}"
 
@@ -51,3 +50,13 @@ def test_every_rule_that_runs_code_names_an_env():
                 assert match, f"rule {name} in {smk.name} names no conda env"
                 assert (smk.parent / match.group(1)).resolve().exists(), match.group(1)
     assert {"download", "splits", "pretrain", "sweep", "select", "train", "table", "paper_name"} <= set(checked)
+
+
+def test_data_env_has_what_preparing_tfds_needs():
+    """The modules the download rule checks for (vptft.tasks.tfds_prepare) are in envs/data.yaml."""
+    from vptft.tasks.tfds_prepare import NEEDS_MODULES, PIP_NAME
+
+    env = dict(_env_requirements(yaml.safe_load(Path(ROOT, "envs/data.yaml").read_text())))
+    modules = {"tensorflow", "importlib_resources"} | {m for ms in NEEDS_MODULES.values() for m in ms}
+    for module in modules - {"scipy"}:  # scipy comes with vptft itself
+        assert PIP_NAME.get(module, module).lower() in env, module

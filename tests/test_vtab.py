@@ -166,17 +166,3 @@ def test_label_rules_on_hand_made_records():
     assert [x_bin({"label_x_position": v}) for v in (0, 1, 2, 31)] == [0, 0, 1, 15]
     assert [orient_bin({"label_orientation": v}) for v in (0, 2, 3, 39)] == [0, 0, 1, 15]
     assert tasks.get_task("smallnorb_elevation").extra["label"]({"label_elevation": 7}) == 7
-
-
-def test_manual_dataset_error_says_what_to_place_where(tmp_path, monkeypatch):
-    task = tasks.get_task("resisc45")
-
-    class Builder:
-        info = None
-
-        def download_and_prepare(self, download_config=None):
-            raise AssertionError("Manual directory does not exist")
-
-    monkeypatch.setattr(vtab, "_builder", lambda task, data_dir: Builder())
-    with pytest.raises(RuntimeError, match=r"NWPU-RESISC45\.rar .* in .*downloads/manual"):
-        vtab.prepare(task, str(tmp_path))

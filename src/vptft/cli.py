@@ -26,6 +26,27 @@ def cmd_download(args, spec):
     print(json.dumps(info), flush=True)
 
 
+def cmd_data_plan(args, spec):
+    import tempfile
+
+    from vptft import tasks
+    from vptft.config import load_config
+    from vptft.tasks.tfds_prepare import download_plan, plan_table
+
+    config = load_config(args.config)
+    chosen = [tasks.get_task(name) for name in config["tasks"]]
+    builders = {}
+    for task in chosen:
+        if task.benchmark == "vtab":
+            builders.setdefault(task.extra["builder"], []).append(task.name)
+    if not builders:
+        print(f"{args.config}: no TFDS tasks (the mini tasks are rendered locally)")
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        plans = [download_plan(spec_, scratch) for spec_ in builders]
+    print(plan_table(plans, builders, args.bandwidth))
+
+
 def cmd_splits(args, spec):
     from vptft.io import read_json
     from vptft.splits import build_manifest, write_manifest
@@ -68,15 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vptft", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
 
-    def verb(name, func, help):
+    def verb(name, func, help, spec=True):
         p = sub.add_parser(name, help=help)
-        p.add_argument("--spec", required=True, help="JSON with the config values this step uses")
+        if spec:
+            p.add_argument("--spec", required=True, help="JSON with the config values this step uses")
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         p.set_defaults(func=func)
         return p
 
     p = verb("download", cmd_download, "prepare a task's data (render the mini tasks, TFDS download for VTAB)")
     p.add_argument("--out", required=True, help="data info JSON")
+    p = verb("data-plan", cmd_data_plan, "what preparing a config's TFDS data downloads, from TFDS's checksums",
+             spec=False)
+    p.add_argument("--config", default="config/paper.yaml")
+    p.add_argument("--bandwidth", type=float, default=50.0, help="MB/s, for the download-time estimate")
     p = verb("splits", cmd_splits, "write the split manifest of a task and regime")
     p.add_argument("--data-info", required=True)
     p.add_argument("--out", required=True)
@@ -101,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    spec = json.loads(args.spec)
+    spec = json.loads(args.spec) if "spec" in args else {}
     _set_threads(args.threads)
     t0 = time.perf_counter()
     try:

@@ -6,20 +6,13 @@ Images are read through `tfds.data_source` (random access, no TensorFlow at trai
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from vptft.tasks import Task
+from vptft.tasks.tfds_prepare import check_ready, explain_failure, family, manual_dir, tfds_dir
 
 CLEVR_DISTANCE_THRESHOLDS = [0.0, 8.0, 8.5, 9.0, 9.5, 10.0, 100.0]
 KITTI_DISTANCE_THRESHOLDS = [-100.0, 8.0, 20.0, 999.0]
-MANUAL = {  # builders TFDS cannot fetch by itself: what to place where
-    "diabetic_retinopathy_detection": "the Kaggle 'diabetic-retinopathy-detection' archive files (train.zip.*, "
-    "test.zip.*, sample.zip, trainLabels.csv.zip) in {manual_dir}/",
-    "resisc45": "NWPU-RESISC45.rar from the dataset authors in {manual_dir}/",
-}
-
 
 def threshold_label(value: float, thresholds) -> int:
     """Largest i with thresholds[i] < value (the task_adaptation binning rule)."""
@@ -91,37 +84,39 @@ TASKS = [
 def _builder(task: Task, data_dir):
     import tensorflow_datasets as tfds
 
-    return tfds.builder(task.extra["builder"], data_dir=str(Path(data_dir) / "tfds"))
+    return tfds.builder(task.extra["builder"], data_dir=str(tfds_dir(data_dir)))
 
 
 def prepare(task: Task, data_dir) -> dict:
-    """Run TFDS download_and_prepare; manual datasets fail with what to fetch and where to put it."""
+    """Run TFDS download_and_prepare after checking it can succeed; known failures say what to do."""
     import tensorflow_datasets as tfds
     from filelock import FileLock
 
+    spec = task.extra["builder"]
+    check_ready(task.name, spec, data_dir)
     builder = _builder(task, data_dir)
-    manual_dir = Path(data_dir) / "tfds" / "downloads" / "manual"
-    family = task.extra["builder"].split(":")[0].split("/")[0]
-    lock = Path(data_dir) / "tfds" / f".{family}.lock"  # tasks sharing a builder (clevr, dsprites, smallnorb)
+    lock = tfds_dir(data_dir) / f".{family(spec)}.lock"  # tasks sharing a builder (clevr, dsprites, smallnorb)
     lock.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(lock):  # prepare it once; the second job finds it prepared
-            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-    except AssertionError as err:  # TFDS signals a missing manual download with an AssertionError
-        if family in MANUAL:
-            raise RuntimeError(f"{task.name}: TFDS cannot download {family} by itself. Place "
-                               + MANUAL[family].format(manual_dir=manual_dir) + " and rerun.") from err
-        raise
-    return {"task": task.name, "source": f"tfds {builder.info.full_name}", "path": builder.data_dir,
-            "split_sizes": {name: split.num_examples for name, split in builder.info.splits.items()}}
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir(data_dir))))
+    except Exception as err:
+        message = explain_failure(task.name, spec, data_dir, err)
+        if message is None:
+            raise
+        raise RuntimeError(message) from err
+    info = builder.info
+    return {"task": task.name, "source": f"tfds {info.full_name}", "path": builder.data_dir,
+            "split_sizes": {name: split.num_examples for name, split in info.splits.items()},
+            "download_bytes": int(info.download_size), "prepared_bytes": int(info.dataset_size)}
 
 
 def _source(task: Task, split: str, data_dir):
     import tensorflow_datasets as tfds
 
     try:
-        return tfds.data_source(task.extra["builder"], split=split, data_dir=str(Path(data_dir) / "tfds"),
-                                download=False)
+        return tfds.data_source(task.extra["builder"], split=split, data_dir=str(tfds_dir(data_dir)), download=False)
     except Exception as err:
         raise FileNotFoundError(f"{task.name}: TFDS dataset {task.extra['builder']} is not prepared under "
                                 f"{data_dir}/tfds; run the `download` rule for it ({err})") from err
