@@ -3,12 +3,15 @@ from TFDS's own checksum files (offline)."""
 
 import importlib.util
 import json
+import os
 
+import numpy as np
 import pytest
 import requests
 
 from conftest import ROOT
 from vptft import cli, tasks
+from vptft.splits import build_manifest, regime_spec
 from vptft.tasks import tfds_prepare, vtab
 
 PAPER_BUILDERS = sorted({tasks.get_task(n).extra["builder"] for n in tasks.tasks_of("vtab")})
@@ -149,3 +152,48 @@ def test_prepared_data_info_records_sizes(installed, monkeypatch, tmp_path):
     monkeypatch.setattr(vtab, "_builder", lambda task, data_dir: Builder())
     info = vtab.prepare(tasks.get_task("dtd"), str(tmp_path))
     assert json.loads(json.dumps(info))["prepared_bytes"] == 20 and info["download_bytes"] == 10
+
+
+def _require_tensorflow():
+    if importlib.util.find_spec("tensorflow") is None:
+        reason = "preparing TFDS data needs the data extra (pip install -e '.[data]')"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI installs the data extra: {reason}")
+        pytest.skip(reason)
+
+
+def test_real_tfds_preparation_of_resisc45_from_its_manual_folder(tmp_path):
+    """The one VTAB builder that needs no network: TFDS builds resisc45 from NWPU-RESISC45/<class>/*.jpg. A fake
+    folder goes through the real download_and_prepare (TensorFlow encoding, array_record files), then is read back
+    through tfds.data_source by the task's loader: decoded pixels and labels match what was written."""
+    _require_tensorflow()
+    from PIL import Image
+
+    task = tasks.get_task("resisc45")
+    classes = vtab._builder(task, str(tmp_path)).info.features["label"].names
+    root = tfds_prepare.manual_dir(tmp_path) / "NWPU-RESISC45"
+    written = {}
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(classes[:3]):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            colour = rng.integers(0, 256, size=3)
+            Image.fromarray(np.full((256, 256, 3), colour, dtype=np.uint8)).save(root / name / f"{name}_{i}.jpg",
+                                                                              quality=100)
+            written[f"{name}_{i}.jpg"] = (label, colour)
+    info = vtab.prepare(task, str(tmp_path))
+    assert info["split_sizes"] == {"train": 6} and info["source"] == "tfds resisc45/3.0.0"
+    assert info["prepared_bytes"] > 0
+    source = vtab._source(task, "train", str(tmp_path))
+    images, labels = vtab.load_images(task, "train", range(6), str(tmp_path))
+    for record, image, label in zip((source[i] for i in range(6)), images, labels, strict=True):
+        want_label, colour = written[record["filename"].decode()]
+        assert label == want_label
+        assert image.shape == (256, 256, 3) and image.dtype == np.uint8
+        assert np.abs(image.astype(int) - colour).max() <= 3  # JPEG of a flat colour
+    again = vtab.prepare(task, str(tmp_path))  # prepared once; a second job finds it ready
+    assert again["split_sizes"] == info["split_sizes"]
+    oneshot = build_manifest("resisc45", "oneshot", regime_spec("oneshot", {"oneshot": {"per_class": 1, "seed": 0}}),
+                             info, str(tmp_path))
+    assert oneshot["class_counts"]["train"] == [1, 1, 1] + [0] * 42 == oneshot["class_counts"]["val"]
+    assert oneshot["missing_classes"] == {"train": list(range(3, 45)), "val": list(range(3, 45))}

@@ -84,7 +84,8 @@ TASKS = [
 def _builder(task: Task, data_dir):
     import tensorflow_datasets as tfds
 
-    return tfds.builder(task.extra["builder"], data_dir=str(tfds_dir(data_dir)))
+    # array_record, not TFDS's default tfrecord: only it gives the random access tfds.data_source reads with
+    return tfds.builder(task.extra["builder"], data_dir=str(tfds_dir(data_dir)), file_format="array_record")
 
 
 def prepare(task: Task, data_dir) -> dict:
