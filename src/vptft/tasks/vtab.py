@@ -113,11 +113,14 @@ def prepare(task: Task, data_dir) -> dict:
             "download_bytes": int(info.download_size), "prepared_bytes": int(info.dataset_size)}
 
 
-def _source(task: Task, split: str, data_dir):
+def _source(task: Task, split: str, data_dir, decode_images: bool = True):
     import tensorflow_datasets as tfds
 
+    # labels only: leave the image bytes undecoded (a one-shot manifest reads every record's label)
+    decoders = None if decode_images else {task.extra["image"]: tfds.decode.SkipDecoding()}
     try:
-        return tfds.data_source(task.extra["builder"], split=split, data_dir=str(tfds_dir(data_dir)), download=False)
+        return tfds.data_source(task.extra["builder"], split=split, data_dir=str(tfds_dir(data_dir)), download=False,
+                                decoders=decoders)
     except Exception as err:
         raise FileNotFoundError(f"{task.name}: TFDS dataset {task.extra['builder']} is not prepared under "
                                 f"{data_dir}/tfds; run the `download` rule for it ({err})") from err
@@ -135,7 +138,7 @@ def _image(record, key):
 
 
 def load_labels(task: Task, split: str, data_dir, indices=None):
-    source = _source(task, split, data_dir)
+    source = _source(task, split, data_dir, decode_images=False)
     indices = range(len(source)) if indices is None else indices
     return np.asarray([task.extra["label"](source[int(i)]) for i in indices], dtype=np.int64)
 
