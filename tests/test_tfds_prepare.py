@@ -4,6 +4,8 @@ from TFDS's own checksum files (offline)."""
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -154,6 +156,27 @@ def test_prepared_data_info_records_sizes(installed, monkeypatch, tmp_path):
     assert json.loads(json.dumps(info))["prepared_bytes"] == 20 and info["download_bytes"] == 10
 
 
+WITHOUT_TENSORFLOW = """
+import importlib.util, json, sys
+
+class Hide:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ModuleNotFoundError(name)
+
+sys.meta_path.insert(0, Hide())
+real_find_spec = importlib.util.find_spec  # TFDS and etils ask find_spec whether TensorFlow exists
+importlib.util.find_spec = lambda n, p=None: None if n.split(".")[0] == "tensorflow" else real_find_spec(n, p)
+from vptft import tasks
+from vptft.tasks import vtab
+task = tasks.get_task("resisc45")
+images, labels = vtab.load_images(task, "train", range(6), sys.argv[1])
+assert (vtab.load_labels(task, "train", sys.argv[1]) == labels).all()
+print(json.dumps({"labels": labels.tolist(), "pixels": int(images[0].sum()),
+                  "tensorflow_imported": "tensorflow" in sys.modules}))
+"""
+
+
 def _require_tensorflow():
     if importlib.util.find_spec("tensorflow") is None:
         reason = "preparing TFDS data needs the data extra (pip install -e '.[data]')"
@@ -197,3 +220,9 @@ def test_real_tfds_preparation_of_resisc45_from_its_manual_folder(tmp_path):
                              info, str(tmp_path))
     assert oneshot["class_counts"]["train"] == [1, 1, 1] + [0] * 42 == oneshot["class_counts"]["val"]
     assert oneshot["missing_classes"] == {"train": list(range(3, 45)), "val": list(range(3, 45))}
+    # training reads the prepared files without TensorFlow (hidden here as if not installed)
+    result = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, str(tmp_path)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == {"labels": labels.tolist(), "pixels": int(images[0].sum()),
+                                                          "tensorflow_imported": False}
