@@ -43,7 +43,7 @@ def cmd_data_plan(args, spec):
         print(f"{args.config}: no TFDS tasks (the mini tasks are rendered locally)")
         return
     with tempfile.TemporaryDirectory() as scratch:
-        plans = [download_plan(spec_, scratch) for spec_ in builders]
+        plans = [download_plan(builder, scratch) for builder in builders]
     print(plan_table(plans, builders, args.bandwidth))
 
 
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("data-plan", cmd_data_plan, "what preparing a config's TFDS data downloads, from TFDS's checksums",
              spec=False)
     p.add_argument("--config", default="config/paper.yaml")
-    p.add_argument("--bandwidth", type=float, default=50.0, help="MB/s, for the download-time estimate")
+    p.add_argument("--bandwidth", type=float, default=10.0, help="MB/s, for the download-time estimate")
     p = verb("splits", cmd_splits, "write the split manifest of a task and regime")
     p.add_argument("--data-info", required=True)
     p.add_argument("--out", required=True)

@@ -14,6 +14,7 @@ from vptft.tasks.tfds_prepare import check_ready, explain_failure, family, manua
 CLEVR_DISTANCE_THRESHOLDS = [0.0, 8.0, 8.5, 9.0, 9.5, 10.0, 100.0]
 KITTI_DISTANCE_THRESHOLDS = [-100.0, 8.0, 20.0, 999.0]
 
+
 def threshold_label(value: float, thresholds) -> int:
     """Largest i with thresholds[i] < value (the task_adaptation binning rule)."""
     return int(np.max(np.nonzero(np.asarray(thresholds) < value)[0]))
