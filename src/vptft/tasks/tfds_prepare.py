@@ -73,9 +73,8 @@ def missing_modules(builder_spec: str) -> list[str]:
 
 
 def missing_manual_files(builder_spec: str, data_dir) -> list[Path]:
-    step = MANUAL.get(family(builder_spec))
-    return [] if step is None else [manual_dir(data_dir) / p for p in step.paths
-                                    if not (manual_dir(data_dir) / p).exists()]
+    step, root = MANUAL.get(family(builder_spec)), manual_dir(data_dir)
+    return [root / p for p in (step.paths if step else ()) if not (root / p).exists()]
 
 
 def check_ready(task_name: str, builder_spec: str, data_dir) -> None:
