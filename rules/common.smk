@@ -7,6 +7,7 @@ import sys
 from vptft.config import check_local_resources, validate_config
 from vptft.selection import grid_size
 from vptft.splits import regime_spec
+from vptft.strategies import get_strategy
 from vptft.tasks import get_task
 
 # Schema + semantic checks before any job runs; fills in the schema's defaults.
@@ -47,7 +48,7 @@ wildcard_constraints:
     regime="vtab1k|oneshot|scale[0-9]+",
     seed="[0-9]+",
     chunk="[0-9]+",
-    table="table[0-9]+",
+    table="(vpt_)?table[0-9]+",
 
 
 def spec(**values):
@@ -81,7 +82,11 @@ SWEEP_TRAIN_KEYS = (
     "normalization",
     "head_init",
     "device",
+    "optimizer_behavior",
+    "precision",
+    "backbone_dropout",
 )
+STRATEGY_ENTRY_KEYS = ("grid", "options", "batch_size", "batch_size_long_prompts")
 
 
 def run_spec(wildcards, stage):
@@ -99,8 +104,7 @@ def run_spec(wildcards, stage):
         backbone=BB,
         data_dir=DATA,
         train=train,
-        grid=entry["grid"],
-        options=entry.get("options", {}),
+        **{key: entry[key] for key in STRATEGY_ENTRY_KEYS if key in entry},
     )
 
 
@@ -108,6 +112,23 @@ def n_chunks(strategy):
     size = config["train"]["sweep_chunk_size"]
     points = grid_size(config["strategies"][strategy]["grid"])
     return math.ceil(points / size) if size else 1
+
+
+def continued_runs(wildcards, stage):
+    """The weights a continuing strategy (FT-then-PT) starts from: the continued strategy's stage-1 backbone for
+    the sweep, its final run of the same seed for each final run; nothing for other strategies."""
+    base = get_strategy(wildcards.strategy).continues
+    if not base:
+        return []
+    runs = f"{RUNS}/{wildcards.task}/{wildcards.regime}/{base}"
+    if stage == "sweep":
+        return [f"{runs}/stage1.safetensors"]
+    return expand(f"{runs}/seed{{seed}}/tuned.safetensors", seed=config["train"]["seeds"])
+
+
+def start_from_arg(input):
+    files = input.get("start_from") or []
+    return "--start-from " + " ".join(map(shlex.quote, files)) if files else ""
 
 
 def table_tasks(table):

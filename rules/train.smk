@@ -2,6 +2,7 @@ rule sweep:
     input:
         manifest=rules.splits.output,
         backbone=backbone_checkpoint,
+        start_from=lambda wc: continued_runs(wc, "sweep"),
     output:
         f"{RUNS}/{{task}}/{{regime}}/{{strategy}}/sweep/chunk{{chunk}}.csv",
     log:
@@ -18,9 +19,10 @@ rule sweep:
     params:
         spec=lambda wc: run_spec(wc, "sweep"),
         backbone=lambda wc, input: backbone_arg(input),
+        start_from=lambda wc, input: start_from_arg(input),
     shell:
         "python -m vptft sweep --spec {params.spec:q} --threads {threads} --manifest {input.manifest:q} "
-        "{params.backbone} --chunk {wildcards.chunk} --out {output:q} > {log:q} 2>&1"
+        "{params.backbone} {params.start_from} --chunk {wildcards.chunk} --out {output:q} > {log:q} 2>&1"
 
 
 rule select:
@@ -43,11 +45,38 @@ rule select:
         "python -m vptft select --spec {params.spec:q} --chunks {input:q} --out {output:q} > {log:q} 2>&1"
 
 
+rule stage1:
+    input:
+        manifest=rules.splits.output,
+        backbone=backbone_checkpoint,
+        sweep=rules.select.output,
+    output:
+        f"{RUNS}/{{task}}/{{regime}}/{{strategy}}/stage1.safetensors",
+    log:
+        f"{LOGS}/stage1/{{task}}/{{regime}}/{{strategy}}.log",
+    benchmark:
+        f"{BENCHMARKS}/stage1/{{task}}/{{regime}}/{{strategy}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: stage_resources("train")["threads"]
+    resources:
+        mem_mb=stage_resources("train")["mem_mb"],
+        runtime=stage_resources("train")["runtime"],
+        gpu=stage_resources("train")["gpu"],
+    params:
+        spec=lambda wc: run_spec(wc, "sweep"),
+        backbone=lambda wc, input: backbone_arg(input),
+    shell:
+        "python -m vptft stage1 --spec {params.spec:q} --threads {threads} --manifest {input.manifest:q} "
+        "{params.backbone} --sweep {input.sweep:q} --out {output:q} > {log:q} 2>&1"
+
+
 rule train:
     input:
         manifest=rules.splits.output,
         backbone=backbone_checkpoint,
         sweep=rules.select.output,
+        start_from=lambda wc: continued_runs(wc, "train"),
     output:
         metrics=seed_files("metrics.json"),
         curves=seed_files("curves.csv"),
@@ -68,7 +97,8 @@ rule train:
         backbone=lambda wc, input: backbone_arg(input),
         seeds=" ".join(map(str, config["train"]["seeds"])),
         runs_dir=lambda wc: f"{RUNS}/{wc.task}/{wc.regime}/{wc.strategy}",
+        start_from=lambda wc, input: start_from_arg(input),
     shell:
         "python -m vptft train --spec {params.spec:q} --threads {threads} --manifest {input.manifest:q} "
-        "{params.backbone} --sweep {input.sweep:q} --seeds {params.seeds} "
+        "{params.backbone} {params.start_from} --sweep {input.sweep:q} --seeds {params.seeds} "
         "--runs-dir {params.runs_dir:q} > {log:q} 2>&1"

@@ -1,41 +1,198 @@
+"""The model contract, checked for every strategy in the registry on the mini ViT (D = 96, 4 blocks, 16 patches).
+
+For each: exactly the declared parameters get gradients, every frozen tensor is bit-identical after optimiser
+steps, tuned / total parameters equal the closed form, a short run lowers the training loss, and the tuned state
+saves and reloads alone (small, not the backbone, except where the strategy tunes it) and reproduces the logits.
+"""
+
+import copy
+import math
+
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
+from vptft import engine
 from vptft.config import load_schema
-from vptft.strategies import STRATEGIES, get_strategy
-from vptft.strategies.heads import parameter_counts, tuned_parameters
+from vptft.data import SplitData
+from vptft.strategies import LONG_PROMPT, STRATEGIES, get_strategy
+from vptft.strategies.base import HEAD_INITS, parameter_counts, tuned_parameters, tuned_state_dict
+
+D, L, N, C, HIDDEN = 96, 4, 16, 5, 384
+BLOCK = 12 * D * D + 13 * D  # qkv, proj, fc1, fc2 (weights + biases) and two LayerNorms
+HEAD = D * C + C
+
+# Small options per strategy (defaults elsewhere), and the closed form of its tuned parameters given the
+# backbone's own count B.
+OPTIONS = {
+    "vpt_shallow": {"prompt_length": 3}, "vpt_deep": {"prompt_length": 3}, "mixed": {"prompt_length": 3},
+    "ft_then_pt": {"prompt_length": 3}, "partial": {"k": 2}, "mlp": {"k": 3}, "adapter": {"reduction": 8},
+    "sidetune": {"side_width": 16}, "lora": {"rank": 4, "alpha": 8.0}, "vpt_prefix": {"prompt_length": 3},
+    "adapt": {"context_length": 4, "target_length": 6, "warmup_epochs": 0, "prune_every": 2},
+}
 
 
-def test_unknown_strategy_and_hparam_are_refused(mini_vit):
+def side_params(width):
+    widths = [3] + [width // 8, width // 4, width // 2, width]
+    convs = sum(a * b * 9 + b for a, b in zip(widths, widths[1:]))
+    return convs + width * D + D + 1  # + projection to D, + the blend weight
+
+
+TUNED = {
+    "full": lambda b: b + HEAD,
+    "linear": lambda b: HEAD,
+    "vpt_shallow": lambda b: 3 * D + HEAD,
+    "vpt_deep": lambda b: 3 * D * L + HEAD,
+    "mixed": lambda b: b + 3 * D * L + HEAD,
+    "ft_then_pt": lambda b: 3 * D * L + HEAD,
+    "partial": lambda b: 2 * BLOCK + 2 * D + HEAD,
+    "mlp": lambda b: 2 * (D * D + D) + HEAD,
+    "bias": lambda b: D + 11 * D * L + D + HEAD,  # patch embedding, per block (2 norms, qkv, proj, fc1, fc2), norm
+    "adapter": lambda b: L * (2 * D * (D // 8) + D // 8 + D) + HEAD,
+    "sidetune": lambda b: side_params(16) + HEAD,
+    "lora": lambda b: L * (4 * D + 3 * D * 4) + HEAD,
+    "vpt_prefix": lambda b: 3 * D * L + HEAD,
+    "adapt": lambda b: 4 * D * L + HEAD,
+}
+
+# What trains, by name (written independently of the strategies' own bookkeeping).
+HEAD_ONLY = lambda n: n.startswith("head.")  # noqa: E731
+TRAINS = {
+    "full": lambda n: True,
+    "linear": HEAD_ONLY,
+    "mlp": HEAD_ONLY,
+    "partial": lambda n: n.startswith(("head.", "backbone.blocks.2.", "backbone.blocks.3.", "backbone.norm.")),
+    "bias": lambda n: n.startswith("head.") or n.endswith("bias") and n.startswith("backbone."),
+    "adapter": lambda n: n.startswith("head.") or ".mlp.down." in n or ".mlp.up." in n,
+    "lora": lambda n: n.startswith("head.") or "lora_" in n,
+    "sidetune": lambda n: n.startswith(("head.", "side.")) or n == "alpha",
+    "mixed": lambda n: True,
+}
+PROMPTS_AND_HEAD = lambda n: n == "prompts" or n.startswith("head.")  # noqa: E731
+
+
+def trains(name, param_name):
+    return TRAINS.get(name, PROMPTS_AND_HEAD)(param_name)
+
+
+def build(name, backbone, seed=1, head_init="vpt"):
+    torch.manual_seed(seed)
+    return get_strategy(name).build(copy.deepcopy(backbone), C, head_init=head_init, **OPTIONS.get(name, {}))
+
+
+def toy_data(n=64, seed=0):
+    """Images whose class is their colour: learnable in a few steps by every strategy."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % C
+    colours = torch.linspace(20, 235, C)[labels].view(n, 1, 1, 1)
+    images = (colours + torch.randn(n, 3, 32, 32, generator=g) * 20).clamp(0, 255).to(torch.uint8)
+    return SplitData(images, labels)
+
+
+INPUTS = {"size": (32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3}
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_exactly_the_declared_parameters_train_and_frozen_tensors_stay_bit_identical(mini_vit, name):
+    model = build(name, mini_vit)
+    declared = set(tuned_parameters(model))
+    assert declared == {n for n, _ in model.named_parameters() if trains(name, n)}
+    groups = model.param_groups()
+    assert set().union(*map(set, groups.values())) == declared and len(groups["head"]) >= 2
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if k not in tuned_state_dict(model)}
+    optimizer = torch.optim.SGD(list(tuned_parameters(model).values()), lr=0.1, momentum=0.9)
+    data = toy_data(8)
+    x = (data.images.float() / 127.5) - 1
+    model.train()
+    for _ in range(2):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), data.labels).backward()
+        got_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        assert got_grad <= declared
+        assert {n for n, p in model.named_parameters() if p.grad is not None} == declared
+        optimizer.step()
+    for key, value in model.state_dict().items():
+        if key in frozen:
+            assert torch.equal(value, frozen[key]), key
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_tuned_over_total_is_the_closed_form(mini_vit, name):
+    backbone = sum(p.numel() for p in mini_vit.parameters())
+    counts = parameter_counts(build(name, mini_vit))
+    assert counts["tuned"] == TUNED[name](backbone)
+    if name in ("full", "partial", "bias"):  # the backbone's own weights train: nothing added but the head
+        assert counts["total"] == backbone + HEAD
+    elif name == "mixed":
+        assert counts["total"] == counts["tuned"]
+    else:  # every tuned parameter is added to the unchanged backbone
+        assert counts["total"] == backbone + counts["tuned"]
+    assert counts["tuned_pct"] == pytest.approx(100 * counts["tuned"] / counts["total"])
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_a_short_run_lowers_the_training_loss(mini_vit, name):
+    spec = get_strategy(name)
+    model = build(name, mini_vit, head_init="zero")
+    lr = {"adamw": 0.01}.get(spec.optimizer, 0.8)
+    cfg = engine.FitConfig(spec.optimizer, lr=lr, weight_decay=1e-4, epochs=6, warmup_epochs=1, batch_size=16,
+                           seed=0, optimizer_behavior="vpt_code")
+    curves = engine.fit(model, toy_data(), {}, cfg, INPUTS, torch.device("cpu"),
+                        cache_features=spec.cache_features)["curves"]
+    assert curves[-1]["train_loss"] < 0.9 * curves[0]["train_loss"], [round(c["train_loss"], 3) for c in curves]
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_tuned_state_saves_and_reloads_alone_and_reproduces_the_logits(mini_vit, name, tmp_path):
+    model = build(name, mini_vit).eval()
+    with torch.no_grad():  # move every tuned tensor off its init, so a reload that drops one is seen
+        for p in tuned_parameters(model).values():
+            p.add_(torch.randn_like(p) * 0.02)
+    if name == "adapt":
+        model.keep[0, :2] = False
+    path = tmp_path / "tuned.safetensors"
+    save_file({k: v.contiguous() for k, v in tuned_state_dict(model).items()}, str(path))
+    assert set(load_file(str(path))) == set(tuned_parameters(model)) | {k for k, _ in model.named_buffers()
+                                                                         if not k.startswith("backbone.")}
+    tuned_bytes = 4 * parameter_counts(model)["tuned"]
+    assert tuned_bytes <= path.stat().st_size < tuned_bytes + 16_384  # the tuned tensors, nothing more
+    if name not in ("full", "mixed", "partial"):  # KB, not the backbone
+        assert path.stat().st_size < 0.1 * sum(p.numel() * 4 for p in mini_vit.parameters())
+    fresh = build(name, mini_vit, seed=99).eval()
+    missing, unexpected = fresh.load_state_dict(load_file(str(path)), strict=False)
+    assert not unexpected and all(not k.startswith("head.") for k in missing)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
+        assert not torch.equal(build(name, mini_vit, seed=99).eval()(x), model(x))
+
+
+def test_unknown_strategy_option_and_bad_types_are_refused(mini_vit):
     with pytest.raises(KeyError, match="unknown strategy 'lorax'"):
         get_strategy("lorax")
     with pytest.raises(TypeError, match="no hyper-parameters"):
         get_strategy("full").build(mini_vit, 3, prompt_length=5)
+    errors = get_strategy("vpt_deep").problems("$.strategies.vpt_deep", {"lr": [0.1, "x"], "prompt_length": [1.5]},
+                                               {"prompt_dropout": "abc", "pooling": "max"})
+    assert errors == [
+        "$.strategies.vpt_deep.grid.lr[1]: 'x' is not of type float",
+        "$.strategies.vpt_deep.grid.prompt_length[0]: 1.5 is not of type int",
+        "$.strategies.vpt_deep.options.prompt_dropout: 'abc' is not of type float",
+        "$.strategies.vpt_deep.options.pooling: 'max' is not one of ['cls', 'image_pool', 'prompt_pool', "
+        "'global_pool']",
+    ]
 
 
-@pytest.mark.parametrize("name", list(STRATEGIES))
-def test_every_strategy_builds_and_declares_an_optimizer(mini_vit, name):
-    spec = get_strategy(name)
-    assert spec.optimizer in {"sgd", "adamw"}
-    model = spec.build(mini_vit, 5)
-    counts = parameter_counts(model)
-    assert 0 < counts["tuned"] <= counts["total"]
-    assert {"head.weight", "head.bias"} <= set(tuned_parameters(model))
+def test_batch_size_rule_of_the_vpt_paper():
+    vpt, full = get_strategy("vpt_deep"), get_strategy("full")
+    entry = {"batch_size": 128, "batch_size_long_prompts": 64}
+    assert vpt.batch_size({"prompt_length": LONG_PROMPT - 1}, entry, 32) == 128
+    assert vpt.batch_size({"prompt_length": LONG_PROMPT}, entry, 32) == 64
+    assert full.batch_size({}, {}, 32) == 32
 
 
-def test_full_and_linear_tune_what_they_say(mini_vit):
-    import copy
-
-    full = get_strategy("full").build(copy.deepcopy(mini_vit), 5)
-    assert parameter_counts(full)["tuned_pct"] == 100.0
-    linear = get_strategy("linear").build(copy.deepcopy(mini_vit), 5)
-    assert set(tuned_parameters(linear)) == {"head.weight", "head.bias"}
-    assert parameter_counts(linear)["tuned"] == 96 * 5 + 5
-
-
-@pytest.mark.parametrize("init", ["vpt", "zero"])
+@pytest.mark.parametrize("init", HEAD_INITS)
 def test_head_init_options(mini_vit, init):
-    import math
-
     head = get_strategy("linear").build(mini_vit, 5, head_init=init).head
     if init == "vpt":
         assert head.bias.eq(-math.log(99)).all() and head.weight.std() > 0.1  # kaiming fan_out: std sqrt(2/5)
@@ -46,6 +203,4 @@ def test_head_init_options(mini_vit, init):
 
 
 def test_schema_lists_every_head_init():
-    from vptft.strategies.heads import HEAD_INITS
-
     assert tuple(load_schema()["properties"]["train"]["properties"]["head_init"]["enum"]) == HEAD_INITS

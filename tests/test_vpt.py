@@ -3,8 +3,8 @@ import torch
 
 from vptft.backbones import create_backbone
 from vptft.strategies import get_strategy
-from vptft.strategies.heads import parameter_counts, tuned_parameters
-from vptft.strategies.vpt import expected_tuned_parameters, prompt_init_bound
+from vptft.strategies.base import parameter_counts, tuned_parameters
+from vptft.strategies.prompts import expected_tuned_parameters, prompt_init_bound
 
 P, C = 3, 7
 

@@ -45,8 +45,12 @@ BACKBONES = {
 }
 
 
-def create_backbone(key: str, checkpoint: str | Path | None = None, pretrained: bool = True):
-    """A timm ViT without classifier (num_classes=0), weights from `checkpoint` (a local file) or timm's source."""
+def create_backbone(key: str, checkpoint: str | Path | None = None, pretrained: bool = True, dropout: float = 0.0):
+    """A timm ViT without classifier (num_classes=0), weights from `checkpoint` (a local file) or timm's source.
+
+    dropout: on the position embedding, attention output and MLP (the VPT code's ViT-B config: 0.1, active
+    only while the backbone is in train mode); attention-probability dropout stays 0.
+    """
     try:
         spec = BACKBONES[key]
     except KeyError:
@@ -60,7 +64,8 @@ def create_backbone(key: str, checkpoint: str | Path | None = None, pretrained: 
     elif spec.pretrained_by_workflow and pretrained:
         raise ValueError(f"backbone {key!r} is pre-trained by the workflow: pass the `pretrain` rule's checkpoint")
     try:
-        return timm.create_model(spec.timm_name, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay)
+        return timm.create_model(spec.timm_name, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay,
+                                 pos_drop_rate=dropout, proj_drop_rate=dropout)
     except Exception as err:  # torch, safetensors and timm each raise their own types for a bad file
         where = checkpoint or spec.timm_name
         raise RuntimeError(f"{where}: cannot load backbone {key!r} ({type(err).__name__}: {err}); "

@@ -69,7 +69,8 @@ def cmd_pretrain(args, spec):
 def cmd_sweep(args, spec):
     from vptft.sweep import run_sweep_chunk
 
-    run_sweep_chunk(spec, args.manifest, args.backbone, args.out, chunk=args.chunk)
+    start_from = args.start_from[0] if args.start_from else None
+    run_sweep_chunk(spec, args.manifest, args.backbone, args.out, chunk=args.chunk, start_from=start_from)
 
 
 def cmd_select(args, spec):
@@ -82,7 +83,16 @@ def cmd_select(args, spec):
 def cmd_train(args, spec):
     from vptft.sweep import run_final
 
-    run_final(spec, args.manifest, args.backbone, args.sweep, args.runs_dir, seeds=args.seeds)
+    if args.start_from and len(args.start_from) != len(args.seeds):
+        raise ValueError(f"--start-from names {len(args.start_from)} files for {len(args.seeds)} seeds")
+    start_from = dict(zip(args.seeds, args.start_from)) if args.start_from else None
+    run_final(spec, args.manifest, args.backbone, args.sweep, args.runs_dir, seeds=args.seeds, start_from=start_from)
+
+
+def cmd_stage1(args, spec):
+    from vptft.sweep import run_stage1
+
+    run_stage1(spec, args.manifest, args.backbone, args.sweep, args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--backbone", default=None, help="backbone checkpoint file")
     p.add_argument("--chunk", type=int, default=0)
+    p.add_argument("--start-from", nargs=1, default=None, help="weights a continuing strategy starts from")
     p.add_argument("--out", required=True)
     p = verb("select", cmd_select, "merge sweep chunks and select the grid point")
     p.add_argument("--chunks", nargs="+", required=True)
@@ -122,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", required=True)
     p.add_argument("--seeds", type=int, nargs="+", required=True)
     p.add_argument("--runs-dir", required=True, help="seed<s>/ directories are written here")
+    p.add_argument("--start-from", nargs="+", default=None,
+                   help="per seed (same order), the run a continuing strategy starts from")
+    p = verb("stage1", cmd_stage1, "retrain a strategy's selected sweep point on train and save it whole (the "
+             "backbone a continuing strategy sweeps on)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--backbone", default=None)
+    p.add_argument("--sweep", required=True)
+    p.add_argument("--out", required=True)
     return parser
 
 

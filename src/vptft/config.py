@@ -56,11 +56,10 @@ def _semantic_errors(config: dict) -> list[str]:
         if spec is None:
             errors.append(f"$.strategies.{name}: unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
             continue
-        for where, keys in (("grid", set(entry["grid"]) - {"lr", "wd"}), ("options", set(entry.get("options", {})))):
-            for key in sorted(keys - set(spec.hparams)):
-                allowed = ", ".join(sorted(spec.hparams)) or "none"
-                errors.append(f"$.strategies.{name}.{where}.{key}: {name!r} has no hyper-parameter {key!r} "
-                              f"(allowed: {allowed})")
+        errors += spec.problems(f"$.strategies.{name}", entry["grid"], entry.get("options", {}))
+        if spec.continues and spec.continues not in config["strategies"]:
+            errors.append(f"$.strategies.{name}: {name!r} continues the runs of {spec.continues!r}, which is not "
+                          "configured; add it to `strategies`")
     pretrained = config["backbone"] in WORKFLOW_PRETRAINED_BACKBONES
     if pretrained and "pretrain" not in config:
         errors.append(f"$.pretrain: backbone {config['backbone']!r} is pre-trained by the workflow and needs a "

@@ -1,8 +1,9 @@
 """The training loop shared by every strategy: warm-up + cosine schedule (stepped per epoch, as the VPT code
 does), per-epoch train / eval loss and top-1, last-epoch metrics, resumable checkpoints of the tuned parameters.
 
-The engine knows the strategy interface (a model whose trainable parameters require grad; an optional
-`forward_features` + `head` split for frozen-feature strategies), never a particular strategy.
+The engine knows the strategy contract (vptft.strategies.base.TunedModel: trainable parameters require grad,
+`forward_features` / `forward_head(pre_logits=True)` / `head` for frozen-feature strategies, `classifier`,
+`after_backward`), never a particular strategy; plain timm models (pre-training) train through it too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from vptft.data import Normalize, SplitData
 from vptft.io import atomic_path
+from vptft.strategies.base import tuned_state_dict
 
 EVAL_BATCH = 256
 
@@ -37,6 +39,8 @@ class FitConfig:
     lr_scale_batch: int | None = 256
     eval_epochs: set[int] | None = None  # epochs (0-based) with an eval pass; None = every epoch
     momentum: float = 0.9
+    optimizer_behavior: str = "plain"  # "vpt_code" (the public VPT code's rules) or "plain" (torch defaults)
+    precision: str = "fp32"  # "bf16": autocast on CUDA (a speed option; fp32 is the protocol)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -67,11 +71,42 @@ def eval_epochs(epochs: int, points: int | None) -> set[int] | None:
     return {round(i * (epochs - 1) / max(1, points - 1)) for i in range(points)} | {epochs - 1}
 
 
-def make_optimizer(params, cfg: FitConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.scaled_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.scaled_lr, weight_decay=cfg.weight_decay)
+OPTIMIZER_BEHAVIORS = ("vpt_code", "plain")
+VPT_CODE_ADAMW_DECAY = 0.01  # the VPT code's AdamW decay, whatever the grid says (when the grid's wd > 0)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
+    """The optimiser of `model`'s trainable parameters.
+
+    "vpt_code" does what the public VPT code does (it produced the published numbers): AdamW with decay fixed at
+    0.01 on every parameter whose name has no "bias" and eps 1e-6 when the grid's wd > 0, plain SGD (momentum
+    0.9, no decay) at the same lr when it is 0; SGD with the grid's wd on everything but the classifier's bias.
+    "plain": the grid's wd on every trainable parameter, torch's defaults otherwise.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    lr, wd = cfg.scaled_lr, cfg.weight_decay
+    if cfg.optimizer_behavior == "plain":
+        params = [p for _, p in named]
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=wd)
+    elif cfg.optimizer_behavior == "vpt_code":
+        if cfg.optimizer == "adamw" and wd > 0:
+            decay = [p for n, p in named if "bias" not in n]
+            return torch.optim.AdamW([{"params": decay, "weight_decay": VPT_CODE_ADAMW_DECAY},
+                                      {"params": [p for n, p in named if "bias" in n], "weight_decay": 0.0}],
+                                     lr=lr, eps=1e-6, betas=(0.9, 0.999))
+        if cfg.optimizer == "adamw":  # the VPT code falls through to SGD at wd = 0
+            return torch.optim.SGD([p for _, p in named], lr=lr, momentum=cfg.momentum, weight_decay=0.0)
+        if cfg.optimizer == "sgd":
+            classifier = getattr(model, "classifier", None)
+            no_decay = {id(classifier.bias)} if classifier is not None and classifier.bias is not None else set()
+            return torch.optim.SGD([{"params": [p for _, p in named if id(p) not in no_decay], "weight_decay": wd},
+                                    {"params": [p for _, p in named if id(p) in no_decay], "weight_decay": 0.0}],
+                                   lr=lr, momentum=cfg.momentum)
+    else:
+        raise ValueError(f"unknown optimizer behavior {cfg.optimizer_behavior!r}; one of {OPTIMIZER_BEHAVIORS}")
     raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd or adamw)")
 
 
@@ -82,27 +117,34 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+def _autocast(device: torch.device, precision: str = "fp32"):
+    """bf16 autocast on CUDA when asked for; fp32 (the VPT code's precision) otherwise."""
+    enabled = precision == "bf16" and device.type == "cuda"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def pre_logits(model, x: torch.Tensor) -> torch.Tensor:
+    """The feature the head reads (timm's forward_head(..., pre_logits=True))."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
 
 
 @torch.no_grad()
-def extract_features(model, data: SplitData, normalize: Normalize, device) -> SplitData:
-    """The frozen `model.forward_features` of every image: computed once, reused by every epoch and grid point."""
+def extract_features(model, data: SplitData, normalize: Normalize, device, precision: str = "fp32") -> SplitData:
+    """The frozen pre-logits of every image: computed once, reused by every epoch and grid point."""
     model.eval()
     feats = []
     for start in range(0, len(data), EVAL_BATCH):
-        with _autocast(device):
+        with _autocast(device, precision):
             x = normalize(data.images[start:start + EVAL_BATCH].to(device))
-            feats.append(model.forward_features(x).float())
+            feats.append(pre_logits(model, x).float())
     return SplitData(torch.cat(feats), data.labels.to(device))
 
 
 @torch.no_grad()
-def evaluate(forward, data: SplitData, prepare, device) -> dict:
+def evaluate(forward, data: SplitData, prepare, device, precision: str = "fp32") -> dict:
     loss, correct = 0.0, 0
     for start in range(0, len(data), EVAL_BATCH):
-        with _autocast(device):
+        with _autocast(device, precision):
             logits = forward(prepare(data.images[start:start + EVAL_BATCH].to(device))).float()
         y = data.labels[start:start + EVAL_BATCH].to(device)
         loss += F.cross_entropy(logits, y, reduction="sum").item()
@@ -137,8 +179,8 @@ class Terminated(SystemExit):
         super().__init__(128 + signal.SIGTERM)
 
 
-def _save_checkpoint(path: Path, model, optimizer, tuned_names, position: dict) -> None:
-    tuned = {k: v for k, v in model.state_dict().items() if k in tuned_names}
+def _save_checkpoint(path: Path, model, optimizer, position: dict) -> None:
+    tuned = tuned_state_dict(model)
     with atomic_path(path) as tmp:
         torch.save({"tuned": tuned, "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
                     **position}, tmp)
@@ -174,15 +216,14 @@ def fit(model, train: SplitData, evals: dict[str, SplitData], cfg: FitConfig, in
         cache = feature_cache if feature_cache is not None else {}
         for name, data in {"train": train, **evals}.items():
             if name not in cache:
-                cache[name] = extract_features(model, data, normalize, device)
+                cache[name] = extract_features(model, data, normalize, device, cfg.precision)
         train, evals = cache["train"], {name: cache[name] for name in evals}
         forward, prepare = model.head, (lambda x: x)
     else:
         forward, prepare = model, normalize
     train = train.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    tuned_names = {name for name, p in model.named_parameters() if p.requires_grad}
-    optimizer = make_optimizer(params, cfg)
+    optimizer = make_optimizer(model, cfg)
+    after_backward = getattr(model, "after_backward", lambda epoch: None)
     generator = torch.Generator().manual_seed(cfg.seed)
     # Where training stands: the next epoch and batch, the shuffling state at that epoch's start, and the
     # running sums of the epoch in progress. Saved after every epoch and on SIGTERM; restored on resume.
@@ -210,17 +251,18 @@ def fit(model, train: SplitData, evals: dict[str, SplitData], cfg: FitConfig, in
             for batch in range(position["next_batch"], len(starts)):
                 idx = order[starts[batch]:starts[batch] + cfg.batch_size].to(device)
                 x, y = prepare(train.images[idx]), train.labels[idx]
-                with _autocast(device):
+                with _autocast(device, cfg.precision):
                     logits = forward(x).float()
                 loss = F.cross_entropy(logits, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                after_backward(epoch)
                 optimizer.step()
                 position["loss_sum"] += loss.item() * len(y)
                 position["correct"] += (logits.argmax(1) == y).sum().item()
                 if term.received:
                     if checkpoint:
-                        _save_checkpoint(checkpoint, model, optimizer, tuned_names,
+                        _save_checkpoint(checkpoint, model, optimizer,
                                          {**position, "next_epoch": epoch, "next_batch": batch + 1})
                     raise Terminated()
             row = {"epoch": epoch + 1, "lr": lr, "train_loss": position["loss_sum"] / len(train),
@@ -228,14 +270,14 @@ def fit(model, train: SplitData, evals: dict[str, SplitData], cfg: FitConfig, in
             if cfg.eval_epochs is None or epoch in cfg.eval_epochs:
                 model.eval()
                 for name, data in evals.items():
-                    metrics = evaluate(forward, data, prepare, device)
+                    metrics = evaluate(forward, data, prepare, device, cfg.precision)
                     row.update({f"{name}_loss": metrics["loss"], f"{name}_top1": metrics["top1"]})
             curves.append(row)
             position = {"next_epoch": epoch + 1, "next_batch": 0, "generator": generator.get_state(),
                         "loss_sum": 0.0, "correct": 0, "curves": curves}
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_top1']:.1f}", refresh=False)
             if checkpoint:
-                _save_checkpoint(checkpoint, model, optimizer, tuned_names, position)
+                _save_checkpoint(checkpoint, model, optimizer, position)
     bar.close()
     last = curves[-1] if curves else {}
     return {"curves": curves, "seconds": time.perf_counter() - t0, "epochs": cfg.epochs,

@@ -12,7 +12,7 @@ import math
 
 from vptft.io import atomic_path
 
-GRID_KEYS_FIRST = ("lr", "wd")
+GRID_KEYS_FIRST = ("lr", "wd")  # grid points list these first, then the strategy's own keys in config order
 
 
 def grid_points(grid: dict) -> list[dict]:
@@ -66,8 +66,13 @@ def merge_sweep(chunk_csvs: list, out_csv, expected_points: int | None = None) -
 
 
 def selected_point(sweep_csv, grid: dict) -> dict:
-    """The selected grid point of a sweep.csv, with values typed like the config's grid."""
+    """The selected grid point of a sweep.csv: the config grid's own point at the selected row's grid index (its
+    values keep their config types; the CSV's text must name the same point, else the sweep is stale)."""
     rows = [r for r in read_csv(sweep_csv) if r.get("selected") == "1"]
     if len(rows) != 1:
         raise ValueError(f"{sweep_csv}: expected exactly one selected row, found {len(rows)}; rerun the sweep")
-    return {key: type(values[0])(rows[0][key]) for key, values in grid.items()}
+    points, index = grid_points(grid), int(rows[0]["grid_index"])
+    if index >= len(points) or any(str(value) != rows[0].get(key) for key, value in points[index].items()):
+        raise ValueError(f"{sweep_csv}: selected row {rows[0]} is not grid point {index} of the configured grid "
+                         f"{grid}; the sweep is from another grid, rerun it")
+    return points[index]

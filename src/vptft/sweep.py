@@ -20,26 +20,32 @@ from vptft import engine
 from vptft.backbones import create_backbone, input_config
 from vptft.data import load_split
 from vptft.io import atomic_path, content_hash, write_json
-from vptft.selection import GRID_KEYS_FIRST, chunk_indices, grid_points, selected_point, write_csv
+from vptft.selection import chunk_indices, grid_points, selected_point, write_csv
 from vptft.splits import read_manifest
 from vptft.strategies import get_strategy
-from vptft.strategies.heads import parameter_counts
+from vptft.strategies.base import parameter_counts, tuned_state_dict
 
 
 class Job:
-    """What one job loads once: its manifest, backbone and input config, device, and decoded splits."""
+    """What one job loads once: its manifest, backbone and input config, device, and decoded splits.
 
-    def __init__(self, spec: dict, manifest_path, backbone_path):
+    `start_from`: for a strategy that continues another's runs (FT-then-PT), the weights file its backbone
+    starts from, or {seed: file} for final runs (each seed continues the run of the same seed).
+    """
+
+    def __init__(self, spec: dict, manifest_path, backbone_path, start_from=None):
         self.spec = spec
         self.manifest_path = Path(manifest_path)
         self.manifest = read_manifest(manifest_path)
         self.device = engine.pick_device(spec["train"].get("device", "auto"))
         if self.device.type == "cpu":  # CPU runs are bit-reproducible, so a resumed run ends where a straight one does
             torch.use_deterministic_algorithms(True)
-        self.backbone = create_backbone(spec["backbone"], backbone_path)
-        self.backbone_path = backbone_path
-        self.input_cfg = input_config(self.backbone, spec["train"]["normalization"])
         self.strategy = get_strategy(spec["strategy"])
+        dropout = spec["train"].get("backbone_dropout", 0.0) if self.strategy.trains_backbone else 0.0
+        self.backbone = create_backbone(spec["backbone"], backbone_path, dropout=dropout)
+        self.backbone_path = backbone_path
+        self.start_from = start_from
+        self.input_cfg = input_config(self.backbone, spec["train"]["normalization"])
         self.feature_cache: dict = {}
         self._splits: dict = {}
 
@@ -50,18 +56,25 @@ class Job:
 
     def fit_config(self, point: dict, seed: int, n_train: int, curve_points) -> engine.FitConfig:
         t = self.spec["train"]
-        epochs = engine.epochs_for(n_train, t["batch_size"], t["epochs"], t.get("min_steps", 0))
+        batch = self.strategy.batch_size(point, self.spec, t["batch_size"])
+        epochs = engine.epochs_for(n_train, batch, t["epochs"], t.get("min_steps", 0))
         return engine.FitConfig(
             optimizer=self.strategy.optimizer, lr=float(point["lr"]), weight_decay=float(point["wd"]),
             epochs=epochs, warmup_epochs=max(1, round(t["warmup_fraction"] * epochs)) if t["warmup_fraction"] else 0,
-            batch_size=t["batch_size"], seed=seed, lr_scale_batch=t.get("lr_scale_batch"),
-            eval_epochs=engine.eval_epochs(epochs, curve_points))
+            batch_size=batch, seed=seed, lr_scale_batch=t.get("lr_scale_batch"),
+            eval_epochs=engine.eval_epochs(epochs, curve_points),
+            optimizer_behavior=t.get("optimizer_behavior", "vpt_code"), precision=t.get("precision", "fp32"))
+
+    def start_file(self, seed: int):
+        return self.start_from.get(seed) if isinstance(self.start_from, dict) else self.start_from
 
     def build(self, point: dict, seed: int):
+        backbone = copy.deepcopy(self.backbone)
+        if self.strategy.continues:
+            load_backbone_of_run(backbone, self.start_file(seed))
         torch.manual_seed(seed)
-        extras = {k: v for k, v in {**self.spec.get("options", {}), **point}.items() if k not in GRID_KEYS_FIRST}
-        return self.strategy.build(copy.deepcopy(self.backbone), self.manifest["num_classes"],
-                                   head_init=self.spec["train"]["head_init"], **extras)
+        return self.strategy.build(backbone, self.manifest["num_classes"], head_init=self.spec["train"]["head_init"],
+                                   **{**self.spec.get("options", {}), **point})
 
     def fit(self, model, train: str, evals: list[str], cfg: engine.FitConfig, checkpoint=None, desc=""):
         return engine.fit(model, self.split(train), {name: self.split(name) for name in evals}, cfg, self.input_cfg,
@@ -69,9 +82,29 @@ class Job:
                           if self.strategy.cache_features else None, checkpoint=checkpoint, desc=desc)
 
 
-def run_sweep_chunk(spec: dict, manifest_path, backbone_path, out_csv, chunk: int = 0) -> list[dict]:
+def load_backbone_of_run(backbone, path) -> None:
+    """Load the backbone weights a finished run saved (its `backbone.*` tensors) into `backbone`, exactly."""
+    from safetensors.torch import load_file
+
+    if path is None or not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: the run this strategy continues from has no weights file; run it first")
+    state = {k.removeprefix("backbone."): v for k, v in load_file(str(path)).items() if k.startswith("backbone.")}
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"{path}: not a whole backbone of this architecture (missing {missing[:3]}..., "
+                           f"unexpected {unexpected[:3]}...); it must come from a run that tunes every weight")
+
+
+def save_tuned(model, path) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tuned_state_dict(model).items()}, str(tmp))
+
+
+def run_sweep_chunk(spec: dict, manifest_path, backbone_path, out_csv, chunk: int = 0, start_from=None) -> list[dict]:
     """Train the grid points of one chunk on train -> val and write one CSV row per point."""
-    job = Job(spec, manifest_path, backbone_path)
+    job = Job(spec, manifest_path, backbone_path, start_from)
     points = grid_points(spec["grid"])
     rows = []
     for index in chunk_indices(len(points), chunk, spec["train"]["sweep_chunk_size"]):
@@ -80,7 +113,8 @@ def run_sweep_chunk(spec: dict, manifest_path, backbone_path, out_csv, chunk: in
         model = job.build(point, seed)
         cfg = job.fit_config(point, seed, len(job.split("train")), curve_points=1)
         result = job.fit(model, "train", ["val"], cfg, desc=f"{spec['task']}/{spec['strategy']} {point}")
-        rows.append({"grid_index": index, **point, "lr_scaled": cfg.scaled_lr, "epochs": cfg.epochs,
+        rows.append({"grid_index": index, **point, "batch_size": cfg.batch_size, "lr_scaled": cfg.scaled_lr,
+                     "epochs": cfg.epochs,
                      "val_top1": result["final"]["val"]["top1"], "val_loss": result["final"]["val"]["loss"],
                      "train_loss": result["train"]["loss"], "seconds": round(result["seconds"], 3),
                      **parameter_counts(model)})
@@ -88,6 +122,22 @@ def run_sweep_chunk(spec: dict, manifest_path, backbone_path, out_csv, chunk: in
               f"({cfg.epochs} epochs, {result['seconds']:.1f}s)", flush=True)
     write_csv(out_csv, rows)
     return rows
+
+
+def training_facts(job: Job, cfg: engine.FitConfig) -> dict:
+    """How a run trained, as recorded beside its result."""
+    return {"lr_scaled": cfg.scaled_lr, "batch_size": cfg.batch_size, "optimizer": job.strategy.optimizer,
+            "optimizer_behavior": cfg.optimizer_behavior, "precision": cfg.precision,
+            "backbone_dropout": job.spec["train"].get("backbone_dropout", 0.0) if job.strategy.trains_backbone
+            else 0.0}
+
+
+def storage_counts(job: Job, model) -> dict:
+    """Parameters one task must store (all of them where the strategy needs its own backbone copy)."""
+    backbone = sum(p.numel() for p in job.backbone.parameters())
+    tuned = parameter_counts(model)["tuned"]
+    per_task = tuned + backbone if job.strategy.stores_backbone and tuned < backbone else tuned
+    return {"backbone_params": backbone, "task_params": per_task}
 
 
 def provenance(job: Job, seed: int) -> dict:
@@ -108,6 +158,7 @@ def provenance(job: Job, seed: int) -> dict:
         device += f" ({torch.cuda.get_device_name(job.device)})"
     return {"config_hash": content_hash(job.spec), "seed": seed, "manifest": str(job.manifest_path),
             "manifest_sha256": job.manifest["sha256"], "backbone_checkpoint": str(job.backbone_path),
+            "start_from": str(job.start_file(seed)) if job.strategy.continues else None,
             "device": device, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "git_commit": git_commit(),
             "python": platform.python_version(), "host": platform.node(),
@@ -115,31 +166,27 @@ def provenance(job: Job, seed: int) -> dict:
 
 
 def _final_run(job: Job, point: dict, seed: int, out_dir: Path) -> dict:
-    from safetensors.torch import save_file
-
-    from vptft.strategies.heads import tuned_parameters
-
     spec = job.spec
     model = job.build(point, seed)
     cfg = job.fit_config(point, seed, len(job.split("trainval")), curve_points=spec["train"].get("curve_points"))
     result = job.fit(model, "trainval", ["test"], cfg, checkpoint=out_dir / "checkpoint.pt",
                      desc=f"{spec['task']}/{spec['strategy']} seed {seed}")
     write_csv(out_dir / "curves.csv", result["curves"])
-    with atomic_path(out_dir / "tuned.safetensors") as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tuned_parameters(model).items()}, str(tmp))
+    save_tuned(model, out_dir / "tuned.safetensors")
     metrics = {"task": spec["task"], "regime": spec["regime"], "strategy": spec["strategy"],
-               "backbone": spec["backbone"], "seed": seed, "hparams": point, "lr_scaled": cfg.scaled_lr,
+               "backbone": spec["backbone"], "seed": seed, "hparams": point, **training_facts(job, cfg),
                "epochs": cfg.epochs, "test_top1": result["final"]["test"]["top1"],
                "test_loss": result["final"]["test"]["loss"], "train_loss": result["train"]["loss"],
                "train_top1": result["train"]["top1"], "n_train": len(job.split("trainval")),
-               "n_test": len(job.split("test")), **parameter_counts(model),
-               "seconds": round(result["seconds"], 3), "provenance": provenance(job, seed)}
+               "n_test": len(job.split("test")), **parameter_counts(model), **storage_counts(job, model),
+               "summary": model.summary(), "seconds": round(result["seconds"], 3), "provenance": provenance(job, seed)}
     write_json(out_dir / "metrics.json", metrics)
     print(json.dumps({k: metrics[k] for k in ("task", "strategy", "seed", "hparams", "test_top1")}), flush=True)
     return metrics
 
 
-def run_final(spec: dict, manifest_path, backbone_path, sweep_csv, runs_dir, seeds: list[int]) -> list[dict]:
+def run_final(spec: dict, manifest_path, backbone_path, sweep_csv, runs_dir, seeds: list[int],
+              start_from: dict | None = None) -> list[dict]:
     """Train the selected point on trainval once per seed (data and backbone loaded once); each seed writes
     seed{s}/metrics.json, curves.csv and tuned.safetensors under runs_dir.
 
@@ -147,9 +194,24 @@ def run_final(spec: dict, manifest_path, backbone_path, sweep_csv, runs_dir, see
     stopped (a finished seed is re-created from its last checkpoint without training).
     """
     runs_dir = Path(runs_dir)
-    job = Job(spec, manifest_path, backbone_path)
+    job = Job(spec, manifest_path, backbone_path, start_from)
     point = selected_point(sweep_csv, spec["grid"])
     results = [_final_run(job, point, seed, runs_dir / f"seed{seed}") for seed in seeds]
     for seed in seeds:
         (runs_dir / f"seed{seed}" / "checkpoint.pt").unlink(missing_ok=True)
     return results
+
+
+def run_stage1(spec: dict, manifest_path, backbone_path, sweep_csv, out) -> dict:
+    """The selected sweep point of a strategy retrained on the sweep's train split with the sweep seed (what the
+    sweep trained and discarded), saved whole: the backbone a continuing strategy (FT-then-PT) sweeps on."""
+    job = Job(spec, manifest_path, backbone_path)
+    point = selected_point(sweep_csv, spec["grid"])
+    seed = spec["train"]["sweep_seed"]
+    model = job.build(point, seed)
+    cfg = job.fit_config(point, seed, len(job.split("train")), curve_points=1)
+    result = job.fit(model, "train", ["val"], cfg, desc=f"{spec['task']}/{spec['strategy']} stage 1 {point}")
+    save_tuned(model, out)
+    print(f"[stage1] {spec['task']} {spec['strategy']} {point}: val top-1 {result['final']['val']['top1']:.2f}",
+          flush=True)
+    return result

@@ -1,46 +1,190 @@
-"""Registry of tuning strategies. A strategy declares its optimiser family (REFERENCE.md section 2: SGD for
-prompt/linear-style methods, AdamW for methods that tune backbone weights), its own hyper-parameters with their
-defaults, and the function that wraps a backbone into the tuned model.
+"""Registry of tuning strategies, torch-free: the config validation, the Snakefile, the sweep and the builders
+all read a strategy's declaration here, so each default lives in one place.
 
-This module stays torch-free (builders are imported on first use) so that config validation and the Snakefile
-can list strategies and their hyper-parameters cheaply. New strategy = one module + one entry here.
+A strategy (like a peft method) is a typed declaration - its options with types and defaults, its optimiser
+family, what trains, whether it continues another strategy's runs - plus one builder that wraps a backbone
+into a `vptft.strategies.base.TunedModel`. Builders are imported on first use. New strategy = one module + one
+entry in STRATEGIES.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
+from typing import Any
+
+# The VPT paper's Table 8 batch rule: prompt lengths from this value on train with the smaller batch.
+LONG_PROMPT = 100
+
+
+@dataclass(frozen=True)
+class Option:
+    """One hyper-parameter of a strategy: its type, default and allowed values (checked before any job runs)."""
+
+    type: type
+    default: Any
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    pattern: str | None = None
+    help: str = ""
+
+    def problem(self, value) -> str | None:
+        """What is wrong with `value` (None if it is valid)."""
+        expected = (int, float) if self.type is float else self.type
+        if isinstance(value, bool) and self.type is not bool or not isinstance(value, expected):
+            return f"{value!r} is not of type {self.type.__name__}"
+        if self.choices is not None and value not in self.choices:
+            return f"{value!r} is not one of {list(self.choices)}"
+        if self.minimum is not None and value < self.minimum:
+            return f"{value!r} is below the minimum {self.minimum}"
+        if self.maximum is not None and value > self.maximum:
+            return f"{value!r} is above the maximum {self.maximum}"
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            return f"{value!r} does not match {self.pattern}"
+        return None
+
+    def cast(self, value):
+        return self.type(value)
+
+
+LR = Option(float, None, minimum=0.0, help="base lr (scaled by batch / lr_scale_batch)")
+WD = Option(float, 0.0, minimum=0.0, help="weight decay (see train.optimizer_behavior)")
+BASE_OPTIONS = {"lr": LR, "wd": WD}
+
+PROMPT_OPTIONS = {
+    "prompt_length": Option(int, 10, minimum=1, help="prompt tokens per prompted layer"),
+    "prompt_dropout": Option(float, 0.0, minimum=0.0, maximum=1.0, help="dropout on the prompts (VPT code: 0.0)"),
+    "location": Option(str, "prepend", choices=("prepend", "add"),
+                       help="prepend tokens, or add one prompt to each patch embedding (VPT ablation)"),
+    "pooling": Option(str, "cls", choices=("cls", "image_pool", "prompt_pool", "global_pool"),
+                      help="the feature the head reads (VPT ablation)"),
+    "layers": Option(str, "all", pattern=r"all|\d+:\d+",
+                     help="blocks that receive prompts, 'all' or a slice 'start:stop' (VPT depth ablation)"),
+}
+KV_PROMPT_OPTIONS = {
+    "prompt_length": Option(int, 10, minimum=1, help="key/value prompt tokens per layer"),
+    "prompt_dropout": PROMPT_OPTIONS["prompt_dropout"],
+}
+ADAPT_OPTIONS = {
+    "context_length": Option(int, 16, minimum=1, help="xi: key/value prompt tokens per layer at the start"),
+    "target_length": Option(int, 32, minimum=1, help="T_target: kept tokens summed over layers at the end"),
+    "saliency": Option(str, "snip", choices=("snip", "grad_norm", "l2"), help="what ranks tokens for pruning"),
+    "prune_every": Option(int, 80, minimum=1, help="n_k: minibatches between pruning steps"),
+    "prune_tokens": Option(int, 4, minimum=1, help="r_p: tokens pruned per pruning step"),
+    "warmup_epochs": Option(int, 5, minimum=0, help="epochs before the first pruning step"),
+    "prompt_dropout": PROMPT_OPTIONS["prompt_dropout"],
+}
 
 
 @dataclass(frozen=True)
 class StrategySpec:
     name: str
-    optimizer: str  # "sgd" (momentum 0.9) or "adamw"
-    builder: str  # "module:function" taking (backbone, num_classes, **hparams)
-    hparams: dict = field(default_factory=dict)  # extra hyper-parameters and their defaults
-    cache_features: bool = False  # the backbone is frozen and its output used as is: compute features once
+    optimizer: str  # "sgd" (momentum 0.9) or "adamw" (REFERENCE: prompt/head methods SGD, backbone tuning AdamW)
+    builder: str  # "module:function" taking (backbone, num_classes, head_init=..., **options)
+    options: dict = field(default_factory=dict)  # name -> Option (besides lr and wd)
+    cache_features: bool = False  # only a head trains on the frozen backbone's pre-logits: compute them once
+    trains_backbone: bool = False  # backbone weights train, so it runs in train mode (its dropout is on)
+    continues: str | None = None  # a strategy whose final runs (and selected sweep point) this one starts from
+    stores_backbone: bool = False  # a task needs its own copy of the whole backbone (total-parameter count)
     description: str = ""
 
-    def build(self, backbone, num_classes: int, head_init: str = "vpt", **hparams):
-        """The tuned model: `backbone` wrapped with a new `head_init` head and the strategy's parameters."""
-        unknown = set(hparams) - set(self.hparams)
+    @property
+    def all_options(self) -> dict:
+        return {**BASE_OPTIONS, **self.options}
+
+    def problems(self, path: str, grid: dict, options: dict) -> list[str]:
+        """Every wrong key, type or value of a config entry's grid (lists) and options, with its key path."""
+        errors = []
+        allowed = ", ".join(sorted(self.options)) or "none"
+        for where, values in (("grid", grid), ("options", options)):
+            for key, value in values.items():
+                option = self.all_options.get(key)
+                if option is None or (where == "options" and key in BASE_OPTIONS):
+                    errors.append(f"{path}.{where}.{key}: {self.name!r} has no hyper-parameter {key!r} "
+                                  f"(allowed: {allowed})")
+                    continue
+                items = enumerate(value) if where == "grid" else [(None, value)]
+                for i, item in items:
+                    if (problem := option.problem(item)) is not None:
+                        where_i = f"{path}.{where}.{key}" + (f"[{i}]" if i is not None else "")
+                        errors.append(f"{where_i}: {problem}")
+        both = set(grid) & set(options)
+        errors += [f"{path}.options.{key}: {key!r} is also in the grid; give it in one place" for key in sorted(both)]
+        return errors
+
+    def resolve(self, values: dict) -> dict:
+        """Options with defaults filled in and values cast to their declared type (lr and wd excluded)."""
+        unknown = set(values) - set(self.all_options)
         if unknown:
             raise TypeError(f"strategy {self.name!r} has no hyper-parameters {sorted(unknown)}; "
-                            f"it takes {sorted(self.hparams)}")
+                            f"it takes {sorted(self.options)}")
+        return {key: option.cast(values[key]) if key in values else option.default
+                for key, option in self.options.items()}
+
+    def batch_size(self, point: dict, entry: dict, default: int) -> int:
+        """The VPT paper's rule: the strategy's batch, the smaller long-prompt batch from LONG_PROMPT tokens."""
+        long_batch = entry.get("batch_size_long_prompts")
+        if long_batch and int(point.get("prompt_length", 0)) >= LONG_PROMPT:
+            return long_batch
+        return entry.get("batch_size") or default
+
+    def build(self, backbone, num_classes: int, head_init: str = "vpt", **values):
+        """The tuned model: `backbone` wrapped with a new `head_init` head and the strategy's parameters."""
+        options = self.resolve({k: v for k, v in values.items() if k not in BASE_OPTIONS})
         module, function = self.builder.split(":")
         return getattr(importlib.import_module(module), function)(backbone, num_classes, head_init=head_init,
-                                                                  **{**self.hparams, **hparams})
+                                                                  **options)
+
+
+def _k(name: str, default: int, help: str) -> dict:
+    return {name: Option(int, default, minimum=1, help=help)}
 
 
 STRATEGIES = {s.name: s for s in [
-    StrategySpec("full", "adamw", "vptft.strategies.full:build", description="all parameters"),
-    StrategySpec("linear", "sgd", "vptft.strategies.linear:build", cache_features=True,
+    StrategySpec("full", "adamw", "vptft.strategies.backbone_tuning:build_full", trains_backbone=True,
+                 stores_backbone=True, description="every backbone weight + head"),
+    StrategySpec("linear", "sgd", "vptft.strategies.head_only:build_linear", cache_features=True,
                  description="a new head on frozen features"),
-    StrategySpec("vpt_shallow", "sgd", "vptft.strategies.vpt:build_shallow",
-                 {"prompt_length": 10, "prompt_dropout": 0.0}, description="p prompts at the first layer + head"),
-    StrategySpec("vpt_deep", "sgd", "vptft.strategies.vpt:build_deep",
-                 {"prompt_length": 10, "prompt_dropout": 0.0}, description="p fresh prompts at every layer + head"),
+    StrategySpec("vpt_shallow", "sgd", "vptft.strategies.prompts:build_prompted",
+                 {**PROMPT_OPTIONS, "layers": Option(str, "0:1", pattern=PROMPT_OPTIONS["layers"].pattern,
+                                                     help=PROMPT_OPTIONS["layers"].help)},
+                 description="p prompts at the first layer + head"),
+    StrategySpec("vpt_deep", "sgd", "vptft.strategies.prompts:build_prompted", PROMPT_OPTIONS,
+                 description="p fresh prompts at every layer + head"),
+    StrategySpec("mixed", "sgd", "vptft.strategies.prompts:build_mixed", PROMPT_OPTIONS, trains_backbone=True,
+                 stores_backbone=True,
+                 description="deep prompts + the whole backbone + head, with the prompt-tuning optimiser"),
+    StrategySpec("ft_then_pt", "sgd", "vptft.strategies.prompts:build_prompted", PROMPT_OPTIONS, continues="full",
+                 stores_backbone=True,
+                 description="deep prompts + head on the backbone of a finished full finetuning run"),
+    StrategySpec("partial", "adamw", "vptft.strategies.backbone_tuning:build_partial",
+                 _k("k", 1, "the last k blocks (+ final norm) train"), trains_backbone=True,
+                 description="the last k blocks + final norm + head"),
+    StrategySpec("mlp", "sgd", "vptft.strategies.head_only:build_mlp",
+                 _k("k", 2, "linear layers of the head (k - 1 hidden layers of the feature width)"),
+                 cache_features=True, description="a k-layer MLP head on frozen features"),
+    StrategySpec("bias", "adamw", "vptft.strategies.backbone_tuning:build_bias", trains_backbone=True,
+                 description="every bias of the backbone + head (BitFit / TinyTL)"),
+    StrategySpec("adapter", "adamw", "vptft.strategies.backbone_tuning:build_adapter",
+                 _k("reduction", 8, "r: bottleneck width = feature width / r"), trains_backbone=True,
+                 description="bottleneck adapters after each FFN + head"),
+    StrategySpec("sidetune", "sgd", "vptft.strategies.sidetune:build_sidetune",
+                 _k("side_width", 64, "channels of the side network's last conv layer"),
+                 description="a side network blended with the frozen features + head"),
+    StrategySpec("lora", "adamw", "vptft.strategies.backbone_tuning:build_lora",
+                 {**_k("rank", 8, "r of the low-rank updates"), "alpha": Option(float, 8.0, minimum=0.0,
+                                                                                help="LoRA scaling alpha")},
+                 trains_backbone=True, description="peft LoRA on the attention qkv projections + head"),
+    StrategySpec("vpt_prefix", "sgd", "vptft.strategies.kv_prompts:build_prefix", KV_PROMPT_OPTIONS,
+                 description="prompts prepended to every layer's keys and values only + head"),
+    StrategySpec("adapt", "sgd", "vptft.strategies.kv_prompts:build_adapt", ADAPT_OPTIONS,
+                 description="key/value prompts pruned by saliency to a total budget + head"),
 ]}
+
+# The study's own four strategies: its tables show them first, in this order.
+STUDY_STRATEGIES = ("full", "vpt_deep", "mixed", "ft_then_pt")
 
 
 def get_strategy(name: str) -> StrategySpec:

@@ -1,0 +1,75 @@
+"""Strategies that tune backbone weights, all or some (AdamW in the VPT paper): Full, Partial-k, Bias,
+Adapter, LoRA. The backbone runs in train mode, so its dropout is on (REFERENCE: whenever the backbone trains).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from vptft.strategies.base import TunedModel
+
+
+def build_full(backbone, num_classes, head_init="vpt"):
+    """Full finetuning: every backbone weight and a new head."""
+    return TunedModel(backbone, num_classes, head_init, trains_backbone=True)
+
+
+def _tune_only(model: TunedModel, predicate) -> TunedModel:
+    """Freeze the backbone except the parameters whose name satisfies `predicate`."""
+    for name, param in model.backbone.named_parameters():
+        param.requires_grad_(bool(predicate(name)))
+    return model
+
+
+def build_partial(backbone, num_classes, head_init="vpt", k=1):
+    """Partial-k: the last k blocks, the final norm (and fc_norm where there is one) and the head."""
+    depth = len(backbone.blocks)
+    if not 1 <= k <= depth:
+        raise ValueError(f"partial k={k} is outside 1..{depth} blocks")
+    tuned = tuple(f"blocks.{i}." for i in range(depth - k, depth)) + ("norm.", "fc_norm.")
+    return _tune_only(TunedModel(backbone, num_classes, head_init, trains_backbone=True),
+                      lambda name: name.startswith(tuned))
+
+
+def build_bias(backbone, num_classes, head_init="vpt"):
+    """Bias (BitFit / TinyTL): every bias term of the backbone and the head."""
+    return _tune_only(TunedModel(backbone, num_classes, head_init, trains_backbone=True),
+                      lambda name: name.endswith("bias"))
+
+
+class Adapter(nn.Module):
+    """FFN -> FFN output + up(GELU(down(FFN output))), with a zero-initialised up-projection, so the block is
+    unchanged at init (the VPT paper's adapter placement: after the FFN, with a residual)."""
+
+    def __init__(self, mlp: nn.Module, dim: int, reduction: int):
+        super().__init__()
+        self.mlp = mlp
+        self.down = nn.Linear(dim, max(1, dim // reduction))
+        self.act = nn.GELU()
+        self.up = nn.Linear(max(1, dim // reduction), dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x):
+        h = self.mlp(x)
+        return h + self.up(self.act(self.down(h)))
+
+
+def build_adapter(backbone, num_classes, head_init="vpt", reduction=8):
+    """Adapter-r: a bottleneck adapter (width D / r) after every block's FFN; the backbone's own weights freeze."""
+    model = _tune_only(TunedModel(backbone, num_classes, head_init, trains_backbone=True), lambda name: False)
+    for block in backbone.blocks:
+        block.mlp = Adapter(block.mlp, backbone.num_features, reduction)
+    return model
+
+
+def build_lora(backbone, num_classes, head_init="vpt", rank=8, alpha=8.0):
+    """LoRA through peft on the attention `qkv` projections (zero-initialised B: unchanged at init)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    model = _tune_only(TunedModel(backbone, num_classes, head_init, trains_backbone=True), lambda name: False)
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=["qkv"], bias="none")
+    inject_adapter_in_model(config, backbone)
+    for name, param in backbone.named_parameters():
+        param.requires_grad_("lora_" in name)
+    return model
