@@ -116,14 +116,17 @@ def n_chunks(strategy):
 
 def continued_runs(wildcards, stage):
     """The weights a continuing strategy (FT-then-PT) starts from: the continued strategy's stage-1 backbone for
-    the sweep, its final run of the same seed for each final run; nothing for other strategies."""
+    the sweep, its final run of the same seed for each final run; nothing for other strategies.
+    """
     base = get_strategy(wildcards.strategy).continues
     if not base:
         return []
     runs = f"{RUNS}/{wildcards.task}/{wildcards.regime}/{base}"
     if stage == "sweep":
         return [f"{runs}/stage1.safetensors"]
-    return expand(f"{runs}/seed{{seed}}/tuned.safetensors", seed=config["train"]["seeds"])
+    return expand(
+        f"{runs}/seed{{seed}}/tuned.safetensors", seed=config["train"]["seeds"]
+    )
 
 
 def start_from_arg(input):

@@ -6,6 +6,7 @@ saves and reloads alone (small, not the backbone, except where the strategy tune
 """
 
 import copy
+import itertools
 import math
 
 import pytest
@@ -34,7 +35,7 @@ OPTIONS = {
 
 def side_params(width):
     widths = [3] + [width // 8, width // 4, width // 2, width]
-    convs = sum(a * b * 9 + b for a, b in zip(widths, widths[1:]))
+    convs = sum(a * b * 9 + b for a, b in itertools.pairwise(widths))
     return convs + width * D + D + 1  # + projection to D, + the blend weight
 
 
@@ -56,7 +57,7 @@ TUNED = {
 }
 
 # What trains, by name (written independently of the strategies' own bookkeeping).
-HEAD_ONLY = lambda n: n.startswith("head.")  # noqa: E731
+HEAD_ONLY = lambda n: n.startswith("head.")
 TRAINS = {
     "full": lambda n: True,
     "linear": HEAD_ONLY,
@@ -68,7 +69,7 @@ TRAINS = {
     "sidetune": lambda n: n.startswith(("head.", "side.")) or n == "alpha",
     "mixed": lambda n: True,
 }
-PROMPTS_AND_HEAD = lambda n: n == "prompts" or n.startswith("head.")  # noqa: E731
+PROMPTS_AND_HEAD = lambda n: n == "prompts" or n.startswith("head.")
 
 
 def trains(name, param_name):
@@ -178,8 +179,8 @@ def test_unknown_strategy_option_and_bad_types_are_refused(mini_vit):
         "$.strategies.vpt_deep.grid.lr[1]: 'x' is not of type float",
         "$.strategies.vpt_deep.grid.prompt_length[0]: 1.5 is not of type int",
         "$.strategies.vpt_deep.options.prompt_dropout: 'abc' is not of type float",
-        "$.strategies.vpt_deep.options.pooling: 'max' is not one of ['cls', 'image_pool', 'prompt_pool', "
-        "'global_pool']",
+        ("$.strategies.vpt_deep.options.pooling: 'max' is not one of ['cls', 'image_pool', 'prompt_pool', "
+         "'global_pool']"),
     ]
 
 

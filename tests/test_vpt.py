@@ -58,11 +58,11 @@ def test_cls_output_is_invariant_to_permuting_prompts_within_a_layer(backbone, d
     model = _vpt(vit, deep=deep).eval()
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
-        before = model.forward_features(x)
+        before = model.forward_head(model.forward_features(x), pre_logits=True)
         model.prompts.copy_(model.prompts[:, torch.randperm(P)])
-        after = model.forward_features(x)
+        after = model.forward_head(model.forward_features(x), pre_logits=True)
         model.prompts.copy_(torch.randn_like(model.prompts))
-        changed = model.forward_features(x)
+        changed = model.forward_head(model.forward_features(x), pre_logits=True)
     torch.testing.assert_close(before, after, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(before, changed, atol=1e-3)  # the prompts do matter
 

@@ -25,21 +25,42 @@ def workdir(tmp_path_factory):
     return work
 
 
+STUDY_FIRST = ["full", "vpt_deep", "mixed", "ft_then_pt", "linear"]  # the study's rows, then the others
+
+
 def test_tables_are_produced_with_every_strategy(workdir):
     for name, task in (("table1", "newshapes_src"), ("table2", "count_sketch")):
         table = pd.read_csv(workdir / "results" / f"{name}.csv", index_col="strategy")
-        assert list(table.index) == ["full", "linear", "vpt_deep"]
+        assert list(table.index) == STUDY_FIRST
         assert table[task].between(0, 100).all()
         assert (table["seeds"] == 2).all()
-        assert table.loc["full", "tuned_pct"] == 100.0 and table.loc["linear", "tuned_pct"] < 1
+        assert table.loc[["full", "mixed"], "tuned_pct"].eq(100.0).all() and table.loc["linear", "tuned_pct"] < 1
         wins = [c for c in table.columns if c.startswith("wins_")]
         assert len(wins) == 1 and pd.isna(table.loc["full", wins[0]])
-        assert table.loc[["linear", "vpt_deep"], wins[0]].between(0, 1).all()
+        assert table.loc[STUDY_FIRST[1:], wins[0]].between(0, 1).all()
         runs = pd.read_csv(workdir / "results" / "mini" / f"{name}_runs.csv")
-        assert len(runs) == 3 * 2  # strategies x seeds, one task per table
+        assert len(runs) == 5 * 2  # strategies x seeds, one task per table
         mean = runs[runs.strategy == "vpt_deep"].test_top1.mean()
         assert table.loc["vpt_deep", task] == pytest.approx(mean, abs=0.01)
         assert (workdir / "results" / "mini" / f"{name}.ipynb").stat().st_size > 1000
+
+
+def test_vpt_table1_counts_parameters_of_all_tasks_in_backbones(workdir):
+    table = pd.read_csv(workdir / "results" / "vpt_table1.csv", index_col="strategy")
+    assert list(table.index) == STUDY_FIRST and (table["tasks"] == 2).all()
+    assert {"mean_natural", "wins_natural", "mean_structured", "wins_structured"} <= set(table.columns)
+    # full, Mixed and FT-then-PT keep a backbone per task (2 tasks), linear shares one
+    assert table.loc["full", "total_params_x"] == pytest.approx(2.0, abs=0.01)
+    assert table.loc["ft_then_pt", "total_params_x"] > table.loc["full", "total_params_x"] > 1.9
+    assert 1.0 < table.loc["linear", "total_params_x"] < 1.01
+
+
+def test_ft_then_pt_continued_each_seed_of_the_full_run(workdir):
+    runs = workdir / "results/mini/runs/mini_vit/count_sketch/vtab1k"
+    for seed in (0, 1):
+        metrics = json.loads((runs / f"ft_then_pt/seed{seed}/metrics.json").read_text())
+        assert metrics["provenance"]["start_from"].endswith(f"full/seed{seed}/tuned.safetensors")
+    assert (runs / "full/stage1.safetensors").is_file()
 
 
 def test_run_files_follow_the_contract(workdir):
@@ -68,6 +89,9 @@ def test_dry_runs_of_both_shipped_configs():
         assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
     assert "clevr_count" in out and "cifar100" not in out  # table2 = the structured tasks only
+    for strategy in ("full", "vpt_deep", "mixed", "ft_then_pt"):  # the study's four rows
+        assert f"strategy={strategy}" in out, strategy
+    assert "rule stage1:" in out  # FT-then-PT's sweep backbone
 
 
 def test_lint_is_clean():

@@ -1,6 +1,6 @@
 """The grid and the selection rule, torch-free (the `select` job and the Snakefile use them cheaply).
 
-Selection (REFERENCE.md section 2): the best LAST-epoch val top-1; ties go to the smaller lr, then to the earlier
+Selection (README, protocol notes): the best LAST-epoch val top-1; ties go to the smaller lr, then to the earlier
 grid point.
 """
 

@@ -1,4 +1,4 @@
-"""Hyper-parameter search and final runs (REFERENCE.md sections 1-2).
+"""Hyper-parameter search and final runs.
 
 A grid (lr x wd x the strategy's extras) is trained on train -> val and the point with the best last-epoch
 val top-1 selected (vptft.selection); final runs train on train+val (trainval) with each seed and report

@@ -81,7 +81,7 @@ ADAPT_OPTIONS = {
 @dataclass(frozen=True)
 class StrategySpec:
     name: str
-    optimizer: str  # "sgd" (momentum 0.9) or "adamw" (REFERENCE: prompt/head methods SGD, backbone tuning AdamW)
+    optimizer: str  # "sgd" (momentum 0.9) or "adamw": prompt and head methods SGD, backbone tuning AdamW
     builder: str  # "module:function" taking (backbone, num_classes, head_init=..., **options)
     options: dict = field(default_factory=dict)  # name -> Option (besides lr and wd)
     cache_features: bool = False  # only a head trains on the frozen backbone's pre-logits: compute them once

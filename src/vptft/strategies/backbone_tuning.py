@@ -1,5 +1,5 @@
 """Strategies that tune backbone weights, all or some (AdamW in the VPT paper): Full, Partial-k, Bias,
-Adapter, LoRA. The backbone runs in train mode, so its dropout is on (REFERENCE: whenever the backbone trains).
+Adapter, LoRA. The backbone runs in train mode, so its dropout is on, as in the VPT code.
 """
 
 from __future__ import annotations

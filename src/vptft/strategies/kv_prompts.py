@@ -37,12 +37,14 @@ class KVPromptModel(TunedModel):
         return self.tokens.norm(x)
 
 
+SALIENCY = {
+    "snip": lambda p, g: (g * p).abs().sum(-1),  # |dL/dP * P|, summed over a token's features
+    "grad_norm": lambda p, g: g.norm(dim=-1),
+    "l2": lambda p, g: p.norm(dim=-1),
+}
+
+
 class AdaptModel(KVPromptModel):
-    SALIENCY = {
-        "snip": lambda p, g: (g * p).abs().sum(-1),  # |dL/dP * P|, summed over a token's features
-        "grad_norm": lambda p, g: g.norm(dim=-1),
-        "l2": lambda p, g: p.norm(dim=-1),
-    }
 
     def __init__(self, backbone, num_classes, head_init="vpt", context_length=16, target_length=32,
                  saliency="snip", prune_every=80, prune_tokens=4, warmup_epochs=5, prompt_dropout=0.0):
@@ -61,7 +63,7 @@ class AdaptModel(KVPromptModel):
         if epoch < self.warmup_epochs or int(self.keep.sum()) <= self.target_length or self.prompts.grad is None:
             return
         with torch.no_grad():
-            self.score += self.SALIENCY[self.saliency](self.prompts, self.prompts.grad).double()
+            self.score += SALIENCY[self.saliency](self.prompts, self.prompts.grad).double()
         self.batches += 1
         if int(self.batches) % self.prune_every == 0:
             self.prune()

@@ -6,6 +6,8 @@ side network; no weights can be fetched here, so the side network is a small CNN
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -16,7 +18,7 @@ def side_network(out_dim: int, width: int) -> nn.Sequential:
     """4 stride-2 conv layers (width/8 .. width channels), global average pool, a projection to `out_dim`."""
     widths = [3] + [max(1, width // 2 ** (3 - i)) for i in range(4)]
     layers = []
-    for c_in, c_out in zip(widths, widths[1:]):
+    for c_in, c_out in itertools.pairwise(widths):
         layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU()]
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, out_dim))
 
