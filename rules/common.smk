@@ -94,8 +94,9 @@ def run_spec(wildcards, stage):
     train = {k: config["train"][k] for k in SWEEP_TRAIN_KEYS}
     if stage == "train":
         train["curve_points"] = config["train"]["curve_points"]
-    else:
+    else:  # sweep, or stage1 (which retrains one sweep point: the chunking does not change it)
         train["sweep_seed"] = config["train"]["sweep_seed"]
+    if stage == "sweep":
         train["sweep_chunk_size"] = config["train"]["sweep_chunk_size"]
     return spec(
         task=wildcards.task,

@@ -64,7 +64,7 @@ rule stage1:
         runtime=stage_resources("train")["runtime"],
         gpu=stage_resources("train")["gpu"],
     params:
-        spec=lambda wc: run_spec(wc, "sweep"),
+        spec=lambda wc: run_spec(wc, "stage1"),
         backbone=lambda wc, input: backbone_arg(input),
     shell:
         "python -m vptft stage1 --spec {params.spec:q} --threads {threads} --manifest {input.manifest:q} "

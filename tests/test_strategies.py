@@ -205,3 +205,42 @@ def test_head_init_options(mini_vit, init):
 
 def test_schema_lists_every_head_init():
     assert tuple(load_schema()["properties"]["train"]["properties"]["head_init"]["enum"]) == HEAD_INITS
+
+
+def test_combinations_that_cannot_be_built_are_refused_before_any_job(mini_vit):
+    from vptft.backbones import create_backbone
+    from vptft.config import BACKBONE_DEPTHS
+
+    for key, depth in BACKBONE_DEPTHS.items():
+        assert len(create_backbone(key, pretrained=False).blocks) == depth
+    path = "$.strategies.x"
+    assert get_strategy("vpt_deep").problems(path, {"lr": [0.1], "wd": [0.0], "layers": ["1:3", "3:1", "2:9"]},
+                                             {}, depth=4) == [
+        "$.strategies.x: layers '3:1' is not a non-empty block range of a 4-block backbone (grid point layers='3:1')",
+        "$.strategies.x: layers '2:9' is not a non-empty block range of a 4-block backbone (grid point layers='2:9')",
+    ]
+    assert get_strategy("mixed").problems(path, {"lr": [0.1], "wd": [0.0]},
+                                          {"location": "add", "pooling": "prompt_pool"}, depth=4) == [
+        "$.strategies.x: pooling 'prompt_pool' needs prepended prompts (location 'prepend')"]
+    assert get_strategy("partial").problems(path, {"lr": [0.1], "wd": [0.0], "k": [1, 9]}, {}, depth=4) == [
+        "$.strategies.x: k 9 exceeds the backbone's 4 blocks (grid point k=9)"]
+    assert get_strategy("adapt").problems(path, {"lr": [0.1], "wd": [0.0]}, {"target_length": 65}, depth=4) == [
+        "$.strategies.x: target_length 65 exceeds the 64 tokens of 4 blocks x context_length 16"]
+    assert get_strategy("full").problems(path, {"lr": [float("nan"), 0.0], "wd": [0.0]}, {}) == [
+        "$.strategies.x.grid.lr[0]: NaN is not a valid value", "$.strategies.x.grid.lr[1]: 0.0 must be greater than 0"]
+
+
+def test_adapt_refuses_a_schedule_too_short_to_reach_its_budget():
+    adapt = get_strategy("adapt")
+    values = {"context_length": 16, "target_length": 32, "prune_every": 80, "prune_tokens": 4, "warmup_epochs": 10}
+    # ViT-B/16 on VTAB-1k: 12 x 16 tokens -> 32 takes 40 pruning steps x 80 = 3,200 minibatches; 100 epochs of 8
+    problem = adapt.schedule_problem(values, epochs=100, steps=800, depth=12)
+    assert "3200 minibatches after warm-up, but the run has about 720" in problem
+    assert adapt.schedule_problem({**values, "prune_every": 16}, epochs=100, steps=800, depth=12) is None
+    assert get_strategy("vpt_deep").schedule_problem({"prompt_length": 5}, 1, 1, 12) is None
+
+
+def test_batch_rule_reads_a_prompt_length_fixed_in_options():
+    vpt = get_strategy("vpt_deep")
+    entry = {"batch_size": 128, "batch_size_long_prompts": 64, "options": {"prompt_length": 200}}
+    assert vpt.batch_size({**entry["options"], "lr": 0.1}, entry, 32) == 64

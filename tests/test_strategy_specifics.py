@@ -159,3 +159,13 @@ def test_sidetune_starts_as_an_even_blend(mini_vit):
         plain = mini_vit.eval().forward_head(mini_vit.forward_features(X), pre_logits=True)
         expected = 0.5 * plain + 0.5 * model.side(X)
     torch.testing.assert_close(feature, expected)
+
+
+def test_a_checkpoint_of_another_strategy_is_refused_on_resume(mini_vit, tmp_path):
+    """Resuming must restore every tuned tensor and buffer (e.g. Adapt's token mask), never a subset."""
+    cfg = engine.FitConfig("sgd", lr=0.1, weight_decay=0.0, epochs=1, warmup_epochs=0, batch_size=8, seed=0)
+    prefix = get_strategy("vpt_prefix").build(copy.deepcopy(mini_vit), 3, prompt_length=4)
+    engine._save_checkpoint(tmp_path / "c.pt", prefix, engine.make_optimizer(prefix, cfg), {})
+    adapt = adapt_model(mini_vit, context_length=4)
+    with pytest.raises(RuntimeError, match="tuned state differs"):
+        engine._load_checkpoint(tmp_path / "c.pt", adapt, engine.make_optimizer(adapt, cfg))

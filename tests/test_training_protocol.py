@@ -60,7 +60,10 @@ def named_model():
 
 def groups_by_decay(optimizer, model):
     names = {id(p): n for n, p in model.named_parameters()}
-    return {group["weight_decay"]: sorted(names[id(p)] for p in group["params"]) for group in optimizer.param_groups}
+    decay = {}
+    for group in optimizer.param_groups:
+        decay.setdefault(group["weight_decay"], []).extend(names[id(p)] for p in group["params"])
+    return {d: sorted(names) for d, names in decay.items()}
 
 
 def test_vpt_code_optimiser_rules():
@@ -81,7 +84,8 @@ def test_vpt_code_optimiser_rules():
     sgd = engine.make_optimizer(prompted, dataclasses.replace(adamw, optimizer="sgd", weight_decay=0.001))
     assert groups_by_decay(sgd, prompted) == {0.001: ["head.weight", "prompts"], 0.0: ["head.bias"]}
     plain = engine.make_optimizer(model, dataclasses.replace(adamw, optimizer_behavior="plain"))
-    assert [g["weight_decay"] for g in plain.param_groups] == [0.0001] and plain.defaults["eps"] == 1e-8
+    assert {g["weight_decay"] for g in plain.param_groups} == {0.0001} and plain.defaults["eps"] == 1e-8
+    assert {g["group"] for g in plain.param_groups} == {"head", "backbone", "added"}  # the model's own groups
 
 
 def test_selection_by_grid_index_on_the_paper_grids(tmp_path):

@@ -17,6 +17,7 @@ from vptft.strategies import STRATEGIES
 
 SCHEMA_PATH = Path(__file__).with_name("config_schema.yaml")
 WORKFLOW_PRETRAINED_BACKBONES = {"mini_vit"}  # mirrors vptft.backbones.BACKBONES[*].pretrained_by_workflow
+BACKBONE_DEPTHS = {"mini_vit": 4, "vit_b16_in21k": 12}  # blocks of each backbone (tested against vptft.backbones)
 
 
 class ConfigError(ValueError):
@@ -56,7 +57,8 @@ def _semantic_errors(config: dict) -> list[str]:
         if spec is None:
             errors.append(f"$.strategies.{name}: unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
             continue
-        errors += spec.problems(f"$.strategies.{name}", entry["grid"], entry.get("options", {}))
+        errors += spec.problems(f"$.strategies.{name}", entry["grid"], entry.get("options", {}),
+                                BACKBONE_DEPTHS.get(config["backbone"]))
         if spec.continues and spec.continues not in config["strategies"]:
             errors.append(f"$.strategies.{name}: {name!r} continues the runs of {spec.continues!r}, which is not "
                           "configured; add it to `strategies`")

@@ -75,39 +75,45 @@ OPTIMIZER_BEHAVIORS = ("vpt_code", "plain")
 VPT_CODE_ADAMW_DECAY = 0.01  # the VPT code's AdamW decay, whatever the grid says (when the grid's wd > 0)
 
 
+def _model_groups(model: torch.nn.Module) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
+    """Trainable parameters by the model's own groups (head / backbone / added) where it declares them."""
+    if hasattr(model, "param_groups"):
+        return {group: list(params.items()) for group, params in model.param_groups().items() if params}
+    return {"all": [(n, p) for n, p in model.named_parameters() if p.requires_grad]}
+
+
 def make_optimizer(model: torch.nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
-    """The optimiser of `model`'s trainable parameters.
+    """The optimiser of `model`'s trainable parameters, one torch param group per model group and decay.
 
     "vpt_code" does what the public VPT code does (it produced the published numbers): AdamW with decay fixed at
     0.01 on every parameter whose name has no "bias" and eps 1e-6 when the grid's wd > 0, plain SGD (momentum
     0.9, no decay) at the same lr when it is 0; SGD with the grid's wd on everything but the classifier's bias.
     "plain": the grid's wd on every trainable parameter, torch's defaults otherwise.
     """
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    lr, wd = cfg.scaled_lr, cfg.weight_decay
-    if cfg.optimizer_behavior == "plain":
-        params = [p for _, p in named]
-        if cfg.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-        if cfg.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=wd)
-    elif cfg.optimizer_behavior == "vpt_code":
-        if cfg.optimizer == "adamw" and wd > 0:
-            decay = [p for n, p in named if "bias" not in n]
-            return torch.optim.AdamW([{"params": decay, "weight_decay": VPT_CODE_ADAMW_DECAY},
-                                      {"params": [p for n, p in named if "bias" in n], "weight_decay": 0.0}],
-                                     lr=lr, eps=1e-6, betas=(0.9, 0.999))
-        if cfg.optimizer == "adamw":  # the VPT code falls through to SGD at wd = 0
-            return torch.optim.SGD([p for _, p in named], lr=lr, momentum=cfg.momentum, weight_decay=0.0)
-        if cfg.optimizer == "sgd":
-            classifier = getattr(model, "classifier", None)
-            no_decay = {id(classifier.bias)} if classifier is not None and classifier.bias is not None else set()
-            return torch.optim.SGD([{"params": [p for _, p in named if id(p) not in no_decay], "weight_decay": wd},
-                                    {"params": [p for _, p in named if id(p) in no_decay], "weight_decay": 0.0}],
-                                   lr=lr, momentum=cfg.momentum)
-    else:
+    if cfg.optimizer_behavior not in OPTIMIZER_BEHAVIORS:
         raise ValueError(f"unknown optimizer behavior {cfg.optimizer_behavior!r}; one of {OPTIMIZER_BEHAVIORS}")
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd or adamw)")
+    if cfg.optimizer not in ("sgd", "adamw"):
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd or adamw)")
+    lr, wd, vpt_code = cfg.scaled_lr, cfg.weight_decay, cfg.optimizer_behavior == "vpt_code"
+    classifier = getattr(model, "classifier", None)
+    classifier_bias = id(classifier.bias) if classifier is not None and classifier.bias is not None else None
+
+    def decay_of(name, param):
+        if not vpt_code:
+            return wd
+        if cfg.optimizer == "adamw":
+            return 0.0 if "bias" in name or wd == 0 else VPT_CODE_ADAMW_DECAY
+        return 0.0 if id(param) == classifier_bias else wd
+
+    groups = []
+    for group, named in _model_groups(model).items():
+        by_decay: dict[float, list] = {}
+        for name, param in named:
+            by_decay.setdefault(decay_of(name, param), []).append(param)
+        groups += [{"params": params, "weight_decay": decay, "group": group} for decay, params in by_decay.items()]
+    if cfg.optimizer == "adamw" and not (vpt_code and wd == 0):  # the VPT code falls through to SGD at wd = 0
+        return torch.optim.AdamW(groups, lr=lr, eps=1e-6 if vpt_code else 1e-8, betas=(0.9, 0.999))
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -191,6 +197,10 @@ def _load_checkpoint(path: Path, model, optimizer) -> dict | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        expected = set(tuned_state_dict(model))
+        if set(state["tuned"]) != expected:
+            raise ValueError(f"it holds {sorted(set(state['tuned']) ^ expected)[:5]} where this model's tuned state "
+                             "differs")
         model.load_state_dict(state["tuned"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])

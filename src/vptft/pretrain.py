@@ -49,6 +49,7 @@ def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") ->
     fit_cfg = engine.FitConfig(optimizer="adamw", lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                                epochs=cfg["epochs"], warmup_epochs=cfg["warmup_epochs"],
                                batch_size=cfg["batch_size"], seed=cfg["seed"], lr_scale_batch=None,
+                               optimizer_behavior="plain",
                                eval_epochs=engine.eval_epochs(cfg["epochs"], cfg.get("curve_points", 10)))
     result = engine.fit(_FlipAugmented(model), train, {"heldout": heldout}, fit_cfg, inputs,
                         engine.pick_device(device), desc="pretrain")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import platform
 import subprocess
@@ -37,11 +38,11 @@ class Job:
         self.spec = spec
         self.manifest_path = Path(manifest_path)
         self.manifest = read_manifest(manifest_path)
-        self.device = engine.pick_device(spec["train"].get("device", "auto"))
+        self.device = engine.pick_device(spec["train"]["device"])
         if self.device.type == "cpu":  # CPU runs are bit-reproducible, so a resumed run ends where a straight one does
             torch.use_deterministic_algorithms(True)
         self.strategy = get_strategy(spec["strategy"])
-        dropout = spec["train"].get("backbone_dropout", 0.0) if self.strategy.trains_backbone else 0.0
+        dropout = spec["train"]["backbone_dropout"] if self.strategy.trains_backbone else 0.0
         self.backbone = create_backbone(spec["backbone"], backbone_path, dropout=dropout)
         self.backbone_path = backbone_path
         self.start_from = start_from
@@ -54,16 +55,25 @@ class Job:
             self._splits[name] = load_split(self.manifest, name, self.spec["data_dir"], self.input_cfg["size"])
         return self._splits[name]
 
+    def values(self, point: dict) -> dict:
+        """A grid point with the strategy's fixed options: every hyper-parameter of one run."""
+        return {**self.spec.get("options", {}), **point}
+
     def fit_config(self, point: dict, seed: int, n_train: int, curve_points) -> engine.FitConfig:
         t = self.spec["train"]
-        batch = self.strategy.batch_size(point, self.spec, t["batch_size"])
-        epochs = engine.epochs_for(n_train, batch, t["epochs"], t.get("min_steps", 0))
-        return engine.FitConfig(
+        batch = self.strategy.batch_size(self.values(point), self.spec, t["batch_size"])
+        epochs = engine.epochs_for(n_train, batch, t["epochs"], t["min_steps"])
+        cfg = engine.FitConfig(
             optimizer=self.strategy.optimizer, lr=float(point["lr"]), weight_decay=float(point["wd"]),
             epochs=epochs, warmup_epochs=max(1, round(t["warmup_fraction"] * epochs)) if t["warmup_fraction"] else 0,
-            batch_size=batch, seed=seed, lr_scale_batch=t.get("lr_scale_batch"),
+            batch_size=batch, seed=seed, lr_scale_batch=t["lr_scale_batch"],
             eval_epochs=engine.eval_epochs(epochs, curve_points),
-            optimizer_behavior=t.get("optimizer_behavior", "vpt_code"), precision=t.get("precision", "fp32"))
+            optimizer_behavior=t["optimizer_behavior"], precision=t["precision"])
+        steps = epochs * math.ceil(n_train / batch)
+        depth = len(self.backbone.blocks)
+        if (problem := self.strategy.schedule_problem(self.values(point), epochs, steps, depth)) is not None:
+            raise ValueError(f"strategy {self.strategy.name!r} at {point}: {problem}")
+        return cfg
 
     def start_file(self, seed: int):
         return self.start_from.get(seed) if isinstance(self.start_from, dict) else self.start_from
@@ -74,7 +84,7 @@ class Job:
             load_backbone_of_run(backbone, self.start_file(seed))
         torch.manual_seed(seed)
         return self.strategy.build(backbone, self.manifest["num_classes"], head_init=self.spec["train"]["head_init"],
-                                   **{**self.spec.get("options", {}), **point})
+                                   **self.values(point))
 
     def fit(self, model, train: str, evals: list[str], cfg: engine.FitConfig, checkpoint=None, desc=""):
         return engine.fit(model, self.split(train), {name: self.split(name) for name in evals}, cfg, self.input_cfg,
@@ -128,14 +138,13 @@ def training_facts(job: Job, cfg: engine.FitConfig) -> dict:
     """How a run trained, as recorded beside its result."""
     return {"lr_scaled": cfg.scaled_lr, "batch_size": cfg.batch_size, "optimizer": job.strategy.optimizer,
             "optimizer_behavior": cfg.optimizer_behavior, "precision": cfg.precision,
-            "backbone_dropout": job.spec["train"].get("backbone_dropout", 0.0) if job.strategy.trains_backbone
-            else 0.0}
+            "backbone_dropout": job.spec["train"]["backbone_dropout"] if job.strategy.trains_backbone else 0.0}
 
 
 def storage_counts(job: Job, model) -> dict:
     """Parameters one task must store (all of them where the strategy needs its own backbone copy)."""
     backbone = sum(p.numel() for p in job.backbone.parameters())
-    tuned = parameter_counts(model)["tuned"]
+    tuned = model.stored_parameters()
     per_task = tuned + backbone if job.strategy.stores_backbone and tuned < backbone else tuned
     return {"backbone_params": backbone, "task_params": per_task}
 

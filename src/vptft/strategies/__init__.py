@@ -10,6 +10,8 @@ entry in STRATEGIES.
 from __future__ import annotations
 
 import importlib
+import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,7 @@ class Option:
     choices: tuple | None = None
     minimum: float | None = None
     maximum: float | None = None
+    positive: bool = False  # > 0 (lr)
     pattern: str | None = None
     help: str = ""
 
@@ -35,6 +38,10 @@ class Option:
         expected = (int, float) if self.type is float else self.type
         if isinstance(value, bool) and self.type is not bool or not isinstance(value, expected):
             return f"{value!r} is not of type {self.type.__name__}"
+        if isinstance(value, float) and math.isnan(value):
+            return "NaN is not a valid value"
+        if self.positive and value <= 0:
+            return f"{value!r} must be greater than 0"
         if self.choices is not None and value not in self.choices:
             return f"{value!r} is not one of {list(self.choices)}"
         if self.minimum is not None and value < self.minimum:
@@ -49,8 +56,8 @@ class Option:
         return self.type(value)
 
 
-LR = Option(float, None, minimum=0.0, help="base lr (scaled by batch / lr_scale_batch)")
-WD = Option(float, 0.0, minimum=0.0, help="weight decay (see train.optimizer_behavior)")
+LR = Option(float, None, positive=True, help="base lr (scaled by batch / lr_scale_batch)")
+WD = Option(float, None, minimum=0.0, help="weight decay (see train.optimizer_behavior)")
 BASE_OPTIONS = {"lr": LR, "wd": WD}
 
 PROMPT_OPTIONS = {
@@ -78,6 +85,45 @@ ADAPT_OPTIONS = {
 }
 
 
+def _prompt_problems(values: dict, depth: int) -> list[str]:
+    """Combinations a prompt strategy cannot build: an empty or out-of-range `layers`, prompt pooling without
+    prepended prompts."""
+    errors = []
+    layers = values.get("layers", "all")
+    if layers != "all":
+        start, stop = map(int, layers.split(":"))
+        if not 0 <= start < stop <= depth:
+            errors.append(f"layers {layers!r} is not a non-empty block range of a {depth}-block backbone")
+    if values.get("location") == "add" and values.get("pooling") == "prompt_pool":
+        errors.append("pooling 'prompt_pool' needs prepended prompts (location 'prepend')")
+    return errors
+
+
+def _depth_problems(key: str):
+    def problems(values: dict, depth: int) -> list[str]:
+        return [f"{key} {values[key]} exceeds the backbone's {depth} blocks"] if values.get(key, 0) > depth else []
+    return problems
+
+
+def _adapt_problems(values: dict, depth: int) -> list[str]:
+    total = depth * values["context_length"]
+    if values["target_length"] > total:
+        return [(f"target_length {values['target_length']} exceeds the {total} tokens of {depth} blocks x "
+                 f"context_length {values['context_length']}")]
+    return []
+
+
+def _adapt_schedule(values: dict, epochs: int, steps: int) -> str | None:
+    """Whether pruning can reach the budget within the run: Adapt's result is defined by that budget."""
+    prunes = -(-(values["context_length"] * values["depth"] - values["target_length"]) // values["prune_tokens"])
+    after_warmup = steps * max(0, epochs - values["warmup_epochs"]) // max(1, epochs)
+    if prunes * values["prune_every"] > after_warmup:
+        return (f"reaching target_length {values['target_length']} takes {prunes} pruning steps x prune_every "
+                f"{values['prune_every']} = {prunes * values['prune_every']} minibatches after warm-up, but the "
+                f"run has about {after_warmup}; lower prune_every, raise prune_tokens or shorten warmup_epochs")
+    return None
+
+
 @dataclass(frozen=True)
 class StrategySpec:
     name: str
@@ -89,13 +135,16 @@ class StrategySpec:
     continues: str | None = None  # a strategy whose final runs (and selected sweep point) this one starts from
     stores_backbone: bool = False  # a task needs its own copy of the whole backbone (total-parameter count)
     description: str = ""
+    combination_problems: Any = None  # (values, backbone depth) -> list of what cannot be built
+    schedule: Any = None  # (values incl. depth, epochs, steps) -> what the training schedule cannot deliver
 
     @property
     def all_options(self) -> dict:
         return {**BASE_OPTIONS, **self.options}
 
-    def problems(self, path: str, grid: dict, options: dict) -> list[str]:
-        """Every wrong key, type or value of a config entry's grid (lists) and options, with its key path."""
+    def problems(self, path: str, grid: dict, options: dict, depth: int | None = None) -> list[str]:
+        """Every wrong key, type or value of a config entry's grid (lists) and options, with its key path; with
+        the backbone's `depth`, also every grid point whose combination of values cannot be built."""
         errors = []
         allowed = ", ".join(sorted(self.options)) or "none"
         for where, values in (("grid", grid), ("options", options)):
@@ -112,7 +161,22 @@ class StrategySpec:
                         errors.append(f"{where_i}: {problem}")
         both = set(grid) & set(options)
         errors += [f"{path}.options.{key}: {key!r} is also in the grid; give it in one place" for key in sorted(both)]
-        return errors
+        if errors or depth is None or self.combination_problems is None:
+            return errors
+        extras = {k: v for k, v in grid.items() if k not in BASE_OPTIONS}
+        for combo in itertools.product(*extras.values()):
+            values = self.resolve({**options, **dict(zip(extras, combo))})
+            for problem in self.combination_problems(values, depth):
+                where = ", ".join(f"{k}={v!r}" for k, v in zip(extras, combo))
+                errors.append(f"{path}: {problem}" + (f" (grid point {where})" if where else ""))
+        return list(dict.fromkeys(errors))
+
+    def schedule_problem(self, values: dict, epochs: int, steps: int, depth: int) -> str | None:
+        """What a run of `epochs` epochs and `steps` optimiser steps cannot deliver for these values."""
+        if self.schedule is None:
+            return None
+        return self.schedule({**self.resolve({k: v for k, v in values.items() if k not in BASE_OPTIONS}),
+                              "depth": depth}, epochs, steps)
 
     def resolve(self, values: dict) -> dict:
         """Options with defaults filled in and values cast to their declared type (lr and wd excluded)."""
@@ -150,18 +214,18 @@ STRATEGIES = {s.name: s for s in [
     StrategySpec("vpt_shallow", "sgd", "vptft.strategies.prompts:build_prompted",
                  {**PROMPT_OPTIONS, "layers": Option(str, "0:1", pattern=PROMPT_OPTIONS["layers"].pattern,
                                                      help=PROMPT_OPTIONS["layers"].help)},
-                 description="p prompts at the first layer + head"),
+                 description="p prompts at the first layer + head", combination_problems=_prompt_problems),
     StrategySpec("vpt_deep", "sgd", "vptft.strategies.prompts:build_prompted", PROMPT_OPTIONS,
-                 description="p fresh prompts at every layer + head"),
+                 description="p fresh prompts at every layer + head", combination_problems=_prompt_problems),
     StrategySpec("mixed", "sgd", "vptft.strategies.prompts:build_mixed", PROMPT_OPTIONS, trains_backbone=True,
-                 stores_backbone=True,
+                 stores_backbone=True, combination_problems=_prompt_problems,
                  description="deep prompts + the whole backbone + head, with the prompt-tuning optimiser"),
     StrategySpec("ft_then_pt", "sgd", "vptft.strategies.prompts:build_prompted", PROMPT_OPTIONS, continues="full",
-                 stores_backbone=True,
+                 stores_backbone=True, combination_problems=_prompt_problems,
                  description="deep prompts + head on the backbone of a finished full finetuning run"),
     StrategySpec("partial", "adamw", "vptft.strategies.backbone_tuning:build_partial",
                  _k("k", 1, "the last k blocks (+ final norm) train"), trains_backbone=True,
-                 description="the last k blocks + final norm + head"),
+                 combination_problems=_depth_problems("k"), description="the last k blocks + final norm + head"),
     StrategySpec("mlp", "sgd", "vptft.strategies.head_only:build_mlp",
                  _k("k", 2, "linear layers of the head (k - 1 hidden layers of the feature width)"),
                  cache_features=True, description="a k-layer MLP head on frozen features"),
@@ -180,7 +244,8 @@ STRATEGIES = {s.name: s for s in [
     StrategySpec("vpt_prefix", "sgd", "vptft.strategies.kv_prompts:build_prefix", KV_PROMPT_OPTIONS,
                  description="prompts prepended to every layer's keys and values only + head"),
     StrategySpec("adapt", "sgd", "vptft.strategies.kv_prompts:build_adapt", ADAPT_OPTIONS,
-                 description="key/value prompts pruned by saliency to a total budget + head"),
+                 description="key/value prompts pruned by saliency to a total budget + head",
+                 combination_problems=_adapt_problems, schedule=_adapt_schedule),
 ]}
 
 # The study's own four strategies: its tables show them first, in this order.

@@ -9,7 +9,7 @@ from torch import nn
 from vptft.strategies.base import TunedModel
 
 
-def build_full(backbone, num_classes, head_init="vpt"):
+def build_full(backbone, num_classes, head_init):
     """Full finetuning: every backbone weight and a new head."""
     return TunedModel(backbone, num_classes, head_init, trains_backbone=True)
 
@@ -21,17 +21,15 @@ def _tune_only(model: TunedModel, predicate) -> TunedModel:
     return model
 
 
-def build_partial(backbone, num_classes, head_init="vpt", k=1):
+def build_partial(backbone, num_classes, head_init, k):
     """Partial-k: the last k blocks, the final norm (and fc_norm where there is one) and the head."""
     depth = len(backbone.blocks)
-    if not 1 <= k <= depth:
-        raise ValueError(f"partial k={k} is outside 1..{depth} blocks")
     tuned = tuple(f"blocks.{i}." for i in range(depth - k, depth)) + ("norm.", "fc_norm.")
     return _tune_only(TunedModel(backbone, num_classes, head_init, trains_backbone=True),
                       lambda name: name.startswith(tuned))
 
 
-def build_bias(backbone, num_classes, head_init="vpt"):
+def build_bias(backbone, num_classes, head_init):
     """Bias (BitFit / TinyTL): every bias term of the backbone and the head."""
     return _tune_only(TunedModel(backbone, num_classes, head_init, trains_backbone=True),
                       lambda name: name.endswith("bias"))
@@ -55,7 +53,7 @@ class Adapter(nn.Module):
         return h + self.up(self.act(self.down(h)))
 
 
-def build_adapter(backbone, num_classes, head_init="vpt", reduction=8):
+def build_adapter(backbone, num_classes, head_init, reduction):
     """Adapter-r: a bottleneck adapter (width D / r) after every block's FFN; the backbone's own weights freeze."""
     model = _tune_only(TunedModel(backbone, num_classes, head_init, trains_backbone=True), lambda name: False)
     for block in backbone.blocks:
@@ -63,7 +61,7 @@ def build_adapter(backbone, num_classes, head_init="vpt", reduction=8):
     return model
 
 
-def build_lora(backbone, num_classes, head_init="vpt", rank=8, alpha=8.0):
+def build_lora(backbone, num_classes, head_init, rank, alpha):
     """LoRA through peft on the attention `qkv` projections (zero-initialised B: unchanged at init)."""
     from peft import LoraConfig, inject_adapter_in_model
 

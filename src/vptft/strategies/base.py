@@ -86,6 +86,10 @@ class TunedModel(nn.Module):
     def after_backward(self, epoch: int) -> None:
         """Called after every backward pass, before the optimiser step (gradients are available)."""
 
+    def stored_parameters(self) -> int:
+        """Parameters a task keeps after training (Adapt drops its pruned tokens)."""
+        return sum(p.numel() for p in tuned_parameters(self).values())
+
     def summary(self) -> dict:
         """Strategy-specific facts to record in metrics.json (e.g. Adapt's per-layer context lengths)."""
         return {}

@@ -19,7 +19,7 @@ from vptft.strategies.tokens import token_interface
 
 
 class KVPromptModel(TunedModel):
-    def __init__(self, backbone, num_classes, head_init="vpt", prompt_length=10, prompt_dropout=0.0):
+    def __init__(self, backbone, num_classes, head_init, prompt_length, prompt_dropout):
         super().__init__(backbone, num_classes, head_init)
         self.tokens = token_interface(backbone)
         t = self.tokens
@@ -46,13 +46,9 @@ SALIENCY = {
 
 class AdaptModel(KVPromptModel):
 
-    def __init__(self, backbone, num_classes, head_init="vpt", context_length=16, target_length=32,
-                 saliency="snip", prune_every=80, prune_tokens=4, warmup_epochs=5, prompt_dropout=0.0):
+    def __init__(self, backbone, num_classes, head_init, context_length, target_length, saliency, prune_every,
+                 prune_tokens, warmup_epochs, prompt_dropout):
         super().__init__(backbone, num_classes, head_init, context_length, prompt_dropout)
-        total = self.keep.numel()
-        if not 1 <= target_length <= total:
-            raise ValueError(f"adapt target_length={target_length} must be within 1..{total} "
-                             f"({self.tokens.depth} blocks x context_length {context_length})")
         self.target_length, self.saliency = target_length, saliency
         self.prune_every, self.prune_tokens, self.warmup_epochs = prune_every, prune_tokens, warmup_epochs
         # saliency accumulated since the last pruning step, and the minibatches it covers (resumable state)
@@ -77,13 +73,17 @@ class AdaptModel(KVPromptModel):
             self.keep.view(-1)[ranked[:n]] = False
         self.score.zero_()
 
+    def stored_parameters(self) -> int:
+        return super().stored_parameters() - int((~self.keep).sum()) * self.prompts.shape[-1]
+
     def summary(self) -> dict:
-        return {"context_lengths": self.keep.sum(1).tolist(), "active_tokens": int(self.keep.sum())}
+        return {"context_lengths": self.keep.sum(1).tolist(), "active_tokens": int(self.keep.sum()),
+                "target_reached": int(self.keep.sum()) == self.target_length}
 
 
-def build_prefix(backbone, num_classes, head_init="vpt", **options):
+def build_prefix(backbone, num_classes, head_init, **options):
     return KVPromptModel(backbone, num_classes, head_init, **options)
 
 
-def build_adapt(backbone, num_classes, head_init="vpt", **options):
+def build_adapt(backbone, num_classes, head_init, **options):
     return AdaptModel(backbone, num_classes, head_init, **options)

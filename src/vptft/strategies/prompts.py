@@ -27,21 +27,15 @@ def prompt_init_bound(patch_size: int, dim: int) -> float:
 
 
 def prompted_blocks(layers: str, depth: int) -> list[int]:
-    """Block indices of a `layers` option: 'all' or a slice 'start:stop'."""
-    blocks = list(range(depth)) if layers == "all" else list(range(depth))[slice(*map(int, layers.split(":")))]
-    if not blocks:
-        raise ValueError(f"layers={layers!r} selects no block of a {depth}-block backbone")
-    return blocks
+    """Block indices of a `layers` option: 'all' or a slice 'start:stop' (checked by the registry's validation)."""
+    return list(range(depth)) if layers == "all" else list(range(depth))[slice(*map(int, layers.split(":")))]
 
 
 class PromptedModel(TunedModel):
-    def __init__(self, backbone: nn.Module, num_classes: int, head_init: str = "vpt", prompt_length: int = 10,
-                 prompt_dropout: float = 0.0, location: str = "prepend", pooling: str = "cls", layers: str = "all",
-                 trains_backbone: bool = False):
+    def __init__(self, backbone: nn.Module, num_classes: int, head_init: str, prompt_length: int,
+                 prompt_dropout: float, location: str, pooling: str, layers: str, trains_backbone: bool = False):
         super().__init__(backbone, num_classes, head_init, trains_backbone)
         self.tokens = token_interface(backbone)
-        if location == "add" and pooling == "prompt_pool":
-            raise ValueError("pooling='prompt_pool' needs prepended prompts (location='prepend')")
         self.location, self.pooling = location, pooling
         self.prompt_length = 0 if location == "add" else prompt_length
         self.prompted = prompted_blocks(layers, self.tokens.depth)
@@ -77,12 +71,12 @@ class PromptedModel(TunedModel):
         return x if pre_logits else self.head(x)
 
 
-def build_prompted(backbone, num_classes, head_init="vpt", **options):
+def build_prompted(backbone, num_classes, head_init, **options):
     """VPT-shallow / VPT-deep (by `layers`), and FT-then-PT's stage 2 (the same on a fine-tuned backbone)."""
     return PromptedModel(backbone, num_classes, head_init, **options)
 
 
-def build_mixed(backbone, num_classes, head_init="vpt", **options):
+def build_mixed(backbone, num_classes, head_init, **options):
     """Mixed: deep prompts and the whole backbone train together, with the prompt-tuning optimiser."""
     return PromptedModel(backbone, num_classes, head_init, trains_backbone=True, **options)
 

@@ -27,7 +27,7 @@ class SideTuned(TunedModel):
     """forward_features appends the side network's feature to the backbone's tokens as one extra token, so the
     timm split (tokens -> forward_head) holds without keeping state between the two calls."""
 
-    def __init__(self, backbone, num_classes, head_init="vpt", side_width=64):
+    def __init__(self, backbone, num_classes, head_init, side_width):
         super().__init__(backbone, num_classes, head_init)
         self.side = side_network(backbone.num_features, side_width)
         self.alpha = nn.Parameter(torch.zeros(()))
@@ -41,5 +41,5 @@ class SideTuned(TunedModel):
         return x if pre_logits else self.head(x)
 
 
-def build_sidetune(backbone, num_classes, head_init="vpt", side_width=64):
+def build_sidetune(backbone, num_classes, head_init, side_width):
     return SideTuned(backbone, num_classes, head_init, side_width)
