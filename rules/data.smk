@@ -22,6 +22,8 @@ rule splits:
         f"{LOGS}/splits/{{task}}/{{regime}}.log",
     benchmark:
         f"{BENCHMARKS}/splits/{{task}}/{{regime}}.tsv"
+    wildcard_constraints:
+        regime="vtab1k|scale[0-9]+|fewshot[0-9]+_draw[0-9]+",
     conda:
         "../envs/data.yaml"
     params:
@@ -33,3 +35,33 @@ rule splits:
         ),
     shell:
         "python -m vptft splits --spec {params.spec:q} --data-info {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule prototype_splits:
+    input:
+        data_info=rules.download.output,
+        backbone=backbone_checkpoint,
+    output:
+        f"{RESULTS}/splits/{{task}}/{{regime}}.json",
+    log:
+        f"{LOGS}/splits/{{task}}/{{regime}}.log",
+    benchmark:
+        f"{BENCHMARKS}/splits/{{task}}/{{regime}}.tsv"
+    wildcard_constraints:
+        regime="fewshot[0-9]+_prototype",
+    conda:
+        "../envs/train.yaml"
+    params:
+        spec=lambda wc: spec(
+            task=wc.task,
+            regime=wc.regime,
+            data_dir=DATA,
+            sizes=regime_spec(wc.regime, config["regimes"]),
+            backbone=BB,
+            normalization=config["train"]["normalization"],
+            device=config["train"]["device"],
+        ),
+        backbone=lambda wc, input: backbone_arg(input),
+    shell:
+        "python -m vptft splits --spec {params.spec:q} --data-info {input.data_info:q} {params.backbone} "
+        "--out {output:q} > {log:q} 2>&1"

@@ -75,7 +75,7 @@ rule train:
     input:
         manifest=rules.splits.output,
         backbone=backbone_checkpoint,
-        sweep=rules.select.output,
+        sweep=selected_sweep,
         start_from=lambda wc: continued_runs(wc, "train"),
     output:
         metrics=seed_files("metrics.json"),

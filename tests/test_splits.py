@@ -13,7 +13,7 @@ from vptft.splits import (
 )
 
 REGIMES = {"vtab1k": {"n_train": 160, "n_val": 40}, "scaling": {"n_train": [40, 80, 400, 800], "ratio": 4, "seed": 0},
-           "oneshot": {"per_class": 1, "seed": 0}}
+           "fewshot": {"shots": [1, 5], "draws": 2, "prototype": True, "seed": 3}}
 
 
 def _indices(manifest, split):
@@ -26,8 +26,14 @@ def _manifest(prepared_mini, task, regime, regimes=REGIMES):
 
 
 def test_regime_names_and_specs():
-    assert regime_names(REGIMES) == ["vtab1k", "oneshot", "scale40", "scale80", "scale400", "scale800"]
-    assert regime_spec("scale400", REGIMES) == {"kind": "scaling", "n_train": 400, "n_val": 100, "seed": 0}
+    assert regime_names(REGIMES) == ["vtab1k", "scale40", "scale80", "scale400", "scale800", "fewshot1_draw0",
+                                     "fewshot1_draw1", "fewshot1_prototype", "fewshot5_draw0", "fewshot5_draw1",
+                                     "fewshot5_prototype"]
+    assert regime_spec("scale400", REGIMES) == {"kind": "scaling", "n_train": 400, "n_val": 100, "ratio": 4,
+                                                "seed": 0}
+    assert regime_spec("fewshot5_draw1", REGIMES) == {"kind": "fewshot", "per_class": 5, "selection": "draw",
+                                                      "seed": 4}
+    assert regime_spec("fewshot1_prototype", REGIMES)["selection"] == "prototype"
     with pytest.raises(ValueError, match="regime 'scale500' is not configured"):
         regime_spec("scale500", REGIMES)
 
@@ -69,25 +75,39 @@ def test_scaling_is_nested_at_4_to_1_and_never_touches_test(prepared_mini):
         previous = (train, val)
 
 
-def test_scaling_size_the_task_cannot_supply_is_skipped_with_its_reason(prepared_mini, tmp_path):
+def test_scaling_size_the_task_cannot_supply_is_capped_and_marked(prepared_mini):
     regimes = {"scaling": {"n_train": [1000], "ratio": 4, "seed": 0}}
     manifest = _manifest(prepared_mini, "digits", "scale1000", regimes)
-    assert "has 1000 non-test records; 1000 train + 250 val need 1250" in manifest["skipped"]
-    assert manifest["splits"]["train"] == {} and manifest["splits"]["test"]
-    write_manifest(tmp_path / "m.json", manifest)
-    with pytest.raises(ValueError, match="skipped for the task"):
-        read_manifest(tmp_path / "m.json")
+    assert manifest["capped"] == {"requested": [1000, 250], "available": 1000, "used": [800, 200]}
+    assert (len(_indices(manifest, "train")), len(_indices(manifest, "val"))) == (800, 200)
+    assert not _indices(manifest, "trainval") & _indices(manifest, "test")
 
 
-def test_oneshot_is_one_per_class_and_deterministic(prepared_mini):
-    manifest = _manifest(prepared_mini, "digits", "oneshot")
-    assert manifest["class_counts"]["train"] == [1] * 10 and manifest["class_counts"]["val"] == [1] * 10
+def test_fewshot_draws_are_k_per_class_deterministic_and_differ(prepared_mini):
+    manifest = _manifest(prepared_mini, "digits", "fewshot5_draw0")
+    assert manifest["class_counts"]["train"] == [5] * 10 and manifest["class_counts"]["val"] == [5] * 10
     assert manifest["missing_classes"] == {"train": [], "val": []}
     assert not _indices(manifest, "train") & _indices(manifest, "val")
-    assert manifest["splits"] == _manifest(prepared_mini, "digits", "oneshot")["splits"]
+    assert manifest["splits"] == _manifest(prepared_mini, "digits", "fewshot5_draw0")["splits"]
+    assert _indices(manifest, "train") != _indices(_manifest(prepared_mini, "digits", "fewshot5_draw1"), "train")
 
 
-def test_oneshot_reports_a_class_without_records(prepared_mini, monkeypatch):
+def test_prototype_regime_needs_features_and_takes_the_nearest(prepared_mini):
+    with pytest.raises(ValueError, match="prototype selection needs"):
+        _manifest(prepared_mini, "digits", "fewshot1_prototype")
+    data_dir, infos = prepared_mini
+    spec = regime_spec("fewshot1_prototype", REGIMES)
+    # a planted feature: the record's own index, so the class mean is the class's middle record
+    manifest = build_manifest("digits", "fewshot1_prototype", spec, infos["digits"], data_dir,
+                              pool_features=lambda task, pool: [[float(i)] for _, i in pool])
+    labels = tasks.load_labels(tasks.get_task("digits"), "train", data_dir)
+    for index in manifest["splits"]["train"]["train"]:
+        members = [i for i in range(1000) if labels[i] == labels[index]]
+        mean = sum(members) / len(members)
+        assert abs(index - mean) == min(abs(i - mean) for i in members)
+
+
+def test_fewshot_reports_a_class_without_records(prepared_mini, monkeypatch):
     real = tasks.load_labels
 
     def without_class_3(task, split, data_dir, indices=None):
@@ -96,7 +116,7 @@ def test_oneshot_reports_a_class_without_records(prepared_mini, monkeypatch):
         return labels
 
     monkeypatch.setattr(tasks, "load_labels", without_class_3)
-    manifest = _manifest(prepared_mini, "digits", "oneshot")
+    manifest = _manifest(prepared_mini, "digits", "fewshot1_draw0")
     assert manifest["missing_classes"] == {"train": [3], "val": [3]}
 
 

@@ -216,8 +216,9 @@ def test_real_tfds_preparation_of_resisc45_from_its_manual_folder(tmp_path):
         assert np.abs(image.astype(int) - colour).max() <= 3  # JPEG of a flat colour
     again = vtab.prepare(task, str(tmp_path))  # prepared once; a second job finds it ready
     assert again["split_sizes"] == info["split_sizes"]
-    oneshot = build_manifest("resisc45", "oneshot", regime_spec("oneshot", {"oneshot": {"per_class": 1, "seed": 0}}),
-                             info, str(tmp_path))
+    fewshot = {"fewshot": {"shots": [1], "draws": 1, "prototype": False, "seed": 0}}
+    oneshot = build_manifest("resisc45", "fewshot1_draw0", regime_spec("fewshot1_draw0", fewshot), info,
+                             str(tmp_path))
     assert oneshot["class_counts"]["train"] == [1, 1, 1] + [0] * 42 == oneshot["class_counts"]["val"]
     assert oneshot["missing_classes"] == {"train": list(range(3, 45)), "val": list(range(3, 45))}
     # training reads the prepared files without TensorFlow (hidden here as if not installed)

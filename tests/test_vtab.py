@@ -120,23 +120,26 @@ def test_vtab1k_definition_on_mock_data(mocked_tfds, name, tmp_path):
 @pytest.mark.parametrize("name", ["cifar100", "eurosat", "clevr_count", "smallnorb_azimuth", "dsprites_location"])
 def test_scaling_and_oneshot_on_mock_data(mocked_tfds, name, tmp_path):
     task = tasks.get_task(name)
-    regimes = {"scaling": {"n_train": [400, 800, 20000], "ratio": 4, "seed": 0}, "oneshot": {"per_class": 1, "seed": 0}}
+    regimes = {"scaling": {"n_train": [400, 800, 20000], "ratio": 4, "seed": 0},
+               "fewshot": {"shots": [1], "draws": 1, "prototype": False, "seed": 0}}
     small, large = (build_manifest(name, r, regime_spec(r, regimes), _data_info(task), str(tmp_path))
                     for r in ("scale400", "scale800"))
     assert (len(_indices(small, "train")), len(_indices(small, "val"))) == (400, 100)
     assert _indices(small, "train") <= _indices(large, "train") and _indices(small, "val") <= _indices(large, "val")
     assert not (_indices(large, "trainval") & _indices(large, "test"))
-    oneshot = build_manifest(name, "oneshot", regime_spec("oneshot", regimes), _data_info(task), str(tmp_path))
+    oneshot = build_manifest(name, "fewshot1_draw0", regime_spec("fewshot1_draw0", regimes), _data_info(task),
+                             str(tmp_path))
     assert oneshot["class_counts"]["train"] == [1] * task.num_classes == oneshot["class_counts"]["val"]
     assert not _indices(oneshot, "trainval") & _indices(oneshot, "test")
 
 
-def test_scaling_size_beyond_the_task_is_skipped(mocked_tfds, tmp_path):
+def test_scaling_size_beyond_the_task_is_capped(mocked_tfds, tmp_path):
     task = tasks.get_task("kitti_distance")  # 6,770 non-test records
     regimes = {"scaling": {"n_train": [10000], "ratio": 4, "seed": 0}}
     manifest = build_manifest("kitti_distance", "scale10000", regime_spec("scale10000", regimes), _data_info(task),
                               str(tmp_path))
-    assert "6770 non-test records" in manifest["skipped"]
+    assert manifest["capped"] == {"requested": [10000, 2500], "available": 6770, "used": [5416, 1354]}
+    assert (len(_indices(manifest, "train")), len(_indices(manifest, "val"))) == (5416, 1354)
 
 
 def test_grey_images_are_tiled_to_three_channels_and_dsprites_scaled(mocked_tfds, tmp_path):

@@ -6,9 +6,11 @@ Regimes (README, "VTAB-1k data"):
   values (paper 800/200; the mini benchmark uses a smaller analogue, see the README).
 - `scale<n>` (data scaling): n train and n / ratio val records (paper 4:1) drawn from the task's non-test records
   in one seeded order, train from its front and val from its back, so a larger set contains every smaller one;
-  a size the task cannot supply is recorded as skipped, with the reason, instead of being shrunk.
-- `oneshot`: one record per class for train and one for val, the first ones of each class in the seeded order;
-  a class without a record is reported in the manifest (`missing_classes`), never silently dropped.
+  a size the task cannot supply is capped at what it has (same ratio) and the manifest says so (`capped`).
+- `fewshot<k>_draw<i>` / `fewshot<k>_prototype`: k records per class for train and k for val. A draw takes the
+  first ones of each class in a seeded order (draw i: seed + i); the prototype rule takes, per class, the records
+  whose backbone feature is nearest the class's mean feature over the non-test pool (train the k nearest, val
+  the next k). A class without enough records is reported (`missing_classes`), never silently dropped.
 Test is always the task's test slice, untouched by every regime.
 """
 
@@ -24,27 +26,54 @@ from vptft.io import read_json, write_json
 
 SPLITS = ("train", "val", "trainval", "test")
 SCALE_RE = re.compile(r"^scale(\d+)$")
+FEWSHOT_RE = re.compile(r"^fewshot(\d+)_(?:draw(\d+)|(prototype))$")
+FAMILIES = ("vtab1k", "scaling", "fewshot")
+
+
+def family_regimes(family: str, regimes: dict) -> list[str]:
+    """The regime names of one family: vtab1k; scale<n> per size; fewshot<k>_draw<i> / fewshot<k>_prototype."""
+    entry = regimes.get(family)
+    if entry is None:
+        return []
+    if family == "vtab1k":
+        return ["vtab1k"]
+    if family == "scaling":
+        return [f"scale{n}" for n in entry["n_train"]]
+    selections = [f"draw{i}" for i in range(entry["draws"])] + (["prototype"] if entry["prototype"] else [])
+    return [f"fewshot{k}_{selection}" for k in entry["shots"] for selection in selections]
 
 
 def regime_names(regimes: dict) -> list[str]:
-    """Every regime name a config defines: vtab1k, scale<n> for each scaling size, oneshot."""
-    names = [name for name in ("vtab1k", "oneshot") if name in regimes]
-    names += [f"scale{n}" for n in regimes.get("scaling", {}).get("n_train", [])]
-    return names
+    """Every regime name a config defines."""
+    return [name for family in FAMILIES for name in family_regimes(family, regimes)]
+
+
+def family_of(regime: str) -> str:
+    if regime == "vtab1k":
+        return "vtab1k"
+    if SCALE_RE.match(regime):
+        return "scaling"
+    if FEWSHOT_RE.match(regime):
+        return "fewshot"
+    raise ValueError(f"regime {regime!r} belongs to no family ({', '.join(FAMILIES)})")
 
 
 def regime_spec(regime: str, regimes: dict) -> dict:
     """The sizes of one named regime, from the config's `regimes` section."""
-    if regime == "vtab1k" and "vtab1k" in regimes:
-        return {"kind": "vtab1k", **regimes["vtab1k"]}
-    if regime == "oneshot" and "oneshot" in regimes:
-        return {"kind": "oneshot", **regimes["oneshot"]}
-    match = SCALE_RE.match(regime)
-    scaling = regimes.get("scaling", {})
-    if match and int(match.group(1)) in scaling.get("n_train", []):
-        n = int(match.group(1))
-        return {"kind": "scaling", "n_train": n, "n_val": n // scaling["ratio"], "seed": scaling["seed"]}
-    raise ValueError(f"regime {regime!r} is not configured; configured regimes: {', '.join(regime_names(regimes))}")
+    if regime not in regime_names(regimes):
+        raise ValueError(f"regime {regime!r} is not configured; configured regimes: "
+                         f"{', '.join(regime_names(regimes))}")
+    if regime == "vtab1k":
+        return {"kind": "vtab1k", "n_train": regimes["vtab1k"]["n_train"], "n_val": regimes["vtab1k"]["n_val"]}
+    if match := SCALE_RE.match(regime):
+        n, scaling = int(match.group(1)), regimes["scaling"]
+        return {"kind": "scaling", "n_train": n, "n_val": n // scaling["ratio"], "ratio": scaling["ratio"],
+                "seed": scaling["seed"]}
+    k, draw, prototype = FEWSHOT_RE.match(regime).groups()
+    fewshot = regimes["fewshot"]
+    if prototype:
+        return {"kind": "fewshot", "per_class": int(k), "selection": "prototype"}
+    return {"kind": "fewshot", "per_class": int(k), "selection": "draw", "seed": fewshot["seed"] + int(draw)}
 
 
 def _test_range(task, split_sizes) -> tuple[str, int, int]:
@@ -89,17 +118,20 @@ def _group(records) -> dict:
     return out
 
 
-def _scaling(task, split_sizes: dict, n_train: int, n_val: int, seed: int) -> dict:
+def _scaling(task, split_sizes: dict, n_train: int, n_val: int, ratio: int, seed: int) -> dict:
     pool = non_test_pool(task, split_sizes)
-    if n_train + n_val > len(pool):
-        return {"skipped": f"task {task.name} has {len(pool)} non-test records; {n_train} train + {n_val} val "
-                           f"need {n_train + n_val}", "train": {}, "val": {}}
+    capped = None
+    if n_train + n_val > len(pool):  # capped by what the task has, at the same train:val ratio
+        capped = {"requested": [n_train, n_val], "available": len(pool)}
+        n_val = len(pool) // (ratio + 1)
+        n_train = len(pool) - n_val
+        capped["used"] = [n_train, n_val]
     order = _seeded_order(task, pool, seed)
-    return {"train": _group(order[:n_train]), "val": _group(order[len(order) - n_val:])}
+    return {"train": _group(order[:n_train]), "val": _group(order[len(order) - n_val:]), "capped": capped}
 
 
-def _oneshot(task, split_sizes: dict, labels: dict, per_class: int, seed: int) -> dict:
-    order = _seeded_order(task, non_test_pool(task, split_sizes), seed)
+def _fewshot(task, order: list, labels: dict, per_class: int) -> dict:
+    """The first per_class records of each class in `order` for train, the next per_class for val."""
     picked: dict = {"train": [], "val": []}
     seen = np.zeros(task.num_classes, dtype=int)
     for split, index in order:
@@ -114,18 +146,42 @@ def _oneshot(task, split_sizes: dict, labels: dict, per_class: int, seed: int) -
                                 "val": [c for c in range(task.num_classes) if seen[c] < 2 * per_class]}}
 
 
-def build_manifest(task_name: str, regime: str, spec: dict, data_info: dict, data_dir: str) -> dict:
-    """The manifest of one task and regime, with per-split class counts and a content hash."""
+def prototype_order(pool: list, labels: dict, features, num_classes: int) -> list:
+    """The pool ordered, within each class, by distance of each record's feature to its class's mean feature
+    (`features`: (len(pool), D), rows in pool order); records of different classes keep no mutual order."""
+    y = np.array([int(labels[split][index]) for split, index in pool])
+    features = np.asarray(features, dtype=np.float64)
+    distance = np.zeros(len(pool))
+    for c in range(num_classes):
+        rows = np.flatnonzero(y == c)
+        if len(rows):
+            distance[rows] = np.linalg.norm(features[rows] - features[rows].mean(axis=0), axis=1)
+    return [pool[i] for i in np.lexsort((np.arange(len(pool)), distance))]
+
+
+def build_manifest(task_name: str, regime: str, spec: dict, data_info: dict, data_dir: str,
+                   pool_features=None) -> dict:
+    """The manifest of one task and regime, with per-split class counts and a content hash.
+
+    `pool_features(task, pool)` -> (len(pool), D) backbone features: needed only by the prototype selection.
+    """
     task = task_registry.get_task(task_name)
     sizes = data_info["split_sizes"]
     if spec["kind"] == "vtab1k":
         parts = _vtab1k(task, sizes, spec["n_train"], spec["n_val"])
     elif spec["kind"] == "scaling":
-        parts = _scaling(task, sizes, spec["n_train"], spec["n_val"], spec["seed"])
-    elif spec["kind"] == "oneshot":
-        pool_splits = dict.fromkeys((task.train_split, task.val_split))
-        labels = {name: task_registry.load_labels(task, name, data_dir) for name in pool_splits}
-        parts = _oneshot(task, sizes, labels, spec["per_class"], spec["seed"])
+        parts = _scaling(task, sizes, spec["n_train"], spec["n_val"], spec["ratio"], spec["seed"])
+    elif spec["kind"] == "fewshot":
+        pool = non_test_pool(task, sizes)
+        labels = {name: task_registry.load_labels(task, name, data_dir) for name in dict.fromkeys(
+            split for split, _ in pool)}
+        if spec["selection"] == "prototype":
+            if pool_features is None:
+                raise ValueError(f"{regime}: the prototype selection needs the backbone's features of the pool")
+            order = prototype_order(pool, labels, pool_features(task, pool), task.num_classes)
+        else:
+            order = _seeded_order(task, pool, spec["seed"])
+        parts = _fewshot(task, order, labels, spec["per_class"])
     else:
         raise ValueError(f"unknown regime kind {spec['kind']!r}")
     test_split, test_start, test_stop = _test_range(task, sizes)

@@ -183,7 +183,9 @@ def _final_run(job: Job, point: dict, seed: int, out_dir: Path) -> dict:
     write_csv(out_dir / "curves.csv", result["curves"])
     save_tuned(model, out_dir / "tuned.safetensors")
     metrics = {"task": spec["task"], "regime": spec["regime"], "strategy": spec["strategy"],
-               "backbone": spec["backbone"], "seed": seed, "hparams": point, **training_facts(job, cfg),
+               "backbone": spec["backbone"], "seed": seed, "hparams": point, "options": spec.get("options", {}),
+               "data": {"n_train": sum(job.manifest["class_counts"]["train"]),
+                        "n_val": sum(job.manifest["class_counts"]["val"]), "capped": job.manifest.get("capped")}, **training_facts(job, cfg),
                "epochs": cfg.epochs, "test_top1": result["final"]["test"]["top1"],
                "test_loss": result["final"]["test"]["loss"], "train_loss": result["train"]["loss"],
                "train_top1": result["train"]["top1"], "n_train": len(job.split("trainval")),

@@ -1,0 +1,121 @@
+"""Which runs the configured outputs need: per regime family, the tasks and the strategies trained on them.
+
+A family (vtab1k, scaling, fewshot) trains its `tasks` x `strategies`; a table of that family may name other
+tasks or strategies, which are then trained for it too (e.g. Table 20's LoRA rows on one task). Everything here
+reads only the validated config, so the Snakefile can plan the DAG without importing torch.
+"""
+
+from __future__ import annotations
+
+from vptft import tasks as task_registry
+from vptft.splits import family_regimes
+
+
+def family_tasks(config: dict, family: str) -> list[str]:
+    entry = config["regimes"].get(family) or {}
+    chosen = entry.get("tasks")
+    return list(config["tasks"]) if chosen is None else [t for t in config["tasks"] if t in chosen]
+
+
+def family_strategies(config: dict, family: str) -> list[str]:
+    entry = config["regimes"].get(family) or {}
+    if family == "vtab1k":
+        chosen = entry.get("strategies")
+        return list(config["strategies"]) if chosen is None else list(chosen)
+    return list(entry.get("strategies") or ["full", "vpt_deep"])
+
+
+def table_family(config: dict, table: str) -> str:
+    return config["tables"][table]["regime"]
+
+
+def table_tasks(config: dict, table: str) -> list[str]:
+    entry = config["tables"][table]
+    chosen = entry.get("tasks")
+    pool = family_tasks(config, entry["regime"]) if chosen is None else [t for t in config["tasks"] if t in chosen]
+    known = task_registry.TASKS  # unknown names are reported by the config check, not here
+    return [t for t in pool if t in known and known[t].group in entry["groups"]]
+
+
+def table_strategies(config: dict, table: str) -> list[str]:
+    entry = config["tables"][table]
+    return list(entry.get("strategies") or family_strategies(config, entry["regime"]))
+
+
+def family_runs(config: dict, family: str) -> dict[str, list[str]]:
+    """task -> strategies with final runs in this family (the family's own plus what its tables add)."""
+    runs = {task: list(family_strategies(config, family)) for task in family_tasks(config, family)}
+    for table, entry in config["tables"].items():
+        if entry["regime"] != family:
+            continue
+        for task in table_tasks(config, table):
+            strategies = runs.setdefault(task, [])
+            strategies += [s for s in table_strategies(config, table) if s not in strategies]
+    return {task: runs[task] for task in config["tasks"] if task in runs}
+
+
+def family_regime_names(config: dict, family: str) -> list[str]:
+    """The regimes whose runs a family's collected table holds (scaling includes the vtab1k point if asked)."""
+    names = family_regimes(family, config["regimes"])
+    if family == "scaling" and config["regimes"]["scaling"].get("include_vtab1k", True):
+        names = ["vtab1k", *names]
+    return names
+
+
+def hparams_source(config: dict, regime: str) -> str:
+    """Which regime's sweep selects a regime's hyper-parameters: its own, or vtab1k's (config `hparams`)."""
+    from vptft.splits import family_of
+
+    family = family_of(regime)
+    if family == "vtab1k":
+        return regime
+    return "vtab1k" if config["regimes"][family].get("hparams") == "vtab1k" else regime
+
+
+def configured_families(config: dict) -> list[str]:
+    return [family for family in ("vtab1k", "scaling", "fewshot") if family in config["regimes"]]
+
+
+def problems(config: dict) -> list[str]:
+    """Names in families, tables and analyses that the config does not define, with their key paths."""
+    errors = []
+    strategies, tasks = set(config["strategies"]), set(config["tasks"])
+    for family in configured_families(config):
+        entry = config["regimes"][family]
+        for key, known in (("tasks", tasks), ("strategies", strategies)):
+            for i, name in enumerate(entry.get(key) or []):
+                if name not in known:
+                    errors.append(f"$.regimes.{family}.{key}[{i}]: {name!r} is not in the config's `{key}`")
+    for table, entry in config["tables"].items():
+        if entry["regime"] not in config["regimes"]:
+            errors.append(f"$.tables.{table}.regime: regime family {entry['regime']!r} is not configured in "
+                          "`regimes`")
+            continue
+        for key, known in (("tasks", tasks), ("strategies", strategies)):
+            for i, name in enumerate(entry.get(key) or []):
+                if name not in known:
+                    errors.append(f"$.tables.{table}.{key}[{i}]: {name!r} is not in the config's `{key}`")
+        if not table_tasks(config, table):
+            errors.append(f"$.tables.{table}.groups: no task of this table's family is in groups {entry['groups']}")
+        if entry.get("metric") == "prompt_length":
+            for s in table_strategies(config, table):
+                if "prompt_length" not in config["strategies"].get(s, {}).get("grid", {}):
+                    errors.append(f"$.tables.{table}.strategies: {s!r} has no prompt_length in its grid")
+    analyses = config.get("analyses", {})
+    for key in ("tasks", "quadrant_tasks"):
+        for i, name in enumerate(analyses.get("attribution", {}).get(key, [])):
+            if name not in tasks:
+                errors.append(f"$.analyses.attribution.{key}[{i}]: {name!r} is not in the config's `tasks`")
+    if analyses.get("attribution", {}).get("tasks") or analyses.get("attribution", {}).get("quadrant_tasks"):
+        missing = [s for s in ("full", "vpt_deep") if s not in family_strategies(config, "vtab1k")]
+        if missing:
+            errors.append(f"$.analyses.attribution: compares full and vpt_deep on vtab1k; {missing} not trained there")
+    for i, name in enumerate(analyses.get("curves", {}).get("tasks") or []):
+        if name not in tasks:
+            errors.append(f"$.analyses.curves.tasks[{i}]: {name!r} is not in the config's `tasks`")
+    return errors
+
+
+def analysis_tasks(config: dict, name: str) -> list[str]:
+    """The tasks an analysis names (empty when it names none)."""
+    return list((config.get("analyses", {}).get(name) or {}).get("tasks") or [])
