@@ -6,9 +6,9 @@ import sys
 
 from vptft.config import check_local_resources, validate_config
 from vptft.selection import grid_size
+from vptft import study
 from vptft.splits import regime_spec
 from vptft.strategies import get_strategy
-from vptft.tasks import get_task
 
 # Schema + semantic checks before any job runs; fills in the schema's defaults.
 validate_config(config)
@@ -45,10 +45,12 @@ NOTEBOOKS = os.path.join(
 wildcard_constraints:
     task="[a-z0-9_]+",
     strategy="[a-z0-9_]+",
-    regime="vtab1k|oneshot|scale[0-9]+",
+    regime="vtab1k|scale[0-9]+|fewshot[0-9]+_(draw[0-9]+|prototype)",
+    family="vtab1k|scaling|fewshot",
     seed="[0-9]+",
     chunk="[0-9]+",
     table="(vpt_)?table[0-9]+",
+    figure="figure[0-9]+",
 
 
 def spec(**values):
@@ -56,8 +58,16 @@ def spec(**values):
     return json.dumps(values, sort_keys=True)
 
 
+# Resources of a stage: its own entry over `resources.default` over these.
+BUILTIN_RESOURCES = {"gpu": 0, "mem_mb": 2000, "runtime": 30, "threads": 1}
+
+
 def stage_resources(stage):
-    return {**config["resources"]["default"], **config["resources"].get(stage, {})}
+    return {
+        **BUILTIN_RESOURCES,
+        **config["resources"]["default"],
+        **config["resources"].get(stage, {}),
+    }
 
 
 def backbone_checkpoint(wildcards=None):
@@ -135,11 +145,6 @@ def start_from_arg(input):
     return "--start-from " + " ".join(map(shlex.quote, files)) if files else ""
 
 
-def table_tasks(table):
-    groups = config["tables"][table]["groups"]
-    return [t for t in config["tasks"] if get_task(t).group in groups]
-
-
 def seed_files(name):
     """Per-seed output pattern of the train rule: one job trains every configured seed."""
     return expand(
@@ -148,19 +153,104 @@ def seed_files(name):
     )
 
 
-def table_metrics(wildcards):
-    regime = config["tables"][wildcards.table]["regime"]
+def selected_sweep(wildcards):
+    """The sweep whose selected point a final run trains: its own regime's, or vtab1k's (config `hparams`)."""
+    source = study.hparams_source(config, wildcards.regime)
+    return f"{RUNS}/{wildcards.task}/{source}/{wildcards.strategy}/sweep.csv"
+
+
+def collected(family, tasks, strategies=None):
+    """The runs tables of tasks x strategies of a regime family (one per task and strategy, so an output reads
+    exactly the runs it shows); strategies=None: those the family trains on each task.
+    """
+    runs = study.family_runs(config, family)
+    return [
+        f"{RESULTS}/collected/{BB}/{family}/{task}/{strategy}.csv"
+        for task in tasks
+        for strategy in (runs.get(task, []) if strategies is None else strategies)
+    ]
+
+
+def family_metrics(wildcards):
+    """Every final run of one task and strategy in a regime family: its regimes x seeds."""
     return expand(
-        f"{RUNS}/{{task}}/{regime}/{{strategy}}/seed{{seed}}/metrics.json",
-        task=table_tasks(wildcards.table),
-        strategy=list(config["strategies"]),
+        f"{RUNS}/{wildcards.task}/{{regime}}/{wildcards.strategy}/seed{{seed}}/metrics.json",
+        regime=study.family_regime_names(config, wildcards.family),
         seed=config["train"]["seeds"],
     )
 
 
+def table_spec(wildcards, input, output):
+    entry = config["tables"][wildcards.table]
+    return spec(
+        table=wildcards.table,
+        benchmark=BENCH,
+        backbone=BB,
+        family=entry["regime"],
+        groups=entry["groups"],
+        metric=entry["metric"],
+        tasks=study.table_tasks(config, wildcards.table),
+        strategies=study.table_strategies(config, wildcards.table),
+        runs=list(input.runs),
+        out_csv=output.csv,
+        vs_paper=output.get("vs_paper"),
+    )
+
+
+def fid_strategies():
+    """Figure 3 compares FT and VPT, with the linear probe beside them where it ran."""
+    trained = study.family_strategies(config, "vtab1k")
+    return [s for s in ("full", "vpt_deep", "linear") if s in trained]
+
+
+def curve_strategies():
+    """Figure 5: the study's strategies that ran."""
+    trained = study.family_strategies(config, "vtab1k")
+    return [s for s in ("full", "vpt_deep", "mixed", "ft_then_pt") if s in trained]
+
+
+def curve_tasks():
+    return study.analysis_tasks(config, "curves") or list(config["tasks"])
+
+
+def attribution_tasks():
+    entry = config["analyses"]["attribution"]
+    return list(dict.fromkeys(entry["tasks"] + entry["quadrant_tasks"]))
+
+
+CURVE_FIGURES = [
+    "figure5",
+    "figure5_log",
+    "figure9",
+    "figure10",
+    "figure11",
+    "figure12",
+]
+ATTRIBUTION_FIGURES = ["figure8", "figure17", "figure18"]
+
+
+def report_targets():
+    """Every table, figure and report the config defines (what `rule all` builds)."""
+    tables = list(config["tables"])
+    targets = expand(f"{RESULTS}/{{table}}.csv", table=tables)
+    targets += expand(f"{RESULTS}/{{table}}.ipynb", table=tables)
+    targets += expand("results/{table}.csv", table=tables)
+    families = study.configured_families(config)
+    targets += [f"{RESULTS}/collected/{BB}/{family}.csv" for family in families]
+    figures = ["figure3", *CURVE_FIGURES]
+    if "scaling" in families:
+        figures += ["figure4", "figure6"]
+    if attribution_tasks():
+        figures += ATTRIBUTION_FIGURES
+    for name in [*figures, "fid"]:
+        suffix = "csv" if name == "fid" else "png"
+        targets += [f"{RESULTS}/{name}.{suffix}", f"results/{name}.{suffix}"]
+    targets += [f"{RESULTS}/claims.md", "results/claims.md", "results/claims.csv"]
+    return targets
+
+
 def all_targets():
-    targets = expand("results/{table}.csv", table=list(config["tables"]))
-    targets += expand(f"{RESULTS}/{{table}}.ipynb", table=list(config["tables"]))
+    targets = report_targets()
     if "pretrain" in config:
         targets.append(f"{RESULTS}/backbones/{BB}/pretrain.json")
     return targets

@@ -1,9 +1,54 @@
+rule collect:
+    input:
+        family_metrics,
+    output:
+        f"{RESULTS}/collected/{BB}/{{family}}/{{task}}/{{strategy}}.csv",
+    log:
+        f"{LOGS}/collect/{{family}}/{{task}}/{{strategy}}.log",
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    params:
+        spec=lambda wc: spec(
+            family=wc.family, vtab1k_n_train=config["regimes"]["vtab1k"]["n_train"]
+        ),
+    shell:
+        "python -m vptft collect --spec {params.spec:q} --metrics {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule collect_family:
+    input:
+        lambda wc: collected(wc.family, study.family_runs(config, wc.family)),
+    output:
+        report(
+            f"{RESULTS}/collected/{BB}/{{family}}.csv",
+            caption="../report/collected.rst",
+            category="Runs",
+        ),
+    log:
+        f"{LOGS}/collect/{{family}}.log",
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python -m vptft concat --tables {input:q} --out {output:q} > {log:q} 2>&1"
+
+
 rule table:
     input:
-        metrics=table_metrics,
+        runs=lambda wc: collected(
+            study.table_family(config, wc.table),
+            study.table_tasks(config, wc.table),
+            study.table_strategies(config, wc.table),
+        ),
         notebook=os.path.join(NOTEBOOKS, "vtab_table.ipynb"),
     output:
-        csv=f"{RESULTS}/{{table}}.csv",
+        **({"vs_paper": f"{RESULTS}/{{table}}_vs_paper.csv"} if BENCH == "vtab" else {}),
+        csv=report(
+            f"{RESULTS}/{{table}}.csv",
+            caption="../report/table.rst",
+            category="Tables",
+        ),
         runs=f"{RESULTS}/{{table}}_runs.csv",
         notebook=f"{RESULTS}/{{table}}.ipynb",
     log:
@@ -13,16 +58,7 @@ rule table:
     conda:
         "../envs/report.yaml"
     params:
-        spec=lambda wc, input, output: spec(
-            table=wc.table,
-            benchmark=BENCH,
-            backbone=BB,
-            groups=config["tables"][wc.table]["groups"],
-            tasks=table_tasks(wc.table),
-            strategies=list(config["strategies"]),
-            metrics=list(input.metrics),
-            out_csv=output.csv,
-        ),
+        spec=table_spec,
         tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
     shell:
         "papermill {input.notebook:q} {params.tmp_notebook:q} -p spec {params.spec:q} > {log:q} 2>&1 "
@@ -31,13 +67,183 @@ rule table:
 
 rule paper_name:
     input:
-        f"{RESULTS}/{{table}}.csv",
+        f"{RESULTS}/{{name}}",
     output:
-        "results/{table}.csv",
+        "results/{name}",
     log:
-        f"{LOGS}/report/{{table}}_paper_name.log",
+        f"{LOGS}/report/{{name}}_paper_name.log",
+    wildcard_constraints:
+        name="(vpt_)?table[0-9]+[.]csv|claims[.](md|csv)|figure[0-9]+(_log)?[.]png|fid[.]csv",
     localrule: True
     conda:
         "../envs/report.yaml"
     shell:
         "(cp {input:q} {output:q}.tmp && mv {output:q}.tmp {output:q}) > {log:q} 2>&1"
+
+
+rule figure_fid:
+    input:
+        fid=expand(f"{RESULTS}/fid/{{task}}.json", task=config["tasks"]),
+        runs=collected("vtab1k", config["tasks"], fid_strategies()),
+        notebook=os.path.join(NOTEBOOKS, "fid.ipynb"),
+    output:
+        figure=report(
+            f"{RESULTS}/figure3.png",
+            caption="../report/figure3.rst",
+            category="Figures",
+        ),
+        csv=f"{RESULTS}/fid.csv",
+        notebook=f"{RESULTS}/figure3.ipynb",
+    log:
+        f"{LOGS}/report/figure3.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        spec=lambda wc, input, output: spec(
+            fid=list(input.fid),
+            runs=list(input.runs),
+            figure=output.figure,
+            csv=output.csv,
+            benchmark=BENCH,
+        ),
+        tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
+    shell:
+        "papermill {input.notebook:q} {params.tmp_notebook:q} -p spec {params.spec:q} > {log:q} 2>&1 "
+        "&& mv {params.tmp_notebook:q} {output.notebook:q}"
+
+
+rule figure_scaling:
+    input:
+        runs=lambda wc: collected(
+            "scaling",
+            study.family_tasks(config, "scaling"),
+            study.family_strategies(config, "scaling"),
+        ),
+        notebook=os.path.join(NOTEBOOKS, "scaling.ipynb"),
+    output:
+        figure=report(
+            f"{RESULTS}/figure4.png",
+            caption="../report/figure4.rst",
+            category="Figures",
+        ),
+        overfitting=report(
+            f"{RESULTS}/figure6.png",
+            caption="../report/figure6.rst",
+            category="Figures",
+        ),
+        notebook=f"{RESULTS}/figure4.ipynb",
+    log:
+        f"{LOGS}/report/figure4.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        spec=lambda wc, input, output: spec(
+            runs=list(input.runs),
+            strategies=study.family_strategies(config, "scaling"),
+            figure=output.figure,
+            overfitting=output.overfitting,
+        ),
+        tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
+    shell:
+        "papermill {input.notebook:q} {params.tmp_notebook:q} -p spec {params.spec:q} > {log:q} 2>&1 "
+        "&& mv {params.tmp_notebook:q} {output.notebook:q}"
+
+
+rule figure_curves:
+    input:
+        runs=collected("vtab1k", config["tasks"], curve_strategies()),
+        notebook=os.path.join(NOTEBOOKS, "curves.ipynb"),
+    output:
+        **{
+            name: report(
+                f"{RESULTS}/{name}.png",
+                caption=f"../report/{name.split('_')[0]}.rst",
+                category="Figures",
+            )
+            for name in CURVE_FIGURES
+        },
+        notebook=f"{RESULTS}/figure5.ipynb",
+    log:
+        f"{LOGS}/report/figure5.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        spec=lambda wc, input, output: spec(
+            runs=list(input.runs),
+            tasks=curve_tasks(),
+            strategies=curve_strategies(),
+            figures={name: output[name] for name in CURVE_FIGURES},
+        ),
+        tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
+    shell:
+        "papermill {input.notebook:q} {params.tmp_notebook:q} -p spec {params.spec:q} > {log:q} 2>&1 "
+        "&& mv {params.tmp_notebook:q} {output.notebook:q}"
+
+
+rule figure_attribution:
+    input:
+        maps=expand(
+            f"{RESULTS}/attribution/{{task}}/maps.npz", task=attribution_tasks()
+        ),
+        notebook=os.path.join(NOTEBOOKS, "attribution.ipynb"),
+    output:
+        **{
+            name: report(
+                f"{RESULTS}/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="Figures",
+            )
+            for name in ATTRIBUTION_FIGURES
+        },
+        index=f"{RESULTS}/attribution/index.csv",
+        notebook=f"{RESULTS}/figure8.ipynb",
+    log:
+        f"{LOGS}/report/figure8.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        spec=lambda wc, input, output: spec(
+            maps=dict(zip(attribution_tasks(), input.maps)),
+            tasks=config["analyses"]["attribution"]["tasks"],
+            quadrant_tasks=config["analyses"]["attribution"]["quadrant_tasks"],
+            figures={name: output[name] for name in ATTRIBUTION_FIGURES},
+            index=output.index,
+        ),
+        tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
+    shell:
+        "papermill {input.notebook:q} {params.tmp_notebook:q} -p spec {params.spec:q} > {log:q} 2>&1 "
+        "&& mv {params.tmp_notebook:q} {output.notebook:q}"
+
+
+rule claims:
+    input:
+        runs=expand(
+            f"{RESULTS}/collected/{BB}/{{family}}.csv",
+            family=study.configured_families(config),
+        ),
+        fid=f"{RESULTS}/fid.csv",
+        notebook=os.path.join(NOTEBOOKS, "claims.ipynb"),
+    output:
+        md=report(
+            f"{RESULTS}/claims.md", caption="../report/claims.rst", category="Claims"
+        ),
+        csv=f"{RESULTS}/claims.csv",
+        notebook=f"{RESULTS}/claims.ipynb",
+    log:
+        f"{LOGS}/report/claims.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        spec=lambda wc, input, output: spec(
+            runs=dict(zip(study.configured_families(config), input.runs)),
+            fid=input.fid,
+            benchmark=BENCH,
+            backbone=BB,
+            alpha=config["analyses"]["claims"]["alpha"],
+            md=output.md,
+            csv=output.csv,
+        ),
+        tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
+    shell:
+        "papermill {input.notebook:q} {params.tmp_notebook:q} -p spec {params.spec:q} > {log:q} 2>&1 "
+        "&& mv {params.tmp_notebook:q} {output.notebook:q}"

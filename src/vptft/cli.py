@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 
 def _set_threads(n: int | None) -> None:
@@ -47,15 +48,40 @@ def cmd_data_plan(args, spec):
     print(plan_table(plans, builders, args.bandwidth))
 
 
+def _pool_features(spec, backbone_path):
+    """(task, pool) -> the backbone's features of those records: what the prototype selection ranks by."""
+    def features(task, pool):
+        import numpy as np
+
+        from vptft.backbones import create_backbone, input_config
+        from vptft.data import to_uint8_tensor
+        from vptft.engine import pick_device
+        from vptft.fid import backbone_features
+        from vptft.tasks import load_images
+
+        backbone = create_backbone(spec["backbone"], backbone_path)
+        input_cfg = input_config(backbone, spec["normalization"])
+        by_record = {}
+        for split in dict.fromkeys(s for s, _ in pool):
+            indices = [i for s, i in pool if s == split]
+            images = to_uint8_tensor(load_images(task, split, indices, spec["data_dir"])[0], input_cfg["size"])
+            rows = backbone_features(backbone, images, input_cfg, pick_device(spec["device"]))
+            by_record.update({(split, i): row for i, row in zip(indices, rows)})
+        return np.stack([by_record[record] for record in pool])
+
+    return features
+
+
 def cmd_splits(args, spec):
     from vptft.io import read_json
     from vptft.splits import build_manifest, write_manifest
 
+    pool_features = _pool_features(spec, args.backbone) if spec["sizes"].get("selection") == "prototype" else None
     manifest = build_manifest(spec["task"], spec["regime"], spec["sizes"], read_json(args.data_info),
-                              spec["data_dir"])
+                              spec["data_dir"], pool_features=pool_features)
     write_manifest(args.out, manifest)
     print({split: sum(map(len, parts.values())) for split, parts in manifest["splits"].items()}, flush=True)
-    for note in ("skipped", "missing_classes"):
+    for note in ("capped", "missing_classes"):
         if manifest.get(note):
             print(f"[splits] {spec['task']} {spec['regime']}: {note}: {manifest[note]}", file=sys.stderr)
 
@@ -95,6 +121,46 @@ def cmd_stage1(args, spec):
     run_stage1(spec, args.manifest, args.backbone, args.sweep, args.out)
 
 
+def cmd_collect(args, spec):
+    from vptft.report import collect
+
+    runs = collect(args.metrics, spec["family"], args.out, spec.get("vtab1k_n_train"))
+    print(f"[collect] {len(runs)} runs of {runs.task.nunique()} task(s) -> {args.out}", flush=True)
+
+
+def cmd_concat(args, spec):
+    from vptft.io import atomic_path
+    from vptft.report import read_runs
+
+    runs = read_runs(args.tables)
+    with atomic_path(args.out) as tmp:
+        runs.to_csv(tmp, index=False)
+    print(f"[concat] {len(runs)} runs -> {args.out}", flush=True)
+
+
+def cmd_fid(args, spec):
+    from vptft.fid import run_fid
+
+    result = run_fid(spec, args.manifest, args.backbone, args.out)
+    print(f"[fid] {spec['task']}: {result['fid_mean']:.3f} +- {result['fid_std']:.3f} ({result['features']})",
+          flush=True)
+
+
+def cmd_attribution(args, spec):
+    import pandas as pd
+
+    from vptft.attribution import run_attribution
+
+    runs = pd.concat([pd.read_csv(p) for p in args.runs_tables])
+    means = runs[runs.regime == "vtab1k"].groupby("strategy").test_top1.mean()
+    # examples the task's loser gets wrong and its winner right (ties: VPT's side, as in Figure 8)
+    pair = ["vpt_deep", "full"] if means.get("full", 0) > means.get("vpt_deep", 0) else ["full", "vpt_deep"]
+    spec = {**spec, "attribution": {**spec["attribution"], "pair": pair}}
+    dirs = {"full": str(Path(args.full).parent), "vpt_deep": str(Path(args.vpt).parent)}
+    summary = run_attribution(spec, args.manifest, args.backbone, dirs, args.out_dir)
+    print(f"[attribution] {spec['task']} pair {pair}: {summary}", flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vptft", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -115,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bandwidth", type=float, default=10.0, help="MB/s, for the download-time estimate")
     p = verb("splits", cmd_splits, "write the split manifest of a task and regime")
     p.add_argument("--data-info", required=True)
+    p.add_argument("--backbone", default=None, help="backbone checkpoint (the prototype few-shot selection)")
     p.add_argument("--out", required=True)
     p = verb("pretrain", cmd_pretrain, "pre-train the mini backbone on the rendered source set")
     p.add_argument("--out-dir", required=True)
@@ -141,6 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default=None)
     p.add_argument("--sweep", required=True)
     p.add_argument("--out", required=True)
+    p = verb("collect", cmd_collect, "one runs table from final runs' metrics.json files")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p = verb("concat", cmd_concat, "concatenate runs tables", spec=False)
+    p.add_argument("--tables", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p = verb("fid", cmd_fid, "Frechet distance between a task's train images and the pre-training data")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--backbone", default=None)
+    p.add_argument("--out", required=True)
+    p = verb("attribution", cmd_attribution, "GradCAM and Integrated Gradients of FT and VPT on test images")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--backbone", default=None)
+    p.add_argument("--runs-tables", nargs="+", required=True,
+                   help="the task's collected vtab1k runs of full and vpt_deep (who won the task)")
+    p.add_argument("--full", required=True, help="metrics.json of the full finetuning run to explain")
+    p.add_argument("--vpt", required=True, help="metrics.json of the VPT run to explain")
+    p.add_argument("--out-dir", required=True)
     return parser
 
 

@@ -1,6 +1,13 @@
-"""Aggregate final runs into the paper's table layout (Tables 1-2 of Han et al.): rows = strategies, columns =
-tasks grouped as in VTAB, group means, number of wins vs full finetuning, tuned / total parameters (%).
-Every number comes from a metrics.json; the per-run listing that a table aggregates is written beside it.
+"""The paper's tables from collected runs.
+
+`collect` turns the final runs of one task and regime family into one runs table (a row per run: task,
+regime, size, strategy, seed, hyper-parameters, test top-1, tuned %, curves and provenance); every table,
+figure and the claims report reads those tables, never a list of metrics files on a command line.
+
+Table layout (Tables 1-6 of Han et al.): rows = strategies (per data size or few-shot selection where the family
+has several), columns = tasks grouped as in VTAB, group means, number of wins vs full finetuning, tuned / total
+parameters (%). Few-shot random draws are averaged (their spread is the std table); a scaling size a task could
+not supply is listed in `capped`.
 """
 
 from __future__ import annotations
@@ -12,7 +19,10 @@ import pandas as pd
 
 from vptft import tasks as task_registry
 from vptft.io import atomic_path
+from vptft.splits import FEWSHOT_RE, SCALE_RE
 from vptft.strategies import STUDY_STRATEGIES
+
+SETTING_COLUMNS = {"vtab1k": [], "scaling": ["size"], "fewshot": ["shots", "selection"]}
 
 
 def ordered_strategies(strategies: list[str]) -> list[str]:
@@ -20,49 +30,132 @@ def ordered_strategies(strategies: list[str]) -> list[str]:
     return [s for s in STUDY_STRATEGIES if s in strategies] + [s for s in strategies if s not in STUDY_STRATEGIES]
 
 
-def collect_runs(metrics_paths) -> pd.DataFrame:
-    """One row per final run (task, strategy, seed, test top-1, tuned %, provenance) from metrics.json files."""
-    rows = []
-    for path in metrics_paths:
-        m = json.loads(Path(path).read_text())
-        rows.append({"task": m["task"], "group": task_registry.get_task(m["task"]).group, "strategy": m["strategy"],
-                     "seed": m["seed"], "test_top1": m["test_top1"], "tuned_pct": m["tuned_pct"],
-                     "hparams": json.dumps(m["hparams"], sort_keys=True), "epochs": m["epochs"],
-                     "batch_size": m.get("batch_size"), "task_params": m.get("task_params"),
-                     "backbone_params": m.get("backbone_params"), "summary": json.dumps(m.get("summary") or {}),
-                     "config_hash": m["provenance"]["config_hash"], "metrics": str(path)})
+def regime_setting(regime: str, vtab1k_n_train: int | None = None) -> dict:
+    """What a regime name says about its data: train size, shots per class, selection rule and draw."""
+    if regime == "vtab1k":
+        return {"size": vtab1k_n_train, "shots": None, "selection": None, "draw": None}
+    if match := SCALE_RE.match(regime):
+        return {"size": int(match.group(1)), "shots": None, "selection": None, "draw": None}
+    if match := FEWSHOT_RE.match(regime):
+        k, draw, prototype = match.groups()
+        return {"size": None, "shots": int(k), "selection": "prototype" if prototype else "random",
+                "draw": None if prototype else int(draw)}
+    raise ValueError(f"unknown regime {regime!r}")
+
+
+def run_row(metrics_path, family: str, vtab1k_n_train: int | None = None) -> dict:
+    """One row of a runs table from a final run's metrics.json (its curves and weights beside it)."""
+    path = Path(metrics_path)
+    m = json.loads(path.read_text())
+    task = task_registry.get_task(m["task"])
+    data = m.get("data") or {}
+    capped = data.get("capped")
+    return {"family": family, "task": m["task"], "group": task.group, "domain": task.domain,
+            "task_disparity": task.task_disparity, "regime": m["regime"],
+            **regime_setting(m["regime"], vtab1k_n_train), "strategy": m["strategy"], "seed": m["seed"],
+            "test_top1": m["test_top1"], "test_loss": m.get("test_loss"), "train_loss": m.get("train_loss"),
+            "tuned_pct": m["tuned_pct"], "task_params": m.get("task_params"),
+            "backbone_params": m.get("backbone_params"), "epochs": m["epochs"], "batch_size": m.get("batch_size"),
+            "prompt_length": m["hparams"].get("prompt_length"), "lr": m["hparams"].get("lr"),
+            "wd": m["hparams"].get("wd"), "hparams": json.dumps(m["hparams"], sort_keys=True),
+            "n_trainval": m.get("n_train"), "capped": bool(capped),
+            "capped_to": capped["used"][0] if capped else None,
+            "summary": json.dumps(m.get("summary") or {}, sort_keys=True),
+            "config_hash": m["provenance"]["config_hash"], "curves": str(path.with_name("curves.csv")),
+            "tuned": str(path.with_name("tuned.safetensors")), "metrics": str(path)}
+
+
+def collect(metrics_paths, family: str, out_csv, vtab1k_n_train: int | None = None) -> pd.DataFrame:
+    """Write the runs table of the given final runs (sorted, atomically); refuse an empty one."""
+    rows = [run_row(p, family, vtab1k_n_train) for p in metrics_paths]
     if not rows:
-        raise ValueError("no runs to aggregate")
-    return pd.DataFrame(rows)
+        raise ValueError(f"{out_csv}: no runs to collect")
+    runs = pd.DataFrame(rows).sort_values(["task", "regime", "strategy", "seed"], kind="stable")
+    with atomic_path(out_csv) as tmp:
+        runs.to_csv(tmp, index=False)
+    return runs
 
 
-def vtab_table(runs: pd.DataFrame, groups: list[str], tasks: list[str], strategies: list[str]) -> pd.DataFrame:
-    """Mean test top-1 over seeds per (strategy, task), group means, wins vs `full`, mean tuned %, seeds."""
+def read_runs(paths) -> pd.DataFrame:
+    """Concatenate collected runs tables."""
+    frames = [pd.read_csv(p) for p in paths]
+    if not frames:
+        raise ValueError("no runs tables to read")
+    return pd.concat(frames, ignore_index=True)
+
+
+def _cell_values(runs: pd.DataFrame, family: str, metric: str) -> pd.DataFrame:
+    """One value per (setting, strategy, task): the seed mean (random few-shot draws: the mean over draws of
+    their seed means), with its spread (std over seeds, or over draws) and the seeds it rests on."""
+    keys = [*SETTING_COLUMNS[family], "strategy", "task"]
+    if metric == "prompt_length":
+        first = runs.groupby(keys, dropna=False).prompt_length.first().rename("value").reset_index()
+        return first.assign(spread=0.0, seeds=runs.groupby(keys, dropna=False).seed.nunique().values)
+    per_draw = (runs.groupby([*keys, "draw"], dropna=False)
+                .agg(value=("test_top1", "mean"), spread=("test_top1", lambda x: x.std(ddof=0)),
+                     seeds=("seed", "nunique")).reset_index())
+    cells = per_draw.groupby(keys, dropna=False).agg(
+        value=("value", "mean"), draws=("value", "size"), draw_std=("value", lambda x: x.std(ddof=0)),
+        seed_std=("spread", "mean"), seeds=("seeds", "min")).reset_index()
+    cells["spread"] = cells.draw_std.where(cells.draws > 1, cells.seed_std)
+    return cells[[*keys, "value", "spread", "seeds", "draws"]]
+
+
+def study_table(runs: pd.DataFrame, family: str, groups: list[str], tasks: list[str], strategies: list[str],
+                metric: str = "top1") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The paper's table layout and its spread table (same rows, task columns)."""
     by_group = {g: [t for t in tasks if task_registry.get_task(t).group == g] for g in groups}
     by_group = {g: ts for g, ts in by_group.items() if ts}
     ordered = [t for ts in by_group.values() for t in ts]
-    runs = runs[runs.task.isin(ordered)]
-    means = runs.pivot_table(index="strategy", columns="task", values="test_top1", aggfunc="mean")
-    table = means.reindex(index=[s for s in ordered_strategies(strategies) if s in means.index], columns=ordered)
+    runs = runs[runs.task.isin(ordered) & runs.strategy.isin(strategies)]
+    if runs.empty:
+        raise ValueError(f"no runs of tasks {ordered} and strategies {strategies}")
+    cells = _cell_values(runs, family, metric)
+    index = [*SETTING_COLUMNS[family], "strategy"]
+    table = cells.pivot_table(index=index, columns="task", values="value", dropna=False).reindex(columns=ordered)
+    spread = cells.pivot_table(index=index, columns="task", values="spread", dropna=False).reindex(columns=ordered)
+    rank = {s: i for i, s in enumerate(ordered_strategies(strategies))}
+    order = sorted(table.index, key=lambda key: (*(key[:-1] if isinstance(key, tuple) else ()),
+                                                 rank[key[-1] if isinstance(key, tuple) else key]))
+    table, spread = table.reindex(order), spread.reindex(order)
     for group, group_tasks in by_group.items():
         table[f"mean_{group}"] = table[group_tasks].mean(axis=1)
-        if "full" in table.index:
-            wins = (table[group_tasks] > table.loc["full", group_tasks]).sum(axis=1).astype("Int64")
-            wins["full"] = pd.NA
-            table[f"wins_{group}"] = wins
-    table["tuned_pct"] = runs.groupby("strategy").tuned_pct.mean()
-    table["seeds"] = runs.groupby(["strategy", "task"]).seed.nunique().groupby("strategy").min()
-    table.index.name = "strategy"
-    return table
+        if metric == "top1" and "full" in strategies:
+            table[f"wins_{group}"] = _wins(table, group_tasks)
+    if metric == "top1":
+        table["tuned_pct"] = runs.groupby(index, dropna=False).tuned_pct.mean().reindex(table.index)
+    table["seeds"] = cells.groupby(index, dropna=False).seeds.min().reindex(table.index)
+    if family == "scaling":
+        capped = runs[runs.capped.astype(bool)].groupby(index, dropna=False).apply(
+            lambda g: " ".join(sorted({f"{t}:{int(n)}" for t, n in zip(g.task, g.capped_to)})),
+            include_groups=False)
+        table["capped"] = capped.reindex(table.index).fillna("")
+    if family == "fewshot":
+        table["draws"] = cells.groupby(index, dropna=False).draws.max().reindex(table.index)
+    return table, spread
+
+
+def _wins(table: pd.DataFrame, tasks: list[str]) -> pd.Series:
+    """Tasks where a row beats the `full` row of the same setting (NA for full itself)."""
+    wins = pd.Series(pd.NA, index=table.index, dtype="Int64")
+    for key in table.index:
+        setting = key[:-1] if isinstance(key, tuple) else ()
+        strategy = key[-1] if isinstance(key, tuple) else key
+        full_key = (*setting, "full") if setting else "full"
+        if strategy == "full" or full_key not in table.index:
+            continue
+        wins[key] = int((table.loc[key, tasks] > table.loc[full_key, tasks]).sum())
+    return wins
 
 
 def vpt_table1(runs: pd.DataFrame, groups: list[str], tasks: list[str], strategies: list[str]) -> pd.DataFrame:
     """The VPT paper's Table 1 layout: per strategy the group means of test top-1, the number of tasks won against
     full finetuning per group, and the parameters all configured tasks need together, as multiples of one
     backbone (a strategy that keeps its own backbone copy per task pays one per task, the others share one)."""
-    table = vtab_table(runs, groups, tasks, strategies)
+    table, _ = study_table(runs, "vtab1k", groups, tasks, strategies)
     columns = [c for g in groups for c in (f"mean_{g}", f"wins_{g}") if c in table.columns]
-    per_task = runs[runs.task.isin(tasks)].groupby(["strategy", "task"])[["task_params", "backbone_params"]].first()
+    runs = runs[runs.task.isin(tasks) & runs.strategy.isin(strategies)]
+    per_task = runs.groupby(["strategy", "task"])[["task_params", "backbone_params"]].first()
     backbone = per_task.backbone_params.groupby("strategy").first()
     own_copy = (per_task.task_params >= per_task.backbone_params).groupby("strategy").all()
     stored = per_task.task_params.groupby("strategy").sum() + backbone.where(~own_copy, 0)
@@ -72,16 +165,30 @@ def vpt_table1(runs: pd.DataFrame, groups: list[str], tasks: list[str], strategi
     return table
 
 
-def std_table(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """Population std over seeds of test top-1 per (strategy, task), aligned to `table`'s task columns."""
-    stds = runs.pivot_table(index="strategy", columns="task", values="test_top1", aggfunc=lambda x: x.std(ddof=0))
-    return stds.reindex(index=table.index, columns=[c for c in table.columns if c in stds.columns])
+def write_csv(frame: pd.DataFrame, path, index: bool = True) -> None:
+    with atomic_path(path) as tmp:
+        frame.round(2).to_csv(tmp, index=index)
 
 
-def write_table(table: pd.DataFrame, runs: pd.DataFrame, out_csv) -> None:
-    """table{N}.csv (rounded to 2 decimals) and table{N}_runs.csv (every run it aggregates), atomically."""
+def write_table(table: pd.DataFrame, runs: pd.DataFrame, out_csv, spread: pd.DataFrame | None = None) -> None:
+    """{table}.csv (rounded to 2 decimals), {table}_runs.csv (every run it aggregates) and {table}_std.csv."""
     out_csv = Path(out_csv)
-    with atomic_path(out_csv) as tmp:
-        table.round(2).to_csv(tmp)
+    write_csv(table, out_csv)
+    if spread is not None:
+        write_csv(spread, out_csv.with_name(out_csv.stem + "_std.csv"))
     with atomic_path(out_csv.with_name(out_csv.stem + "_runs.csv")) as tmp:
-        runs.sort_values(["strategy", "task", "seed"]).to_csv(tmp, index=False)
+        runs.sort_values(["strategy", "task", "regime", "seed"]).to_csv(tmp, index=False)
+
+
+def make_table(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
+    """A configured table from collected runs tables (`spec`: table, family, groups, tasks, strategies, metric,
+    runs (paths), out_csv); writes its files and returns (table, spread, runs)."""
+    runs = read_runs(spec["runs"])
+    runs = runs[runs.task.isin(spec["tasks"]) & runs.strategy.isin(spec["strategies"])]
+    if spec["table"].startswith("vpt_"):
+        table, spread = vpt_table1(runs, spec["groups"], spec["tasks"], spec["strategies"]), None
+    else:
+        table, spread = study_table(runs, spec["family"], spec["groups"], spec["tasks"], spec["strategies"],
+                                    spec.get("metric", "top1"))
+    write_table(table, runs, spec["out_csv"], spread)
+    return table, spread, runs
