@@ -8,10 +8,14 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/pretrain.smk"
 include: "rules/train.smk"
+include: "rules/analyses.smk"
 include: "rules/report.smk"
 
 

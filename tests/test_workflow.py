@@ -77,6 +77,60 @@ def test_run_files_follow_the_contract(workdir):
     assert report["heldout_top1"] > 0 and report["chance_top1"] == pytest.approx(100 / 12)
 
 
+FIGURES = ["figure3", "figure4", "figure5", "figure5_log", "figure6", "figure8", "figure9", "figure10", "figure11",
+           "figure12", "figure17", "figure18"]
+
+
+def test_every_figure_and_report_file_is_made(workdir):
+    results = workdir / "results"
+    for name in FIGURES:
+        for path in (results / "mini" / f"{name}.png", results / f"{name}.png"):
+            assert path.stat().st_size > 5000, path  # a drawn figure, not an empty canvas
+    for name in ("figure3", "figure4", "figure5", "figure8", "claims", "table3", "table6", "table16", "table20"):
+        assert (results / "mini" / f"{name}.ipynb").is_file(), name
+    for family, rows in (("vtab1k", 2 * 5 * 2), ("scaling", None), ("fewshot", 2 * 2 * 2)):
+        runs = pd.read_csv(results / "mini/collected/mini_vit" / f"{family}.csv")
+        assert rows is None or len(runs) == rows, family
+    assert not list(results.glob("mini/*_vs_paper.csv"))  # the miniature has no published counterpart
+
+
+def test_fid_places_the_shifted_task_above_the_source_like_one(workdir):
+    fid = pd.read_csv(workdir / "results/mini/fid.csv", index_col="task")
+    assert fid.loc["count_sketch", "fid_mean"] > fid.loc["newshapes_src", "fid_mean"]
+    assert fid.features.eq("backbone:mini_vit").all() and (fid.fid_std >= 0).all()
+    assert set(fid.winner) <= {"FT", "VPT"}
+
+
+def test_scaling_fewshot_prompt_length_and_lora_tables(workdir):
+    table6 = pd.read_csv(workdir / "results/table6.csv", index_col=["size", "strategy"])
+    assert list(table6.index) == [(16, "full"), (16, "vpt_deep"), (64, "full"), (64, "vpt_deep")]  # + vtab1k point
+    table3 = pd.read_csv(workdir / "results/table3.csv", index_col=["shots", "selection", "strategy"])
+    assert set(table3.index) == {(2, s, t) for s in ("prototype", "random") for t in ("full", "vpt_deep")}
+    manifest = json.loads((workdir / "results/mini/splits/newshapes_src/fewshot2_prototype.json").read_text())
+    assert manifest["class_counts"]["train"] == [2] * 8 == manifest["class_counts"]["val"]
+    table16 = pd.read_csv(workdir / "results/table16.csv", index_col="strategy")
+    assert table16.loc["vpt_deep", "newshapes_src"] == 2  # the only prompt length of the test grid
+    table20 = pd.read_csv(workdir / "results/table20.csv", index_col=["size", "strategy"])
+    assert {(16, "lora"), (64, "lora"), (16, "full")} <= set(table20.index)
+
+
+def test_attribution_index_and_claims_report(workdir):
+    index = pd.read_csv(workdir / "results/mini/attribution/index.csv")
+    assert set(index.figure) <= {"figure8", "figure17", "figure18"}
+    assert (index.pred_full != index.pred_vpt_deep).all()  # one of the two is wrong, the other right
+    claims = pd.read_csv(workdir / "results/claims.csv")
+    assert {"C1", "C2", "C3", "C4", "C5"} <= set(claims.claim)
+    assert set(claims.status) <= {"supported", "not supported", "no data", "undefined"}
+    assert "# Claims of the study" in (workdir / "results/claims.md").read_text()
+
+
+def test_html_report_gathers_the_outputs(workdir):
+    proc = snakemake("-c1", "-d", str(workdir), f"--configfile={ROOT}/.test/config/config.yaml",
+                     "--report", str(workdir / "report.html"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (workdir / "report.html").stat().st_size > 100_000
+
+
 def test_rerun_has_nothing_to_do(workdir):
     proc = snakemake("-n", "-c1", "-d", str(workdir), f"--configfile={ROOT}/.test/config/config.yaml")
     assert proc.returncode == 0

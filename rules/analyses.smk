@@ -1,0 +1,69 @@
+rule fid:
+    input:
+        manifest=f"{RESULTS}/splits/{{task}}/vtab1k.json",
+        backbone=backbone_checkpoint,
+    output:
+        f"{RESULTS}/fid/{{task}}.json",
+    log:
+        f"{LOGS}/fid/{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/fid/{{task}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: stage_resources("analysis")["threads"]
+    resources:
+        mem_mb=stage_resources("analysis")["mem_mb"],
+        runtime=stage_resources("analysis")["runtime"],
+        gpu=stage_resources("analysis")["gpu"],
+    params:
+        spec=lambda wc: spec(
+            task=wc.task,
+            benchmark=BENCH,
+            backbone=BB,
+            data_dir=DATA,
+            normalization=config["train"]["normalization"],
+            device=config["train"]["device"],
+            fid={**config["analyses"]["fid"], "split": "trainval"},
+        ),
+        backbone=lambda wc, input: backbone_arg(input),
+    shell:
+        "python -m vptft fid --spec {params.spec:q} --threads {threads} --manifest {input.manifest:q} "
+        "{params.backbone} --out {output:q} > {log:q} 2>&1"
+
+
+rule attribution:
+    input:
+        manifest=f"{RESULTS}/splits/{{task}}/vtab1k.json",
+        backbone=backbone_checkpoint,
+        runs=lambda wc: collected("vtab1k", [wc.task], ["full", "vpt_deep"]),
+        full=f"{RUNS}/{{task}}/vtab1k/full/seed{config['train']['seeds'][0]}/metrics.json",
+        vpt=f"{RUNS}/{{task}}/vtab1k/vpt_deep/seed{config['train']['seeds'][0]}/metrics.json",
+    output:
+        maps=f"{RESULTS}/attribution/{{task}}/maps.npz",
+        index=f"{RESULTS}/attribution/{{task}}/index.csv",
+    log:
+        f"{LOGS}/attribution/{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/attribution/{{task}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: stage_resources("analysis")["threads"]
+    resources:
+        mem_mb=stage_resources("analysis")["mem_mb"],
+        runtime=stage_resources("analysis")["runtime"],
+        gpu=stage_resources("analysis")["gpu"],
+    params:
+        spec=lambda wc: spec(
+            task=wc.task,
+            backbone=BB,
+            data_dir=DATA,
+            normalization=config["train"]["normalization"],
+            device=config["train"]["device"],
+            attribution=config["analyses"]["attribution"],
+        ),
+        backbone=lambda wc, input: backbone_arg(input),
+        out_dir=lambda wc, output: os.path.dirname(output.maps),
+    shell:
+        "python -m vptft attribution --spec {params.spec:q} --threads {threads} --manifest {input.manifest:q} "
+        "{params.backbone} --runs-tables {input.runs:q} --full {input.full:q} --vpt {input.vpt:q} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -1,0 +1,236 @@
+"""The paper's figures from collected runs tables (matplotlib / seaborn), and the small tables behind them.
+
+Colours follow the study: full finetuning (FT) blue, VPT orange, Mixed green, FT-then-PT red, linear grey.
+Every figure is written atomically; the numbers it draws come back as a DataFrame so a notebook can show them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from vptft import tasks as task_registry
+from vptft.io import atomic_path
+
+COLORS = {"full": "#1f77b4", "vpt_deep": "#ff7f0e", "mixed": "#2ca02c", "ft_then_pt": "#d62728",
+          "linear": "#7f7f7f", "lora": "#9467bd"}
+LABELS = {"full": "FT", "vpt_deep": "VPT", "mixed": "Mixed", "ft_then_pt": "FT-then-PT", "linear": "Linear",
+          "lora": "LoRA"}
+GROUP_ORDER = {"natural": 0, "specialized": 1, "structured": 2}
+
+
+def label(strategy: str) -> str:
+    return LABELS.get(strategy, strategy)
+
+
+def color(strategy: str) -> str:
+    return COLORS.get(strategy, "#8c564b")
+
+
+def save(fig, path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(path).suffix.lstrip("."))
+    plt.close(fig)
+
+
+def winners(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per task: mean test top-1 over seeds of FT, VPT (and linear where it ran), the winner of FT vs VPT, and
+    FT - VPT."""
+    means = runs.pivot_table(index="task", columns="strategy", values="test_top1", aggfunc="mean")
+    out = pd.DataFrame(index=means.index)
+    for strategy in ("full", "vpt_deep", "linear"):
+        if strategy in means.columns:
+            out[strategy] = means[strategy]
+    out["winner"] = np.where(means["full"] > means["vpt_deep"], "FT", "VPT")
+    out["ft_minus_vpt"] = means["full"] - means["vpt_deep"]
+    return out
+
+
+def fid_table(fid_files, runs: pd.DataFrame) -> pd.DataFrame:
+    """fid.csv: one row per task with its FID (mean, std over reference samples), quadrant facts and winner."""
+    rows = [json.loads(Path(p).read_text()) for p in fid_files]
+    fid = pd.DataFrame(rows).set_index("task")
+    fid["task_disparity"] = [task_registry.get_task(t).task_disparity for t in fid.index]
+    table = fid[["group", "domain", "task_disparity", "features", "fid_mean", "fid_std", "repeats"]].join(
+        winners(runs[runs.regime == "vtab1k"]), how="left")
+    return table.sort_values("fid_mean")
+
+
+def bar_styles(table: pd.DataFrame) -> list[tuple[str, str | None]]:
+    """(colour, hatch) of each task's bar: the winner's colour, hatched where task disparity is high."""
+    return [(color("full" if row.winner == "FT" else "vpt_deep"), "//" if row.task_disparity == "high" else None)
+            for row in table.itertuples()]
+
+
+def figure3(table: pd.DataFrame, path) -> None:
+    """Bars of FID per task coloured by the winner (FT / VPT), hatched where task disparity is high; below,
+    test top-1 of FT, VPT and the linear probe per task in the same order."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6, 0.6 * len(table) + 2), 7), sharex=True,
+                                      height_ratios=[3, 2])
+    x = np.arange(len(table))
+    for i, (bar_color, hatch) in enumerate(bar_styles(table)):
+        row = table.iloc[i]
+        top.bar(i, row.fid_mean, yerr=row.fid_std, capsize=3, color=bar_color, hatch=hatch, edgecolor="black",
+                linewidth=0.6)
+    top.set_ylabel(f"FID to pre-training data\n({table.features.iloc[0]})")
+    from matplotlib.patches import Patch
+
+    top.legend(handles=[Patch(color=color("full"), label="FT wins"), Patch(color=color("vpt_deep"), label="VPT wins"),
+                        Patch(facecolor="white", edgecolor="black", hatch="//", label="high task disparity")],
+               loc="upper left", frameon=False)
+    top.set_title("Figure 3: distribution disparity (FID) per task and which of FT / VPT wins")
+    for strategy, marker in (("full", "o"), ("vpt_deep", "s"), ("linear", "^")):
+        if strategy in table.columns:
+            bottom.plot(x, table[strategy], marker=marker, linestyle="none", color=color(strategy),
+                        label=label(strategy))
+    bottom.set_ylabel("test top-1 (%)")
+    bottom.legend(frameon=False, ncol=3)
+    bottom.set_xticks(x, table.index, rotation=45, ha="right")
+    save(fig, path)
+
+
+def scaling_means(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean test top-1 over seeds per (task, size, strategy), with group and the capped flag."""
+    return (runs.groupby(["group", "task", "size", "strategy"])
+            .agg(top1=("test_top1", "mean"), std=("test_top1", lambda x: x.std(ddof=0)), capped=("capped", "any"))
+            .reset_index())
+
+
+def figure4(runs: pd.DataFrame, strategies: list[str], path) -> pd.DataFrame:
+    """Accuracy vs train size (log x) per task, one panel per group; FT solid, VPT dotted; capped sizes
+    drawn hollow."""
+    means = scaling_means(runs[runs.strategy.isin(strategies)])
+    groups = sorted(means.group.unique(), key=GROUP_ORDER.get)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False)
+    styles = {"full": "-", "vpt_deep": ":"}
+    for ax, group in zip(axes[0], groups):
+        sub = means[means.group == group]
+        for t, task in enumerate(sorted(sub.task.unique())):
+            for strategy in strategies:
+                line = sub[(sub.task == task) & (sub.strategy == strategy)].sort_values("size")
+                if line.empty:
+                    continue
+                shade = plt.cm.tab10(t % 10)
+                ax.plot(line["size"], line.top1, styles.get(strategy, "--"), color=shade, marker="o",
+                        label=f"{task} {label(strategy)}")
+                capped = line[line.capped]
+                ax.plot(capped["size"], capped.top1, "o", color="white", markeredgecolor=shade)
+        ax.set_xscale("log")
+        ax.set_xlabel("train images (log scale)")
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title(group)
+        ax.legend(fontsize=7, frameon=False)
+    fig.suptitle("Figure 4: data scaling - FT (solid) vs VPT (dotted); hollow = size capped by the task's data")
+    save(fig, path)
+    return means
+
+
+def read_curves(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run's curves.csv, tagged with task, group, strategy and seed."""
+    frames = []
+    for row in runs.itertuples():
+        curves = pd.read_csv(row.curves)
+        frames.append(curves.assign(task=row.task, group=row.group, strategy=row.strategy, seed=row.seed,
+                                    size=getattr(row, "size", None), regime=row.regime))
+    return pd.concat(frames, ignore_index=True)
+
+
+def loss_grid(curves: pd.DataFrame, tasks: list[str], strategies: list[str], path, title: str,
+              log: bool = False) -> None:
+    """Train (solid) and test (dashed) loss per epoch, mean over seeds, one panel per task."""
+    cols = min(4, len(tasks))
+    rows = int(np.ceil(len(tasks) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        sub = curves[curves.task == task]
+        for strategy in strategies:
+            s = sub[sub.strategy == strategy]
+            if s.empty:
+                continue
+            train = s.groupby("epoch").train_loss.mean()
+            ax.plot(train.index, train.values, "-", color=color(strategy), label=f"{label(strategy)} train")
+            test = s.dropna(subset=["test_loss"]).groupby("epoch").test_loss.mean()
+            ax.plot(test.index, test.values, "--", marker=".", color=color(strategy), label=f"{label(strategy)} test")
+        ax.set_title(f"{task} ({task_registry.get_task(task).group})", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss" + (" (log)" if log else ""))
+        if log:
+            ax.set_yscale("log")
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(f"{title}: train (solid) and test (dashed) loss, mean over seeds")
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    save(fig, path)
+
+
+def overfitting(runs: pd.DataFrame, strategies: list[str], path) -> None:
+    """Figure 6: train and test loss per epoch of the scaling runs, one panel per task, one line per size: does
+    more data close the train/test gap?"""
+    curves = read_curves(runs[runs.strategy.isin(strategies)])
+    tasks = sorted(curves.task.unique())
+    fig, axes = plt.subplots(len(strategies), len(tasks), figsize=(4 * len(tasks), 3 * len(strategies)),
+                             squeeze=False)
+    for r, strategy in enumerate(strategies):
+        for c, task in enumerate(tasks):
+            ax = axes[r, c]
+            sub = curves[(curves.task == task) & (curves.strategy == strategy)]
+            sizes = sorted(sub["size"].dropna().unique())
+            for k, size in enumerate(sizes):
+                shade = plt.cm.viridis(k / max(1, len(sizes) - 1))
+                s = sub[sub["size"] == size]
+                ax.plot(*_mean_curve(s, "train_loss"), "-", color=shade, label=f"n={int(size)} train")
+                ax.plot(*_mean_curve(s, "test_loss"), "--", color=shade, label=f"n={int(size)} test")
+            ax.set_title(f"{task} - {label(strategy)}", fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("loss")
+    axes[0, 0].legend(fontsize=6, frameon=False)
+    fig.suptitle("Figure 6: train (solid) and test (dashed) loss with growing train sets")
+    save(fig, path)
+
+
+def _mean_curve(curves: pd.DataFrame, column: str):
+    series = curves.dropna(subset=[column]).groupby("epoch")[column].mean()
+    return series.index, series.values
+
+
+def attribution_panels(maps: dict[str, dict], tasks: list[str], kind: str, path, title: str) -> pd.DataFrame:
+    """Rows of (input | FT map | VPT map) for the chosen examples of each task, with true / predicted labels.
+    `maps[task]` holds the arrays of attribution.run_attribution's maps.npz; `kind`: gradcam or ig."""
+    rows = []
+    for task in tasks:
+        data = maps[task]
+        for i in range(len(data["labels"])):
+            rows.append((task, i))
+    fig, axes = plt.subplots(max(1, len(rows)), 3, figsize=(7.5, 2.5 * max(1, len(rows))), squeeze=False)
+    index = []
+    for r, (task, i) in enumerate(rows):
+        data = maps[task]
+        image = np.transpose(data["images"][i], (1, 2, 0))
+        axes[r, 0].imshow(image)
+        axes[r, 0].set_title(f"{task}: true {int(data['labels'][i])}", fontsize=8)
+        for c, strategy in enumerate(("full", "vpt_deep"), start=1):
+            heat = data[f"{kind}_{strategy}"][i]
+            axes[r, c].imshow(image)
+            axes[r, c].imshow(heat, cmap="jet", alpha=0.5, extent=(0, image.shape[1], image.shape[0], 0),
+                              interpolation="bilinear")
+            pred = int(data[f"pred_{strategy}"][i])
+            axes[r, c].set_title(f"{label(strategy)} {kind}: pred {pred}", fontsize=8,
+                                 color="green" if pred == int(data["labels"][i]) else "red")
+        index.append({"task": task, "example": i, "test_index": int(data["index"][i]),
+                      "label": int(data["labels"][i]), "pred_full": int(data["pred_full"][i]),
+                      "pred_vpt_deep": int(data["pred_vpt_deep"][i]), "map": kind})
+    for ax in axes.flat:
+        ax.axis("off")
+    if not rows:
+        axes[0, 1].text(0.5, 0.5, "no test image where one strategy is wrong and the other right",
+                        ha="center", va="center", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    save(fig, path)
+    return pd.DataFrame(index, columns=["task", "example", "test_index", "label", "pred_full", "pred_vpt_deep",
+                                        "map"])
