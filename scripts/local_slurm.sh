@@ -2,8 +2,12 @@
 # A single-node SLURM on this machine (Debian's slurmctld + slurmd + munge, one fake GPU as GRES), to try the
 # cluster profile:  sudo scripts/local_slurm.sh up  ...  snakemake --profile slurm ...  ...  scripts/local_slurm.sh down
 # Needs root and apt. No job accounting: the profile needs `slurm-status-command: squeue` here.
+# Jobs' own `srun` reads /etc/slurm/slurm.conf, so the config is written there, marked as ours: `up` refuses to
+# overwrite a configuration it did not write, and `down` removes what it wrote (and stops the daemons a killed
+# earlier run left behind, from their pid files in the state directory).
 set -euo pipefail
 STATE=${VPTFT_SLURM_STATE:-/tmp/vptft-slurm}
+MARK="# written by vptft scripts/local_slurm.sh (removed by its 'down')"
 
 install() {
     command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null && return
@@ -16,8 +20,15 @@ write_config() {
     local cpus mem
     cpus=$(nproc)
     mem=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.75}' /proc/meminfo)  # node memory must not exceed the real one
+    for file in /etc/slurm/slurm.conf /etc/slurm/gres.conf; do
+        if [ -e "$file" ] && [ "$(head -n1 "$file")" != "$MARK" ]; then
+            echo "$file exists and was not written by this script: refusing to overwrite this host's SLURM" >&2
+            exit 1
+        fi
+    done
     mkdir -p /etc/slurm "$STATE/state" "$STATE/spool"
     cat >/etc/slurm/slurm.conf <<EOF
+$MARK
 ClusterName=vptft
 SlurmctldHost=localhost
 SlurmUser=root
@@ -45,10 +56,11 @@ GresTypes=gpu
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:1 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
-    printf 'AutoDetect=off\nName=gpu File=/dev/null\n' >/etc/slurm/gres.conf
+    printf '%s\nAutoDetect=off\nName=gpu File=/dev/null\n' "$MARK" >/etc/slurm/gres.conf
 }
 
 up() {
+    down
     install
     write_config
     mkdir -p /run/munge && chown munge:munge /run/munge
@@ -67,6 +79,9 @@ down() {
             kill "$pid"
             timeout -s KILL 30 bash -c "while kill -0 $pid 2>/dev/null; do sleep 0.1; done" || true
         fi
+    done
+    for file in /etc/slurm/slurm.conf /etc/slurm/gres.conf; do  # ours only: a left config slows every client
+        if [ -e "$file" ] && [ "$(head -n1 "$file")" = "$MARK" ]; then rm -f "$file"; fi
     done
 }
 

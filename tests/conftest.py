@@ -23,3 +23,18 @@ def prepared_mini(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("data")
     infos = {name: tasks.prepare(tasks.get_task(name), str(data_dir)) for name in ("newshapes_src", "digits")}
     return str(data_dir), infos
+
+
+def reduced_test_config(tasks, strategies, tables=("table1",)) -> dict:
+    """The end-to-end test config cut down to some tasks, strategies and tables (vtab1k only, no analyses):
+    what tests of one mechanism (resume, the cluster path) run."""
+    import yaml
+
+    with open(os.path.join(ROOT, ".test", "config", "config.yaml")) as f:
+        config = yaml.safe_load(f)
+    config["tasks"] = list(tasks)
+    config["strategies"] = {k: config["strategies"][k] for k in strategies}
+    config["tables"] = {k: config["tables"][k] for k in tables}
+    config["regimes"] = {"vtab1k": {k: config["regimes"]["vtab1k"][k] for k in ("n_train", "n_val")}}
+    config.pop("analyses", None)
+    return config

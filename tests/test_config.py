@@ -23,7 +23,8 @@ def test_shipped_configs_are_valid(path):
 def test_defaults_are_filled():
     config = validate_config(default_config())
     assert config["train"]["sweep_chunk_size"] is None
-    assert config["resources"]["default"]["gpu"] == 0
+    assert config["analyses"]["claims"]["alpha"] == 0.05 and config["regimes"]["fewshot"]["seed"] == 0
+    assert config["tables"]["table1"]["tasks"] is None  # a default behind a $ref is filled in too
 
 
 BAD_CONFIGS = sorted((Path(__file__).parent / "data" / "bad_configs").glob("*.yaml"))

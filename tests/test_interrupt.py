@@ -8,17 +8,13 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, reduced_test_config
 
 pytestmark = pytest.mark.workflow
 
 
 def test_killed_train_job_leaves_no_output_and_resumes(tmp_path):
-    with open(f"{ROOT}/.test/config/config.yaml") as f:
-        config = yaml.safe_load(f)
-    config["tasks"] = ["newshapes_src"]
-    config["strategies"] = {"vpt_deep": config["strategies"]["vpt_deep"]}
-    config["tables"] = {"table1": config["tables"]["table1"]}
+    config = reduced_test_config(["newshapes_src"], ["vpt_deep"])
     config["train"]["epochs"] = 60  # long enough to be killed mid-run
     configfile = tmp_path / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, reduced_test_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 SCRIPT = f"{ROOT}/scripts/local_slurm.sh"
@@ -40,10 +40,20 @@ def cluster():
             pytest.fail(f"SLURM test cannot run in CI: {reason}")
         pytest.skip(reason)
     env = {**os.environ, "VPTFT_SLURM_STATE": STATE}
+    etc_before = _etc_slurm()
     up = subprocess.run(["timeout", "-s", "KILL", "300", SCRIPT, "up"], env=env, capture_output=True, text=True)
     assert up.returncode == 0, up.stdout + up.stderr
     yield
     subprocess.run(["timeout", "-s", "KILL", "60", SCRIPT, "down"], env=env, capture_output=True)
+    assert _etc_slurm() == etc_before  # the test cluster's config is gone, the host's own untouched
+
+
+def _etc_slurm():
+    """Every file under /etc/slurm with its content hash (the test cluster must not write there)."""
+    import hashlib
+
+    root = Path("/etc/slurm")
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +70,9 @@ def profile_home(tmp_path_factory, cluster):
 
 
 def _config(tmp_path, gpu, epochs=2):
-    config = yaml.safe_load(Path(f"{ROOT}/.test/config/config.yaml").read_text())
-    config["tasks"] = ["newshapes_src"]
-    config["train"].update({"seeds": [0], "epochs": epochs})
-    config["tables"] = {"table1": config["tables"]["table1"]}
     # the cluster path, not the strategies, is under test here: three strategies keep it short
-    config["strategies"] = {k: config["strategies"][k] for k in ("full", "linear", "vpt_deep")}
+    config = reduced_test_config(["newshapes_src"], ["full", "linear", "vpt_deep"])
+    config["train"].update({"seeds": [0], "epochs": epochs})
     config["resources"] = {"train": {"gpu": gpu, "mem_mb": 1500, "runtime": 10}}
     path = tmp_path / f"config_gpu{gpu}_e{epochs}.yaml"
     path.write_text(yaml.safe_dump(config))

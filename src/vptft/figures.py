@@ -31,7 +31,10 @@ def color(strategy: str) -> str:
     return COLORS.get(strategy, "#8c564b")
 
 
-def save(fig, path) -> None:
+def save(fig, path, legend_below: bool = False) -> None:
+    """Lay out (room for the suptitle, and a figure legend below if there is one) and write atomically."""
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, 0.4 / height if legend_below else 0, 1, 1 - 0.45 / height))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(path).suffix.lstrip("."))
     plt.close(fig)
@@ -120,6 +123,9 @@ def figure4(runs: pd.DataFrame, strategies: list[str], path) -> pd.DataFrame:
                 capped = line[line.capped]
                 ax.plot(capped["size"], capped.top1, "o", color="white", markeredgecolor=shade)
         ax.set_xscale("log")
+        sizes = sorted(sub["size"].unique())
+        ax.set_xticks(sizes, [str(int(size)) for size in sizes])
+        ax.minorticks_off()
         ax.set_xlabel("train images (log scale)")
         ax.set_ylabel("test top-1 (%)")
         ax.set_title(group)
@@ -165,8 +171,7 @@ def loss_grid(curves: pd.DataFrame, tasks: list[str], strategies: list[str], pat
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize=8, frameon=False)
     fig.suptitle(f"{title}: train (solid) and test (dashed) loss, mean over seeds")
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    save(fig, path)
+    save(fig, path, legend_below=True)
 
 
 def overfitting(runs: pd.DataFrame, strategies: list[str], path) -> None:
@@ -217,7 +222,8 @@ def attribution_panels(maps: dict[str, dict], tasks: list[str], kind: str, path,
         for c, strategy in enumerate(("full", "vpt_deep"), start=1):
             heat = data[f"{kind}_{strategy}"][i]
             axes[r, c].imshow(image)
-            axes[r, c].imshow(heat, cmap="jet", alpha=0.5, extent=(0, image.shape[1], image.shape[0], 0),
+            height, width = image.shape[:2]
+            axes[r, c].imshow(heat, cmap="jet", alpha=0.5, extent=(-0.5, width - 0.5, height - 0.5, -0.5),
                               interpolation="bilinear")
             pred = int(data[f"pred_{strategy}"][i])
             axes[r, c].set_title(f"{label(strategy)} {kind}: pred {pred}", fontsize=8,

@@ -126,10 +126,9 @@ def study_table(runs: pd.DataFrame, family: str, groups: list[str], tasks: list[
         table["tuned_pct"] = runs.groupby(index, dropna=False).tuned_pct.mean().reindex(table.index)
     table["seeds"] = cells.groupby(index, dropna=False).seeds.min().reindex(table.index)
     if family == "scaling":
-        capped = runs[runs.capped.astype(bool)].groupby(index, dropna=False).apply(
-            lambda g: " ".join(sorted({f"{t}:{int(n)}" for t, n in zip(g.task, g.capped_to)})),
-            include_groups=False)
-        table["capped"] = capped.reindex(table.index).fillna("")
+        capped = {key: " ".join(sorted({f"{t}:{int(n)}" for t, n in zip(g.task, g.capped_to)}))
+                  for key, g in runs[runs.capped.astype(bool)].groupby(index, dropna=False)}
+        table["capped"] = [capped.get(key, "") for key in table.index]
     if family == "fewshot":
         table["draws"] = cells.groupby(index, dropna=False).draws.max().reindex(table.index)
     return table, spread
