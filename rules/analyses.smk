@@ -2,6 +2,7 @@ rule fid:
     input:
         manifest=f"{RESULTS}/splits/{{task}}/vtab1k.json",
         backbone=backbone_checkpoint,
+        reference=fid_reference,
     output:
         f"{RESULTS}/fid/{{task}}.json",
     log:

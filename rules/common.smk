@@ -197,6 +197,19 @@ def table_spec(wildcards, input, output):
     )
 
 
+def fid_reference(wildcards=None):
+    """The folder of pre-training images FID compares with (the mini benchmark renders its own)."""
+    reference = config["analyses"]["fid"]["reference_dir"]
+    if BENCH == "mini":
+        return []
+    if not reference:
+        raise ValueError(
+            "$.analyses.fid.reference_dir: the FID jobs (Figure 3, the claims report) need a folder of "
+            "pre-training images, e.g. a sample of ImageNet-21k; set it, or build targets that need no FID"
+        )
+    return reference
+
+
 def fid_strategies():
     """Figure 3 compares FT and VPT, with the linear probe beside them where it ran."""
     trained = study.family_strategies(config, "vtab1k")

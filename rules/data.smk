@@ -51,6 +51,11 @@ rule prototype_splits:
         regime="fewshot[0-9]+_prototype",
     conda:
         "../envs/train.yaml"
+    threads: stage_resources("analysis")["threads"]
+    resources:
+        mem_mb=stage_resources("analysis")["mem_mb"],
+        runtime=stage_resources("analysis")["runtime"],
+        gpu=stage_resources("analysis")["gpu"],
     params:
         spec=lambda wc: spec(
             task=wc.task,
@@ -63,5 +68,5 @@ rule prototype_splits:
         ),
         backbone=lambda wc, input: backbone_arg(input),
     shell:
-        "python -m vptft splits --spec {params.spec:q} --data-info {input.data_info:q} {params.backbone} "
-        "--out {output:q} > {log:q} 2>&1"
+        "python -m vptft splits --spec {params.spec:q} --threads {threads} --data-info {input.data_info:q} "
+        "{params.backbone} --out {output:q} > {log:q} 2>&1"

@@ -32,8 +32,10 @@ PAPER_TRAINING = {
 def paper_config(overlay=True):
     config = yaml.safe_load(Path(f"{ROOT}/config/paper.yaml").read_text())
     if overlay:
-        extra = yaml.safe_load(Path(f"{ROOT}/config/vpt-baselines.yaml").read_text())
-        config["strategies"].update(extra["strategies"])
+        from snakemake.utils import update_config  # how `--configfile a b` merges b into a
+
+        update_config(config, yaml.safe_load(Path(f"{ROOT}/config/vpt-baselines.yaml").read_text()))
+        assert "adapter" in config["regimes"]["vtab1k"]["strategies"]
     return validate_config(config)
 
 

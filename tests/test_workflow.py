@@ -149,6 +149,31 @@ def test_dry_runs_of_both_shipped_configs():
     assert "rule stage1:" in out  # FT-then-PT's sweep backbone
 
 
+def _dry_run_jobs(target):
+    """(rule, wildcards) of every job a paper-config dry run of `target` lists."""
+    proc = snakemake("-n", "-c1", "-d", f"{ROOT}", f"--configfile={ROOT}/config/paper.yaml", target, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs, rule = [], None
+    for line in proc.stdout.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("wildcards:") and rule:
+            jobs.append((rule, dict(kv.split("=", 1) for kv in line.split(":", 1)[1].strip().split(", "))))
+    return jobs
+
+
+def test_paper_outputs_list_exactly_the_runs_they_show():
+    table20 = _dry_run_jobs("results/table20.csv")  # CIFAR-100, FT vs LoRA at 400 / 800 (vtab1k) / 10000 ...
+    trained = {(w["task"], w["regime"], w["strategy"]) for rule, w in table20 if rule == "train"}
+    assert {t for t, _, _ in trained} == {"cifar100"} and {s for _, _, s in trained} == {"full", "lora"}
+    assert {r for _, r, _ in trained} == {"vtab1k", "scale400", "scale5000", "scale10000", "scale20000"}
+    figure8 = _dry_run_jobs("results/figure8.png")  # attributions: FT and VPT on four tasks, nothing else
+    assert {w["strategy"] for rule, w in figure8 if rule == "train"} == {"full", "vpt_deep"}
+    assert {w["task"] for rule, w in figure8 if rule == "attribution"} == {"caltech101", "clevr_count", "svhn",
+                                                                          "smallnorb_azimuth"}
+    assert {w["regime"] for rule, w in figure8 if rule == "train"} == {"vtab1k"}
+
+
 def test_lint_is_clean():
     proc = snakemake("--lint", cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -230,7 +230,8 @@ def attribution_panels(maps: dict[str, dict], tasks: list[str], kind: str, path,
                                  color="green" if pred == int(data["labels"][i]) else "red")
         index.append({"task": task, "example": i, "test_index": int(data["index"][i]),
                       "label": int(data["labels"][i]), "pred_full": int(data["pred_full"][i]),
-                      "pred_vpt_deep": int(data["pred_vpt_deep"][i]), "map": kind})
+                      "pred_vpt_deep": int(data["pred_vpt_deep"][i]), "map": kind,
+                      "wrong_right": "/".join(map(str, data["pair"]))})
     for ax in axes.flat:
         ax.axis("off")
     if not rows:
@@ -239,4 +240,4 @@ def attribution_panels(maps: dict[str, dict], tasks: list[str], kind: str, path,
     fig.suptitle(title, fontsize=10)
     save(fig, path)
     return pd.DataFrame(index, columns=["task", "example", "test_index", "label", "pred_full", "pred_vpt_deep",
-                                        "map"])
+                                        "map", "wrong_right"])

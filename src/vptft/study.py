@@ -106,10 +106,10 @@ def problems(config: dict) -> list[str]:
         for i, name in enumerate(analyses.get("attribution", {}).get(key, [])):
             if name not in tasks:
                 errors.append(f"$.analyses.attribution.{key}[{i}]: {name!r} is not in the config's `tasks`")
-    if analyses.get("attribution", {}).get("tasks") or analyses.get("attribution", {}).get("quadrant_tasks"):
-        missing = [s for s in ("full", "vpt_deep") if s not in family_strategies(config, "vtab1k")]
-        if missing:
-            errors.append(f"$.analyses.attribution: compares full and vpt_deep on vtab1k; {missing} not trained there")
+    missing = [s for s in ("full", "vpt_deep") if s not in family_strategies(config, "vtab1k")]
+    if missing:
+        errors.append(f"$.regimes.vtab1k.strategies: the study's figures and claims compare full and vpt_deep on "
+                      f"vtab1k; {missing} not trained there")
     for i, name in enumerate(analyses.get("curves", {}).get("tasks") or []):
         if name not in tasks:
             errors.append(f"$.analyses.curves.tasks[{i}]: {name!r} is not in the config's `tasks`")
