@@ -250,15 +250,17 @@ def report_targets():
     targets += expand("results/{table}.csv", table=tables)
     families = study.configured_families(config)
     targets += [f"{RESULTS}/collected/{BB}/{family}.csv" for family in families]
-    figures = ["figure3", *CURVE_FIGURES]
+    figures = list(CURVE_FIGURES) if curve_strategies() else []
+    if study.compares_ft_and_vpt(config):  # Figure 3 and the claims compare FT with VPT
+        figures += ["figure3", "fid"]
+        targets += [f"{RESULTS}/claims.md", "results/claims.md", "results/claims.csv"]
     if "scaling" in families:
         figures += ["figure4", "figure6"]
     if attribution_tasks():
         figures += ATTRIBUTION_FIGURES
-    for name in [*figures, "fid"]:
+    for name in figures:
         suffix = "csv" if name == "fid" else "png"
         targets += [f"{RESULTS}/{name}.{suffix}", f"results/{name}.{suffix}"]
-    targets += [f"{RESULTS}/claims.md", "results/claims.md", "results/claims.csv"]
     return targets
 
 

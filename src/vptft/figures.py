@@ -44,6 +44,9 @@ def winners(runs: pd.DataFrame) -> pd.DataFrame:
     """Per task: mean test top-1 over seeds of FT, VPT (and linear where it ran), the winner of FT vs VPT, and
     FT - VPT."""
     means = runs.pivot_table(index="task", columns="strategy", values="test_top1", aggfunc="mean")
+    missing = {"full", "vpt_deep"} - set(means.columns)
+    if missing:
+        raise ValueError(f"the winner of FT vs VPT needs runs of both; none of {sorted(missing)}")
     out = pd.DataFrame(index=means.index)
     for strategy in ("full", "vpt_deep", "linear"):
         if strategy in means.columns:
