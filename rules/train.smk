@@ -92,6 +92,7 @@ rule train:
         mem_mb=stage_resources("train")["mem_mb"],
         runtime=stage_resources("train")["runtime"],
         gpu=stage_resources("train")["gpu"],
+        checkpoint_minutes=config["train"]["checkpoint_minutes"],  # a resource: changing it re-runs nothing
     params:
         spec=lambda wc: run_spec(wc, "train"),
         backbone=lambda wc, input: backbone_arg(input),
@@ -101,4 +102,4 @@ rule train:
     shell:
         "python -m vptft train --spec {params.spec:q} --threads {threads} --manifest {input.manifest:q} "
         "{params.backbone} {params.start_from} --sweep {input.sweep:q} --seeds {params.seeds} "
-        "--runs-dir {params.runs_dir:q} > {log:q} 2>&1"
+        "--runs-dir {params.runs_dir:q} --checkpoint-minutes {resources.checkpoint_minutes} > {log:q} 2>&1"

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.workflow
 def test_killed_train_job_leaves_no_output_and_resumes(tmp_path):
     config = reduced_test_config(["newshapes_src"], ["vpt_deep"])
     config["train"]["epochs"] = 60  # long enough to be killed mid-run
+    config["train"]["checkpoint_minutes"] = 0  # a checkpoint every epoch, so one exists when the job is killed
     configfile = tmp_path / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
     work = tmp_path / "work"

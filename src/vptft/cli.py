@@ -112,6 +112,7 @@ def cmd_train(args, spec):
     if args.start_from and len(args.start_from) != len(args.seeds):
         raise ValueError(f"--start-from names {len(args.start_from)} files for {len(args.seeds)} seeds")
     start_from = dict(zip(args.seeds, args.start_from)) if args.start_from else None
+    spec["train"]["checkpoint_minutes"] = args.checkpoint_minutes
     run_final(spec, args.manifest, args.backbone, args.sweep, args.runs_dir, seeds=args.seeds, start_from=start_from)
 
 
@@ -200,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", required=True)
     p.add_argument("--seeds", type=int, nargs="+", required=True)
     p.add_argument("--runs-dir", required=True, help="seed<s>/ directories are written here")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                   help="minutes between resume checkpoints (0: every epoch); not part of the spec, so changing "
+                        "it re-runs nothing")
     p.add_argument("--start-from", nargs="+", default=None,
                    help="per seed (same order), the run a continuing strategy starts from")
     p = verb("stage1", cmd_stage1, "retrain a strategy's selected sweep point on train and save it whole (the "

@@ -41,6 +41,7 @@ class FitConfig:
     momentum: float = 0.9
     optimizer_behavior: str = "plain"  # "vpt_code" (the public VPT code's rules) or "plain" (torch defaults)
     precision: str = "fp32"  # "bf16": autocast on CUDA (a speed option; fp32 is the protocol)
+    checkpoint_interval_s: float = 0.0  # seconds between checkpoints at epoch ends (0: every epoch); + on SIGTERM
     extra: dict = field(default_factory=dict)
 
     @property
@@ -185,11 +186,13 @@ class Terminated(SystemExit):
         super().__init__(128 + signal.SIGTERM)
 
 
-def _save_checkpoint(path: Path, model, optimizer, position: dict) -> None:
+def _save_checkpoint(path: Path, model, optimizer, position: dict) -> int:
+    """Write the resume state atomically; return the bytes written (a cost on shared cluster filesystems)."""
     tuned = tuned_state_dict(model)
     with atomic_path(path) as tmp:
         torch.save({"tuned": tuned, "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
                     **position}, tmp)
+        return Path(tmp).stat().st_size
 
 
 def _load_checkpoint(path: Path, model, optimizer) -> dict | None:
@@ -217,7 +220,8 @@ def fit(model, train: SplitData, evals: dict[str, SplitData], cfg: FitConfig, in
 
     cache_features: the model's backbone is frozen and deterministic, so train only `model.head` on features
     computed once (kept in `feature_cache`, keyed by split name, across calls). checkpoint: a file the loop
-    saves after every epoch and resumes from.
+    resumes from, saved at the end of an epoch once `cfg.checkpoint_interval_s` have passed since the last save
+    (a whole ViT-B with AdamW's moments is ~1 GB: every epoch would write ~100 GB per run) and on SIGTERM.
     """
     torch.manual_seed(cfg.seed)
     model.to(device)
@@ -245,7 +249,15 @@ def fit(model, train: SplitData, evals: dict[str, SplitData], cfg: FitConfig, in
         print(f"[fit] resumed from {checkpoint} at epoch {position['next_epoch'] + 1}, batch "
               f"{position['next_batch']}", file=sys.stderr, flush=True)
     curves = position["curves"]
-    t0 = time.perf_counter()
+    t0 = last_save = time.perf_counter()
+    saved = {"checkpoints": 0, "checkpoint_bytes": 0}
+
+    def save(at: dict) -> None:
+        nonlocal last_save
+        saved["checkpoint_bytes"] += _save_checkpoint(checkpoint, model, optimizer, at)
+        saved["checkpoints"] += 1
+        last_save = time.perf_counter()
+
     bar = tqdm(range(position["next_epoch"], cfg.epochs), desc=desc, initial=position["next_epoch"],
                total=cfg.epochs, leave=False, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10,
                dynamic_ncols=True)
@@ -272,8 +284,7 @@ def fit(model, train: SplitData, evals: dict[str, SplitData], cfg: FitConfig, in
                 position["correct"] += (logits.argmax(1) == y).sum().item()
                 if term.received:
                     if checkpoint:
-                        _save_checkpoint(checkpoint, model, optimizer,
-                                         {**position, "next_epoch": epoch, "next_batch": batch + 1})
+                        save({**position, "next_epoch": epoch, "next_batch": batch + 1})
                     raise Terminated()
             row = {"epoch": epoch + 1, "lr": lr, "train_loss": position["loss_sum"] / len(train),
                    "train_top1": 100.0 * position["correct"] / len(train)}
@@ -286,10 +297,11 @@ def fit(model, train: SplitData, evals: dict[str, SplitData], cfg: FitConfig, in
             position = {"next_epoch": epoch + 1, "next_batch": 0, "generator": generator.get_state(),
                         "loss_sum": 0.0, "correct": 0, "curves": curves}
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_top1']:.1f}", refresh=False)
-            if checkpoint:
-                _save_checkpoint(checkpoint, model, optimizer, position)
+            due = time.perf_counter() - last_save >= cfg.checkpoint_interval_s
+            if checkpoint and (due or epoch + 1 == cfg.epochs):  # a finished run is re-made without training
+                save(position)
     bar.close()
     last = curves[-1] if curves else {}
     return {"curves": curves, "seconds": time.perf_counter() - t0, "epochs": cfg.epochs,
             "final": {name: {"loss": last.get(f"{name}_loss"), "top1": last.get(f"{name}_top1")} for name in evals},
-            "train": {"loss": last.get("train_loss"), "top1": last.get("train_top1")}}
+            "train": {"loss": last.get("train_loss"), "top1": last.get("train_top1")}, **saved}

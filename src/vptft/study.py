@@ -8,7 +8,9 @@ reads only the validated config, so the Snakefile can plan the DAG without impor
 from __future__ import annotations
 
 from vptft import tasks as task_registry
-from vptft.splits import family_regimes
+from vptft.splits import family_of, family_regimes
+
+CURVE_STRATEGIES = ("full", "vpt_deep", "mixed", "ft_then_pt")  # Figures 5, 9-12: the study's four rows
 
 
 def family_tasks(config: dict, family: str) -> list[str]:
@@ -124,3 +126,21 @@ def compares_ft_and_vpt(config: dict) -> bool:
 def analysis_tasks(config: dict, name: str) -> list[str]:
     """The tasks an analysis names (empty when it names none)."""
     return list((config.get("analyses", {}).get(name) or {}).get("tasks") or [])
+
+
+def curve_strategies(config: dict) -> list[str]:
+    """The strategies Figures 5 and 9-12 draw curves of: the study's four rows, where they run on vtab1k."""
+    trained = family_strategies(config, "vtab1k")
+    return [s for s in CURVE_STRATEGIES if s in trained]
+
+
+def draws_curves(config: dict, task: str, regime: str, strategy: str) -> bool:
+    """Whether a figure draws this final run's per-epoch test curve: the vtab1k runs of the curve strategies
+    (Figures 5, 9-12, every task) and every scaling run (Figure 6). The others need only their last epoch."""
+    family = family_of(regime)
+    if family == "vtab1k":
+        scaling = config["regimes"].get("scaling") or {}
+        in_figure6 = bool(scaling) and scaling.get("include_vtab1k", True) and strategy in family_strategies(
+            config, "scaling") and task in family_tasks(config, "scaling")
+        return strategy in curve_strategies(config) or in_figure6
+    return family == "scaling" and strategy in family_strategies(config, "scaling")

@@ -68,7 +68,8 @@ class Job:
             epochs=epochs, warmup_epochs=max(1, round(t["warmup_fraction"] * epochs)) if t["warmup_fraction"] else 0,
             batch_size=batch, seed=seed, lr_scale_batch=t["lr_scale_batch"],
             eval_epochs=engine.eval_epochs(epochs, curve_points),
-            optimizer_behavior=t["optimizer_behavior"], precision=t["precision"])
+            optimizer_behavior=t["optimizer_behavior"], precision=t["precision"],
+            checkpoint_interval_s=60.0 * t.get("checkpoint_minutes", 0))
         steps = epochs * math.ceil(n_train / batch)
         depth = len(self.backbone.blocks)
         if (problem := self.strategy.schedule_problem(self.values(point), epochs, steps, depth)) is not None:
@@ -190,7 +191,9 @@ def _final_run(job: Job, point: dict, seed: int, out_dir: Path) -> dict:
                "test_loss": result["final"]["test"]["loss"], "train_loss": result["train"]["loss"],
                "train_top1": result["train"]["top1"], "n_train": len(job.split("trainval")),
                "n_test": len(job.split("test")), **parameter_counts(model), **storage_counts(job, model),
-               "summary": model.summary(), "seconds": round(result["seconds"], 3), "provenance": provenance(job, seed)}
+               "summary": model.summary(), "seconds": round(result["seconds"], 3),
+               "checkpoints": result["checkpoints"], "checkpoint_bytes": result["checkpoint_bytes"],
+               "provenance": provenance(job, seed)}
     write_json(out_dir / "metrics.json", metrics)
     print(json.dumps({k: metrics[k] for k in ("task", "strategy", "seed", "hparams", "test_top1")}), flush=True)
     return metrics
