@@ -1,7 +1,7 @@
 """The grid and the selection rule, torch-free (the `select` job and the Snakefile use them cheaply).
 
-Selection (README, protocol notes): the best LAST-epoch val top-1; ties go to the smaller lr, then to the earlier
-grid point.
+Selection (docs/protocol.md#selection-and-seeds): the best LAST-epoch val top-1; ties go to the smaller
+lr, then to the earlier grid point.
 """
 
 from __future__ import annotations

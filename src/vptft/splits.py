@@ -1,9 +1,9 @@
 """Split manifests: which records of a task's data each split of a regime uses (indices, not pixels).
 
-Regimes (README, "VTAB-1k data"):
+Regimes (docs/protocol.md#regimes):
 - `vtab1k`: train = the first n_train records of the train split, val = n_val records from the task's val slice,
   trainval = train + val (the final runs), test = the task's test slice. n_train / n_val are per-benchmark config
-  values (paper 800/200; the mini benchmark uses a smaller analogue, see the README).
+  values (paper 800/200; the mini benchmark's analogue: docs/protocol.md#mini-benchmark-analogues).
 - `scale<n>` (data scaling): n train and n / ratio val records (paper 4:1) drawn from the task's non-test records
   in one seeded order, train from its front and val from its back, so a larger set contains every smaller one;
   a size the task cannot supply is capped at what it has (same ratio) and the manifest says so (`capped`).

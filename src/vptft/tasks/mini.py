@@ -3,7 +3,8 @@ ImageNet-21k pre-training and the VTAB-1k downstream tasks, deterministic from a
 
 Every image is drawn at 64x64 on coordinates x, y in [-1, 1] and 2x2 average-pooled to 32x32 RGB. Design facts
 (what makes a tiny ViT learn, which shifts are large) were calibrated with a prototype: limited rotation,
-luminance contrast to the background, shifts that change the rendering (README: The embedded mini benchmark).
+luminance contrast to the background, shifts that change the rendering
+(README.md#the-embedded-mini-benchmark).
 Four quadrants: {classification, structured} x {rendered like the source, shifted domain ("sketch", digits)}.
 """
 

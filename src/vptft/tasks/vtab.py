@@ -1,5 +1,5 @@
 """The 19 VTAB-1k tasks as the VPT code defines them (google-research/task_adaptation): TFDS builder and
-version, split slices, label rules (README: "VTAB-1k data").
+version, split slices, label rules (docs/protocol.md#vtab-1k-tasks-and-splits).
 
 Images are read through `tfds.data_source` (random access, no TensorFlow at train time) and decoded once per job.
 """
