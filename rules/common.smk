@@ -1,13 +1,15 @@
 import json
 import math
 import os
+import re
 import shlex
 import sys
+import types
 
 from vptft.config import check_local_resources, validate_config
 from vptft.selection import grid_size
-from vptft import study
-from vptft.splits import regime_spec
+from vptft import cost, study
+from vptft.splits import family_regimes, regime_spec
 from vptft.strategies import get_strategy
 
 # Schema + semantic checks before any job runs; fills in the schema's defaults.
@@ -70,6 +72,66 @@ def stage_resources(stage):
     }
 
 
+# Job sizes and runtimes from the cost estimate (vptft.cost; without step times: the configured runtime).
+PLANNER = cost.Planner(
+    config, cost.step_times(config), limit=stage_resources("train")["runtime"]
+)
+
+
+def requested_runtime(run, stage, seeds=None, chunk=0):
+    """Minutes a training job asks for: its estimate x cost.safety + cost.overhead_minutes."""
+    if PLANNER.times is None:
+        return PLANNER.limit
+    if stage == "train":
+        n_seeds = len(config["train"]["seeds"]) if seeds is None else seeds
+        curves = study.draws_curves(config, run.task, run.regime, run.strategy)
+        estimate = PLANNER.final(run.task, run.regime, run.strategy, n_seeds, curves)
+    else:  # a sweep chunk; stage 1 retrains one point of the grid, at most a chunk's time
+        estimate = PLANNER.sweep(run.task, run.regime, run.strategy, int(chunk))
+    return PLANNER.runtime(
+        estimate, f"the {stage} job of {run.task}/{run.regime}/{run.strategy}"
+    )
+
+
+def planned_final_runs():
+    """(task, regime, strategy) of every final run the config's outputs need."""
+    runs = set()
+    for family in study.configured_families(config):
+        for regime in family_regimes(family, config["regimes"]):
+            for task, strategies in study.family_runs(config, family).items():
+                runs.update((task, regime, strategy) for strategy in strategies)
+    return sorted(runs)
+
+
+def one_job_per_seed():
+    """Final runs whose seeds together would not fit the runtime limit: each seed gets its own job."""
+    if PLANNER.times is None:
+        return []
+    seeds = len(config["train"]["seeds"])
+    return [
+        f"{task}/{regime}/{strategy}"
+        for task, regime, strategy in planned_final_runs()
+        if not PLANNER.fits(
+            PLANNER.final(
+                task,
+                regime,
+                strategy,
+                seeds,
+                study.draws_curves(config, task, regime, strategy),
+            )
+        )
+    ]
+
+
+SPLIT_RUNS = one_job_per_seed()
+
+
+def run_of(wildcards):
+    """task, regime, strategy of a per-seed final job's `run` wildcard (task/regime/strategy)."""
+    task, regime, strategy = wildcards.run.split("/")
+    return types.SimpleNamespace(task=task, regime=regime, strategy=strategy)
+
+
 def backbone_checkpoint(wildcards=None):
     """The backbone weights file: the pretrain rule's output, a configured local file, or none (timm)."""
     if "pretrain" in config:
@@ -108,7 +170,9 @@ def run_spec(wildcards, stage):
     else:  # sweep, or stage1 (which retrains one sweep point: the chunking does not change it)
         train["sweep_seed"] = config["train"]["sweep_seed"]
     if stage == "sweep":
-        train["sweep_chunk_size"] = config["train"]["sweep_chunk_size"]
+        train["sweep_chunk_size"] = PLANNER.chunk_size(
+            wildcards.task, wildcards.regime, wildcards.strategy
+        )
     return spec(
         task=wildcards.task,
         regime=wildcards.regime,
@@ -120,13 +184,11 @@ def run_spec(wildcards, stage):
     )
 
 
-def n_chunks(strategy):
-    size = config["train"]["sweep_chunk_size"]
-    points = grid_size(config["strategies"][strategy]["grid"])
-    return math.ceil(points / size) if size else 1
+def n_chunks(wildcards):
+    return PLANNER.n_chunks(wildcards.task, wildcards.regime, wildcards.strategy)
 
 
-def continued_runs(wildcards, stage):
+def continued_runs(wildcards, stage, seeds=None):
     """The weights a continuing strategy (FT-then-PT) starts from: the continued strategy's stage-1 backbone for
     the sweep, its final run of the same seed for each final run; nothing for other strategies.
     """
@@ -137,7 +199,8 @@ def continued_runs(wildcards, stage):
     if stage == "sweep":
         return [f"{runs}/stage1.safetensors"]
     return expand(
-        f"{runs}/seed{{seed}}/tuned.safetensors", seed=config["train"]["seeds"]
+        f"{runs}/seed{{seed}}/tuned.safetensors",
+        seed=config["train"]["seeds"] if seeds is None else seeds,
     )
 
 

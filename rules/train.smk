@@ -14,7 +14,7 @@ rule sweep:
     threads: stage_resources("train")["threads"]
     resources:
         mem_mb=stage_resources("train")["mem_mb"],
-        runtime=stage_resources("train")["runtime"],
+        runtime=lambda wc: requested_runtime(wc, "sweep", chunk=wc.chunk),
         gpu=stage_resources("train")["gpu"],
     params:
         spec=lambda wc: run_spec(wc, "sweep"),
@@ -29,7 +29,7 @@ rule select:
     input:
         lambda wc: expand(
             f"{RUNS}/{wc.task}/{wc.regime}/{wc.strategy}/sweep/chunk{{chunk}}.csv",
-            chunk=range(n_chunks(wc.strategy)),
+            chunk=range(n_chunks(wc)),
         ),
     output:
         f"{RUNS}/{{task}}/{{regime}}/{{strategy}}/sweep.csv",
@@ -61,7 +61,7 @@ rule stage1:
     threads: stage_resources("train")["threads"]
     resources:
         mem_mb=stage_resources("train")["mem_mb"],
-        runtime=stage_resources("train")["runtime"],
+        runtime=lambda wc: requested_runtime(wc, "sweep"),
         gpu=stage_resources("train")["gpu"],
     params:
         spec=lambda wc: run_spec(wc, "stage1"),
@@ -90,7 +90,7 @@ rule train:
     threads: stage_resources("train")["threads"]
     resources:
         mem_mb=stage_resources("train")["mem_mb"],
-        runtime=stage_resources("train")["runtime"],
+        runtime=lambda wc: requested_runtime(wc, "train"),
         gpu=stage_resources("train")["gpu"],
         checkpoint_minutes=config["train"]["checkpoint_minutes"],  # a resource: changing it re-runs nothing
     params:
@@ -102,4 +102,44 @@ rule train:
     shell:
         "python -m vptft train --spec {params.spec:q} --threads {threads} --manifest {input.manifest:q} "
         "{params.backbone} {params.start_from} --sweep {input.sweep:q} --seeds {params.seeds} "
+        "--runs-dir {params.runs_dir:q} --checkpoint-minutes {resources.checkpoint_minutes} > {log:q} 2>&1"
+
+
+# Final runs whose seeds would not fit the runtime limit together (SPLIT_RUNS, from the cost estimate): one job
+# per seed, same files. `run` = task/regime/strategy, matching only those runs.
+ruleorder: train_seed > train
+
+
+rule train_seed:
+    input:
+        manifest=lambda wc: f"{RESULTS}/splits/{run_of(wc).task}/{run_of(wc).regime}.json",
+        backbone=backbone_checkpoint,
+        sweep=lambda wc: selected_sweep(run_of(wc)),
+        start_from=lambda wc: continued_runs(run_of(wc), "train", [int(wc.seed)]),
+    output:
+        metrics=f"{RUNS}/{{run}}/seed{{seed}}/metrics.json",
+        curves=f"{RUNS}/{{run}}/seed{{seed}}/curves.csv",
+        tuned=f"{RUNS}/{{run}}/seed{{seed}}/tuned.safetensors",
+    wildcard_constraints:
+        run="|".join(map(re.escape, SPLIT_RUNS)) or "(?!)",
+    log:
+        f"{LOGS}/train/{{run}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train/{{run}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: stage_resources("train")["threads"]
+    resources:
+        mem_mb=stage_resources("train")["mem_mb"],
+        runtime=lambda wc: requested_runtime(run_of(wc), "train", seeds=1),
+        gpu=stage_resources("train")["gpu"],
+        checkpoint_minutes=config["train"]["checkpoint_minutes"],
+    params:
+        spec=lambda wc: run_spec(run_of(wc), "train"),
+        backbone=lambda wc, input: backbone_arg(input),
+        runs_dir=lambda wc: f"{RUNS}/{wc.run}",
+        start_from=lambda wc, input: start_from_arg(input),
+    shell:
+        "python -m vptft train --spec {params.spec:q} --threads {threads} --manifest {input.manifest:q} "
+        "{params.backbone} {params.start_from} --sweep {input.sweep:q} --seeds {wildcards.seed} "
         "--runs-dir {params.runs_dir:q} --checkpoint-minutes {resources.checkpoint_minutes} > {log:q} 2>&1"

@@ -122,6 +122,14 @@ def cmd_stage1(args, spec):
     run_stage1(spec, args.manifest, args.backbone, args.sweep, args.out)
 
 
+def cmd_cost(args, spec):
+    from vptft.cost_report import run
+
+    _, table = run(args.configfile, args.targets, args.step_times, args.all, args.cores, args.job_seconds,
+                   args.snakefile, args.directory)
+    print(table)
+
+
 def cmd_collect(args, spec):
     from vptft.report import collect
 
@@ -212,6 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default=None)
     p.add_argument("--sweep", required=True)
     p.add_argument("--out", required=True)
+    p = verb("cost", cmd_cost, "jobs, optimiser steps, images and GPU-hours per rule of a config's targets, from "
+             "Snakemake's dry run and per-image step times", spec=False)
+    p.add_argument("targets", nargs="*", help="files to build (default: the config's `all`)")
+    p.add_argument("--configfile", nargs="+", default=["config/config.yaml"])
+    p.add_argument("--step-times", default=None, help="a `vptft bench --steps-out` CSV (default: cost.step_times, "
+                   "else the VPT paper's A100 figures for ViT-B/16)")
+    p.add_argument("--all", action="store_true", help="every job of the targets, also those already done")
+    p.add_argument("--cores", type=int, default=1, help="local cores, for the wall-time line")
+    p.add_argument("--job-seconds", type=float, default=10.0,
+                   help="fixed seconds per job (start-up, imports, data decoding)")
+    p.add_argument("--snakefile", default="Snakefile")
+    p.add_argument("--directory", default=None, help="Snakemake's working directory")
     p = verb("collect", cmd_collect, "one runs table from final runs' metrics.json files")
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--out", required=True)

@@ -8,7 +8,6 @@ The engine knows the strategy contract (vptft.strategies.base.TunedModel: traina
 
 from __future__ import annotations
 
-import math
 import signal
 import sys
 import threading
@@ -22,6 +21,7 @@ from tqdm import tqdm
 
 from vptft.data import Normalize, SplitData
 from vptft.io import atomic_path
+from vptft.schedule import epochs_for, eval_epochs, lr_factor  # noqa: F401 (the engine's schedule)
 from vptft.strategies.base import tuned_state_dict
 
 EVAL_BATCH = 256
@@ -47,29 +47,6 @@ class FitConfig:
     @property
     def scaled_lr(self) -> float:
         return self.lr * self.batch_size / self.lr_scale_batch if self.lr_scale_batch else self.lr
-
-
-def lr_factor(epoch: int, warmup_epochs: int, total_epochs: int) -> float:
-    """Multiplier of the base lr during `epoch` (0-based): linear warm-up from 0, then half-cosine to 0."""
-    if epoch < warmup_epochs:
-        return epoch / max(1, warmup_epochs)
-    progress = (epoch - warmup_epochs) / max(1, total_epochs - warmup_epochs)
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-def epochs_for(n_train: int, batch_size: int, epochs: int, min_steps: int = 0) -> int:
-    """The configured epochs, raised so that a run takes at least `min_steps` optimiser steps."""
-    steps_per_epoch = max(1, math.ceil(n_train / batch_size))
-    return max(epochs, math.ceil(min_steps / steps_per_epoch))
-
-
-def eval_epochs(epochs: int, points: int | None) -> set[int] | None:
-    """`points` evenly spaced epochs including the last (None: every epoch)."""
-    if points is None or points >= epochs:
-        return None
-    if points == 1:
-        return {epochs - 1}
-    return {round(i * (epochs - 1) / max(1, points - 1)) for i in range(points)} | {epochs - 1}
 
 
 OPTIMIZER_BEHAVIORS = ("vpt_code", "plain")
