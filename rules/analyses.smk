@@ -47,7 +47,7 @@ rule attribution:
     benchmark:
         f"{BENCHMARKS}/attribution/{{task}}.tsv"
     conda:
-        "../envs/train.yaml"
+        "../envs/analysis.yaml"
     threads: stage_resources("analysis")["threads"]
     resources:
         mem_mb=stage_resources("analysis")["mem_mb"],

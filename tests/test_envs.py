@@ -20,6 +20,11 @@ def _pyproject_bounds():
     return {m.group(1).lower(): m.group(2) for m in map(REQUIREMENT.match, deps)}
 
 
+def _pyproject_extra(name):
+    extra = tomllib.loads(Path(ROOT, "pyproject.toml").read_text())["project"]["optional-dependencies"][name]
+    return {REQUIREMENT.match(d).group(1).lower() for d in extra}
+
+
 def _env_requirements(env):
     for dep in env["dependencies"]:
         for item in dep["pip"] if isinstance(dep, dict) else [dep]:
@@ -33,7 +38,8 @@ def _env_requirements(env):
 def test_env_parses_and_matches_pyproject(path):
     env = yaml.safe_load(path.read_text())
     assert env["channels"] and env["dependencies"]
-    assert any(isinstance(d, dict) and "-e .." in d.get("pip", []) for d in env["dependencies"])  # vptft itself
+    pip = [item for d in env["dependencies"] if isinstance(d, dict) for item in d.get("pip", [])]
+    assert any(re.fullmatch(r"-e \.\.\[[a-z,]+\]", item) for item in pip), pip  # vptft with its stage's extras
     bounds = _pyproject_bounds()
     for name, lower in _env_requirements(env):
         assert name in bounds, f"{path.name}: {name} is not a dependency in pyproject.toml"
@@ -53,10 +59,12 @@ def test_every_rule_that_runs_code_names_an_env():
 
 
 def test_data_env_has_what_preparing_tfds_needs():
-    """The modules the download rule checks for (vptft.tasks.tfds_prepare) are in envs/data.yaml."""
+    """The modules the download rule checks for (vptft.tasks.tfds_prepare) are in envs/data.yaml or the `data`
+    extra it installs."""
     from vptft.tasks.tfds_prepare import NEEDS_MODULES, PIP_NAME
 
     env = dict(_env_requirements(yaml.safe_load(Path(ROOT, "envs/data.yaml").read_text())))
     modules = {"tensorflow", "importlib_resources"} | {m for ms in NEEDS_MODULES.values() for m in ms}
-    for module in modules - {"scipy"}:  # scipy comes with vptft itself
-        assert PIP_NAME.get(module, module).lower() in env, module
+    data_extra = _pyproject_extra("data")
+    for module in modules:
+        assert PIP_NAME.get(module, module).lower() in env.keys() | data_extra, module

@@ -1,4 +1,4 @@
-"""The paper's figures from collected runs tables (matplotlib / seaborn), and the small tables behind them.
+"""The paper's figures from collected runs tables (matplotlib), and the small tables behind them.
 
 Colours follow the study: full finetuning (FT) blue, VPT orange, Mixed green, FT-then-PT red, linear grey.
 Every figure is written atomically; the numbers it draws come back as a DataFrame so a notebook can show them.
