@@ -5,6 +5,7 @@ import shlex
 import sys
 
 from vptft.config import check_local_resources, validate_config
+from vptft import provenance
 from vptft.selection import grid_size
 from vptft import study
 from vptft.splits import regime_spec
@@ -32,6 +33,8 @@ os.environ["PATH"] = os.pathsep.join(
 
 BENCH = config["benchmark"]
 BB = config["backbone"]
+# Written into every table, figure and report (benchmark, backbone, config hash): whose results a file holds.
+PROVENANCE = provenance.of_config(config)
 DATA = config["data_dir"]
 RESULTS = f"results/{BENCH}"
 RUNS = f"{RESULTS}/runs/{BB}"
@@ -194,6 +197,7 @@ def table_spec(wildcards, input, output):
         runs=list(input.runs),
         out_csv=output.csv,
         vs_paper=output.get("vs_paper"),
+        provenance=PROVENANCE,
     )
 
 

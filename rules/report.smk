@@ -105,6 +105,7 @@ rule figure_fid:
             figure=output.figure,
             csv=output.csv,
             benchmark=BENCH,
+            provenance=PROVENANCE,
         ),
         tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
     shell:
@@ -142,6 +143,7 @@ rule figure_scaling:
             strategies=study.family_strategies(config, "scaling"),
             figure=output.figure,
             overfitting=output.overfitting,
+            provenance=PROVENANCE,
         ),
         tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
     shell:
@@ -173,6 +175,7 @@ rule figure_curves:
             tasks=curve_tasks(),
             strategies=curve_strategies(),
             figures={name: output[name] for name in CURVE_FIGURES},
+            provenance=PROVENANCE,
         ),
         tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
     shell:
@@ -208,6 +211,7 @@ rule figure_attribution:
             quadrant_tasks=config["analyses"]["attribution"]["quadrant_tasks"],
             figures={name: output[name] for name in ATTRIBUTION_FIGURES},
             index=output.index,
+            provenance=PROVENANCE,
         ),
         tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
     shell:
@@ -242,6 +246,7 @@ rule claims:
             alpha=config["analyses"]["claims"]["alpha"],
             md=output.md,
             csv=output.csv,
+            provenance=PROVENANCE,
         ),
         tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
     shell:
