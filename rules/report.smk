@@ -67,18 +67,34 @@ rule table:
 
 rule paper_name:
     input:
-        f"{RESULTS}/{{name}}",
+        source=f"{RESULTS}/{{name}}",
+        note=foreign_copy_note,
     output:
         "results/{name}",
     log:
         f"{LOGS}/report/{{name}}_paper_name.log",
     wildcard_constraints:
-        name="(vpt_)?table[0-9]+[.]csv|claims[.](md|csv)|figure[0-9]+(_log)?[.]png|fid[.]csv",
+        name=PAPER_NAMES,
     localrule: True
     conda:
         "../envs/report.yaml"
     shell:
-        "(cp {input:q} {output:q}.tmp && mv {output:q}.tmp {output:q}) > {log:q} 2>&1"
+        "(cat {input.note:q} && cp {input.source:q} {output:q}.tmp && mv {output:q}.tmp {output:q}) > {log:q} 2>&1"
+
+
+# The note paper_name starts from: nothing found yet under the unqualified name.
+rule paper_name_note:
+    output:
+        f"{RESULTS}/.paper_names/{{name}}.json",
+    log:
+        f"{LOGS}/report/{{name}}_paper_name_note.log",
+    wildcard_constraints:
+        name=PAPER_NAMES,
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "echo '{{}}' > {output:q} 2> {log:q}"
 
 
 rule figure_fid:

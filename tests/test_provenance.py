@@ -1,14 +1,22 @@
-"""Result files say which benchmark, backbone and config made them."""
+"""Result files say which benchmark, backbone and config made them; an unqualified name (results/table1.csv)
+never keeps another config's file, whatever the rerun triggers or mtimes."""
 
 from __future__ import annotations
 
 import copy
+import filecmp
+import json
+import os
+import subprocess
+import sys
+import time
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
+import yaml
 
-from conftest import reduced_test_config
+from conftest import ROOT, reduced_test_config
 from test_report import _runs
 from vptft import claims, figures, provenance, report
 from vptft.config import validate_config
@@ -71,3 +79,76 @@ def test_the_config_hash_changes_with_any_config_value():
     stamp = provenance.of_config(config)
     assert stamp["benchmark"] == "mini" and stamp["backbone"] == "mini_vit" and len(stamp["config_hash"]) == 64
     assert provenance.of_config(changed)["config_hash"] != stamp["config_hash"]
+
+
+def test_a_foreign_unqualified_file_is_noted_newer_than_it_and_a_copy_is_not(tmp_path):
+    source, alias, note = tmp_path / "mini/table1.csv", tmp_path / "table1.csv", tmp_path / "mini/.note.json"
+    source.parent.mkdir()
+    report.write_csv(pd.DataFrame({"source": [50.0]}), source, stamp=MINI)
+    assert provenance.note_foreign_copy(alias, source, note) is None  # nothing there yet
+    alias.write_bytes(source.read_bytes())
+    assert provenance.note_foreign_copy(alias, source, note) is None and not note.exists()  # a copy: left alone
+    report.write_csv(pd.DataFrame({"cifar100": [80.0]}), alias, stamp=PAPER)
+    future = time.time() + 86400  # copied from a machine whose clock runs a day ahead
+    os.utime(alias, (future, future))
+    found = provenance.note_foreign_copy(alias, source, note)
+    assert found["found"] == PAPER and json.loads(note.read_text()) == found
+    assert note.stat().st_mtime > alias.stat().st_mtime  # so Snakemake sees a changed input of the copy
+    first = note.read_bytes()
+    provenance.note_foreign_copy(alias, source, note)
+    assert note.read_bytes() != first  # each note differs from any earlier one (checksums cannot match)
+
+
+def _snakemake(work, configfile, *args):
+    cmd = [sys.executable, "-m", "snakemake", "-c1", "-s", f"{ROOT}/Snakefile", "-d", str(work), *args,
+           "results/table1.csv", f"--configfile={configfile}"]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def _paper_like_config() -> dict:
+    """config/paper.yaml cut down to one task, the linear probe and Table 1 (its table is written by hand)."""
+    with open(os.path.join(ROOT, "config", "paper.yaml")) as f:
+        config = yaml.safe_load(f)
+    config.update(tasks=["cifar100"], strategies={"linear": config["strategies"]["linear"]},
+                  tables={"table1": {"regime": "vtab1k", "groups": ["natural"]}},
+                  regimes={"vtab1k": {"n_train": 800, "n_val": 200}})
+    for key in ("analyses", "resources"):  # no FID / attribution; no GPU asked of this machine
+        config.pop(key)
+    return config
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("triggers", [[], ["--rerun-triggers=mtime"]], ids=["default-triggers", "mtime"])
+def test_switching_benchmarks_recopies_the_unqualified_table(tmp_path, triggers):
+    """mini -> paper -> mini: each run leaves its own benchmark's Table 1 under results/table1.csv. The per-benchmark
+    tables are written by hand before any run (older than every copy), so mtimes alone would leave the first copy.
+    """
+    work = tmp_path / "work"
+    configs = {"mini": reduced_test_config(["newshapes_src"], ["linear"]), "vtab": _paper_like_config()}
+    stamps = {}
+    for bench, config in configs.items():
+        (tmp_path / f"{bench}.yaml").write_text(yaml.safe_dump(config))
+        validated = copy.deepcopy(config)
+        validate_config(validated)
+        stamps[bench] = provenance.of_config(validated)
+        table = pd.DataFrame({config["tasks"][0]: [50.0 if bench == "mini" else 80.0]},
+                             index=pd.Index(["linear"], name="strategy"))
+        report.write_csv(table, work / "results" / bench / "table1.csv", stamp=stamps[bench])
+    alias = work / "results/table1.csv"
+    for step, bench in enumerate(("mini", "vtab", "mini")):
+        configfile = tmp_path / f"{bench}.yaml"
+        if step:
+            other = "vtab" if bench == "mini" else "mini"
+            if step == 2:  # results copied from another machine: any mtime, here a day ahead
+                future = time.time() + 86400
+                os.utime(alias, (future, future))
+            dry = _snakemake(work, configfile, "-n", *triggers)
+            assert dry.returncode == 0, dry.stderr[-3000:]
+            assert "rule paper_name:" in dry.stdout, dry.stdout[-3000:]
+            assert f"results/table1.csv holds {other} / " in dry.stderr
+        run = _snakemake(work, configfile, *triggers)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert provenance.read(alias) == stamps[bench] and provenance.read(alias)["benchmark"] == bench
+        assert filecmp.cmp(alias, work / "results" / bench / "table1.csv", shallow=False)
+        again = _snakemake(work, configfile, "-n", *triggers)
+        assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]

@@ -9,13 +9,16 @@ PNG figures as text chunks, Markdown reports as a first-line comment.
 from __future__ import annotations
 
 import csv
+import filecmp
 import json
+import os
 import re
+import time
 from pathlib import Path
 
 import pandas as pd
 
-from vptft.io import content_hash
+from vptft.io import content_hash, file_sha256, write_json
 
 FIELDS = ("benchmark", "backbone", "config_hash")
 _MARKDOWN_STAMP = re.compile(r"<!-- provenance (\{.*\}) -->")
@@ -61,3 +64,33 @@ def read(path) -> dict | None:
     stamp = {field: values.get(field) for field in FIELDS}
     return stamp if all(stamp.values()) else None
 
+
+def describe(stamp: dict | None) -> str:
+    if not stamp:
+        return "a file without provenance"
+    return f"{stamp['benchmark']} / {stamp['backbone']} / config {stamp['config_hash'][:12]}"
+
+
+def note_foreign_copy(alias, source, note) -> dict | None:
+    """If `alias` exists and is not a byte copy of `source` (this config's file), write what it holds to `note`,
+    newer than `alias`, and return it; else None.
+
+    The rule copying `source` to `alias` takes `note` as input, so Snakemake re-makes the alias whatever the rerun
+    triggers: a changed input file is noticed under `--rerun-triggers mtime` too, a missing one is not (an
+    up-to-date job is not re-run for a missing intermediate file). The note's path stays the same, so the set of
+    input files does not change between runs; its content (with the time) differs from any earlier note.
+    """
+    alias, source = Path(alias), Path(source)
+    if not (alias.is_file() and source.is_file()) or filecmp.cmp(alias, source, shallow=False):
+        return None
+    try:
+        found = read(alias)
+    except (OSError, ValueError, UnicodeDecodeError):  # damaged: it is replaced all the same
+        found = None
+    content = {"alias": str(alias), "source": str(source), "found": found, "sha256": file_sha256(alias),
+               "noted_at": time.time()}
+    write_json(note, content)
+    noted = Path(note).stat().st_mtime
+    if alias.stat().st_mtime >= noted:  # copied from a machine whose clock runs ahead: the note must be newer
+        os.utime(alias, (noted - 1, noted - 1))
+    return content
