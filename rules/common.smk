@@ -7,6 +7,7 @@ import sys
 import types
 
 from vptft.config import check_local_resources, validate_config
+from vptft import provenance
 from vptft.selection import grid_size
 from vptft import cost, study
 from vptft.splits import family_regimes, regime_spec
@@ -34,6 +35,8 @@ os.environ["PATH"] = os.pathsep.join(
 
 BENCH = config["benchmark"]
 BB = config["backbone"]
+# Written into every table, figure and report (benchmark, backbone, config hash): whose results a file holds.
+PROVENANCE = provenance.of_config(config)
 DATA = config["data_dir"]
 RESULTS = f"results/{BENCH}"
 RUNS = f"{RESULTS}/runs/{BB}"
@@ -258,7 +261,33 @@ def table_spec(wildcards, input, output):
         runs=list(input.runs),
         out_csv=output.csv,
         vs_paper=output.get("vs_paper"),
+        provenance=PROVENANCE,
     )
+
+
+# The unqualified names (results/table2.csv, ...) that the paper_name rule copies from results/{bench}/.
+PAPER_NAMES = (
+    "(vpt_)?table[0-9]+[.]csv|claims[.](md|csv)|figure[0-9]+(_log)?[.]png|fid[.]csv"
+)
+
+
+def foreign_copy_note(wildcards):
+    """The paper_name rule's note on results/<name>: rewritten, newer than it, while results/<name> is not a copy
+    of this config's file (another benchmark's or config's, e.g. copied from another machine), so the copy is
+    re-made whatever the rerun triggers; unchanged once it is a copy. Written while the DAG is built (a dry run
+    too): it records what was found; results/<name> is left to the job (only an mtime ahead of the clock is set
+    back).
+    """
+    alias = f"results/{wildcards.name}"
+    note = f"{RESULTS}/.paper_names/{wildcards.name}.json"
+    found = provenance.note_foreign_copy(alias, f"{RESULTS}/{wildcards.name}", note)
+    if found:
+        print(
+            f"{alias} holds {provenance.describe(found['found'])}, not this config's "
+            f"({provenance.describe(PROVENANCE)}): it is copied again",
+            file=sys.stderr,
+        )
+    return note
 
 
 def fid_reference(wildcards=None):

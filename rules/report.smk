@@ -67,18 +67,34 @@ rule table:
 
 rule paper_name:
     input:
-        f"{RESULTS}/{{name}}",
+        source=f"{RESULTS}/{{name}}",
+        note=foreign_copy_note,
     output:
         "results/{name}",
     log:
         f"{LOGS}/report/{{name}}_paper_name.log",
     wildcard_constraints:
-        name="(vpt_)?table[0-9]+[.]csv|claims[.](md|csv)|figure[0-9]+(_log)?[.]png|fid[.]csv",
+        name=PAPER_NAMES,
     localrule: True
     conda:
         "../envs/report.yaml"
     shell:
-        "(cp {input:q} {output:q}.tmp && mv {output:q}.tmp {output:q}) > {log:q} 2>&1"
+        "(cat {input.note:q} && cp {input.source:q} {output:q}.tmp && mv {output:q}.tmp {output:q}) > {log:q} 2>&1"
+
+
+# The note paper_name starts from: nothing found yet under the unqualified name.
+rule paper_name_note:
+    output:
+        f"{RESULTS}/.paper_names/{{name}}.json",
+    log:
+        f"{LOGS}/report/{{name}}_paper_name_note.log",
+    wildcard_constraints:
+        name=PAPER_NAMES,
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "echo '{{}}' > {output:q} 2> {log:q}"
 
 
 rule figure_fid:
@@ -105,6 +121,7 @@ rule figure_fid:
             figure=output.figure,
             csv=output.csv,
             benchmark=BENCH,
+            provenance=PROVENANCE,
         ),
         tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
     shell:
@@ -142,6 +159,7 @@ rule figure_scaling:
             strategies=study.family_strategies(config, "scaling"),
             figure=output.figure,
             overfitting=output.overfitting,
+            provenance=PROVENANCE,
         ),
         tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
     shell:
@@ -173,6 +191,7 @@ rule figure_curves:
             tasks=curve_tasks(),
             strategies=curve_strategies(),
             figures={name: output[name] for name in CURVE_FIGURES},
+            provenance=PROVENANCE,
         ),
         tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
     shell:
@@ -208,6 +227,7 @@ rule figure_attribution:
             quadrant_tasks=config["analyses"]["attribution"]["quadrant_tasks"],
             figures={name: output[name] for name in ATTRIBUTION_FIGURES},
             index=output.index,
+            provenance=PROVENANCE,
         ),
         tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
     shell:
@@ -242,6 +262,7 @@ rule claims:
             alpha=config["analyses"]["claims"]["alpha"],
             md=output.md,
             csv=output.csv,
+            provenance=PROVENANCE,
         ),
         tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
     shell:

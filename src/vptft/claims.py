@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from vptft import provenance
 from vptft.io import atomic_path
 
 SUPPORTED, NOT_SUPPORTED, NO_DATA, UNDEFINED = "supported", "not supported", "no data", "undefined"
@@ -181,8 +182,9 @@ def markdown(claims: pd.DataFrame, benchmark: str, backbone: str, alpha: float) 
     return "\n".join(lines) + "\n"
 
 
-def write(claims: pd.DataFrame, md: str, csv_path, md_path) -> None:
+def write(claims: pd.DataFrame, md: str, csv_path, md_path, stamp: dict | None = None) -> None:
+    """claims.csv and claims.md, both with the provenance stamp (trailing columns, a first-line comment)."""
     with atomic_path(csv_path) as tmp:
-        claims.round(4).to_csv(tmp, index=False)
+        provenance.with_columns(claims.round(4), stamp).to_csv(tmp, index=False)
     with atomic_path(md_path) as tmp:
-        tmp.write_text(md)
+        tmp.write_text(provenance.markdown_header(stamp) + md)

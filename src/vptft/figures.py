@@ -1,7 +1,8 @@
 """The paper's figures from collected runs tables (matplotlib), and the small tables behind them.
 
 Colours follow the study: full finetuning (FT) blue, VPT orange, Mixed green, FT-then-PT red, linear grey.
-Every figure is written atomically; the numbers it draws come back as a DataFrame so a notebook can show them.
+Every figure is written atomically, with the provenance stamp (benchmark, backbone, config hash) in its PNG
+text chunks when given one; the numbers it draws come back as a DataFrame so a notebook can show them.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ def color(strategy: str) -> str:
     return COLORS.get(strategy, "#8c564b")
 
 
-def save(fig, path, legend_below: bool = False) -> None:
-    """Lay out (room for the suptitle, and a figure legend below if there is one) and write atomically."""
+def save(fig, path, legend_below: bool = False, stamp: dict | None = None) -> None:
+    """Lay out (room for the suptitle, and a figure legend below if there is one) and write atomically, with the
+    stamp as PNG metadata."""
     height = fig.get_figheight()
     fig.tight_layout(rect=(0, 0.4 / height if legend_below else 0, 1, 1 - 0.45 / height))
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(path).suffix.lstrip("."))
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(path).suffix.lstrip("."), metadata=stamp)
     plt.close(fig)
 
 
@@ -72,7 +74,7 @@ def bar_styles(table: pd.DataFrame) -> list[tuple[str, str | None]]:
             for row in table.itertuples()]
 
 
-def figure3(table: pd.DataFrame, path) -> None:
+def figure3(table: pd.DataFrame, path, stamp: dict | None = None) -> None:
     """Bars of FID per task coloured by the winner (FT / VPT), hatched where task disparity is high; below,
     test top-1 of FT, VPT and the linear probe per task in the same order."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6, 0.6 * len(table) + 2), 7), sharex=True,
@@ -96,7 +98,7 @@ def figure3(table: pd.DataFrame, path) -> None:
     bottom.set_ylabel("test top-1 (%)")
     bottom.legend(frameon=False, ncol=3)
     bottom.set_xticks(x, table.index, rotation=45, ha="right")
-    save(fig, path)
+    save(fig, path, stamp=stamp)
 
 
 def scaling_means(runs: pd.DataFrame) -> pd.DataFrame:
@@ -106,7 +108,7 @@ def scaling_means(runs: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def figure4(runs: pd.DataFrame, strategies: list[str], path) -> pd.DataFrame:
+def figure4(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | None = None) -> pd.DataFrame:
     """Accuracy vs train size (log x) per task, one panel per group; FT solid, VPT dotted; capped sizes
     drawn hollow."""
     means = scaling_means(runs[runs.strategy.isin(strategies)])
@@ -134,7 +136,7 @@ def figure4(runs: pd.DataFrame, strategies: list[str], path) -> pd.DataFrame:
         ax.set_title(group)
         ax.legend(fontsize=7, frameon=False)
     fig.suptitle("Figure 4: data scaling - FT (solid) vs VPT (dotted); hollow = size capped by the task's data")
-    save(fig, path)
+    save(fig, path, stamp=stamp)
     return means
 
 
@@ -149,7 +151,7 @@ def read_curves(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def loss_grid(curves: pd.DataFrame, tasks: list[str], strategies: list[str], path, title: str,
-              log: bool = False) -> None:
+              log: bool = False, stamp: dict | None = None) -> None:
     """Train (solid) and test (dashed) loss per epoch, mean over seeds, one panel per task."""
     cols = min(4, len(tasks))
     rows = int(np.ceil(len(tasks) / cols))
@@ -174,10 +176,10 @@ def loss_grid(curves: pd.DataFrame, tasks: list[str], strategies: list[str], pat
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize=8, frameon=False)
     fig.suptitle(f"{title}: train (solid) and test (dashed) loss, mean over seeds")
-    save(fig, path, legend_below=True)
+    save(fig, path, legend_below=True, stamp=stamp)
 
 
-def overfitting(runs: pd.DataFrame, strategies: list[str], path) -> None:
+def overfitting(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | None = None) -> None:
     """Figure 6: train and test loss per epoch of the scaling runs, one panel per task, one line per size: does
     more data close the train/test gap?"""
     curves = read_curves(runs[runs.strategy.isin(strategies)])
@@ -199,7 +201,7 @@ def overfitting(runs: pd.DataFrame, strategies: list[str], path) -> None:
             ax.set_ylabel("loss")
     axes[0, 0].legend(fontsize=6, frameon=False)
     fig.suptitle("Figure 6: train (solid) and test (dashed) loss with growing train sets")
-    save(fig, path)
+    save(fig, path, stamp=stamp)
 
 
 def _mean_curve(curves: pd.DataFrame, column: str):
@@ -207,7 +209,8 @@ def _mean_curve(curves: pd.DataFrame, column: str):
     return series.index, series.values
 
 
-def attribution_panels(maps: dict[str, dict], tasks: list[str], kind: str, path, title: str) -> pd.DataFrame:
+def attribution_panels(maps: dict[str, dict], tasks: list[str], kind: str, path, title: str,
+                       stamp: dict | None = None) -> pd.DataFrame:
     """Rows of (input | FT map | VPT map) for the chosen examples of each task, with true / predicted labels.
     `maps[task]` holds the arrays of attribution.run_attribution's maps.npz; `kind`: gradcam or ig."""
     rows = []
@@ -241,6 +244,6 @@ def attribution_panels(maps: dict[str, dict], tasks: list[str], kind: str, path,
         axes[0, 1].text(0.5, 0.5, "no test image where one strategy is wrong and the other right",
                         ha="center", va="center", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    save(fig, path)
+    save(fig, path, stamp=stamp)
     return pd.DataFrame(index, columns=["task", "example", "test_index", "label", "pred_full", "pred_vpt_deep",
                                         "map", "wrong_right"])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from vptft import provenance
 from vptft import tasks as task_registry
 from vptft.io import atomic_path
 from vptft.splits import FEWSHOT_RE, SCALE_RE
@@ -164,24 +165,27 @@ def vpt_table1(runs: pd.DataFrame, groups: list[str], tasks: list[str], strategi
     return table
 
 
-def write_csv(frame: pd.DataFrame, path, index: bool = True) -> None:
+def write_csv(frame: pd.DataFrame, path, index: bool = True, stamp: dict | None = None) -> None:
+    """Rounded to 2 decimals, with the provenance stamp (benchmark, backbone, config_hash) as trailing columns."""
     with atomic_path(path) as tmp:
-        frame.round(2).to_csv(tmp, index=index)
+        provenance.with_columns(frame.round(2), stamp).to_csv(tmp, index=index)
 
 
-def write_table(table: pd.DataFrame, runs: pd.DataFrame, out_csv, spread: pd.DataFrame | None = None) -> None:
-    """{table}.csv (rounded to 2 decimals), {table}_runs.csv (every run it aggregates) and {table}_std.csv."""
+def write_table(table: pd.DataFrame, runs: pd.DataFrame, out_csv, spread: pd.DataFrame | None = None,
+                stamp: dict | None = None) -> None:
+    """{table}.csv, {table}_std.csv (both stamped), {table}_runs.csv (every run it aggregates, each with its own
+    config hash)."""
     out_csv = Path(out_csv)
-    write_csv(table, out_csv)
+    write_csv(table, out_csv, stamp=stamp)
     if spread is not None:
-        write_csv(spread, out_csv.with_name(out_csv.stem + "_std.csv"))
+        write_csv(spread, out_csv.with_name(out_csv.stem + "_std.csv"), stamp=stamp)
     with atomic_path(out_csv.with_name(out_csv.stem + "_runs.csv")) as tmp:
         runs.sort_values(["strategy", "task", "regime", "seed"]).to_csv(tmp, index=False)
 
 
 def make_table(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
     """A configured table from collected runs tables (`spec`: table, family, groups, tasks, strategies, metric,
-    runs (paths), out_csv); writes its files and returns (table, spread, runs)."""
+    runs (paths), out_csv, provenance (the stamp)); writes its files and returns (table, spread, runs)."""
     runs = read_runs(spec["runs"])
     runs = runs[runs.task.isin(spec["tasks"]) & runs.strategy.isin(spec["strategies"])]
     if spec["table"].startswith("vpt_"):
@@ -189,5 +193,5 @@ def make_table(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFr
     else:
         table, spread = study_table(runs, spec["family"], spec["groups"], spec["tasks"], spec["strategies"],
                                     spec.get("metric", "top1"))
-    write_table(table, runs, spec["out_csv"], spread)
+    write_table(table, runs, spec["out_csv"], spread, spec.get("provenance"))
     return table, spread, runs
