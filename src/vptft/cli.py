@@ -170,6 +170,13 @@ def cmd_attribution(args, spec):
     print(f"[attribution] {spec['task']} pair {pair}: {summary}", flush=True)
 
 
+def cmd_bench(args, spec):
+    from vptft.bench import run_bench
+
+    run_bench(args.backbones, args.out, args.steps_out, batch=args.batch, repeats=args.repeats,
+              strategies=args.strategies, device=args.device, dag=args.dag)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vptft", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -250,6 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", required=True, help="metrics.json of the full finetuning run to explain")
     p.add_argument("--vpt", required=True, help="metrics.json of the VPT run to explain")
     p.add_argument("--out-dir", required=True)
+    p = verb("bench", cmd_bench, "time the training paths against side-by-side references (benchmarks/README.md)",
+             spec=False)
+    p.add_argument("--backbones", nargs="*", default=["mini_vit", "vit_b16_in21k"], help="none: only --dag")
+    p.add_argument("--batch", type=int, default=None, help="images per step (default: per backbone, 64 / 8)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats after a warm-up (default: 5 / 2)")
+    p.add_argument("--strategies", nargs="+", default=["full", "linear", "vpt_deep"],
+                   help="strategies of the step-time CSV (prompt methods at p = 1, 50, 200)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (the GPU rows always use the GPU)")
+    p.add_argument("--dag", action="store_true", help="also time a dry run of the paper setup's whole DAG")
+    p.add_argument("--out", default="results/bench/bench.csv")
+    p.add_argument("--steps-out", default="results/bench/step_times.csv")
     return parser
 
 
