@@ -132,9 +132,11 @@ class Estimate:
     seconds: float = 0.0
     steps: int = 0
     images: int = 0
+    eval_seconds: float = 0.0  # of `seconds`: evaluation passes during and after training
 
     def __add__(self, other: Estimate) -> Estimate:
-        return Estimate(self.seconds + other.seconds, self.steps + other.steps, self.images + other.images)
+        return Estimate(self.seconds + other.seconds, self.steps + other.steps, self.images + other.images,
+                        self.eval_seconds + other.eval_seconds)
 
 
 def run_estimate(config: dict, times: StepTimes, task: str, strategy: str, point: dict, n_train: int,
@@ -153,8 +155,9 @@ def run_estimate(config: dict, times: StepTimes, task: str, strategy: str, point
         return Estimate(0.01 * epochs * n_train * eval_ms / 1000, steps, 0)
     images = epochs * n_train
     n_evals = epochs if evals is None else evals
-    ms = images * times.ms("train", strategy, p) + n_evals * n_eval * eval_ms
-    return Estimate(ms / 1000, steps, images + n_evals * n_eval)
+    eval_s = n_evals * n_eval * eval_ms / 1000
+    return Estimate(images * times.ms("train", strategy, p) / 1000 + eval_s, steps, images + n_evals * n_eval,
+                    eval_s)
 
 
 def final_evals(config: dict, curves: bool, epochs: int) -> int:
@@ -307,7 +310,7 @@ def job_estimate(planner: Planner, rule: str, wildcards: dict, curves) -> Estima
         if rule == "stage1":  # the selected point once: the grid's average point
             runs = planner.point_estimates(task, regime, strategy)
             mean = sum(e.seconds for e in runs) / len(runs)
-            return Estimate(mean, runs[0].steps, runs[0].images)
+            return Estimate(mean, runs[0].steps, runs[0].images, sum(e.eval_seconds for e in runs) / len(runs))
         seeds = 1 if rule == "train_seed" else len(config["train"]["seeds"])
         return planner.final(task, regime, strategy, seeds, curves(config, task, regime, strategy))
     return Estimate()

@@ -63,7 +63,8 @@ def price(config: dict, jobs: list[dict], times: cost.StepTimes, job_seconds: fl
     limit = int(config["resources"].get("train", {}).get("runtime") or
                 config["resources"].get("default", {}).get("runtime") or 30)
     planner = cost.Planner(config, times, limit)
-    rows: dict = defaultdict(lambda: {"jobs": 0, "steps": 0, "images": 0, "seconds": 0.0, "requested_min": 0.0,
+    rows: dict = defaultdict(lambda: {"jobs": 0, "steps": 0, "images": 0, "seconds": 0.0, "eval_seconds": 0.0,
+                                      "requested_min": 0.0,
                                       "gpu": False})
     for job in jobs:
         estimate = cost.job_estimate(planner, job["rule"], job["wildcards"], study.draws_curves)
@@ -72,6 +73,7 @@ def price(config: dict, jobs: list[dict], times: cost.StepTimes, job_seconds: fl
         row["steps"] += estimate.steps
         row["images"] += estimate.images
         row["seconds"] += estimate.seconds + job_seconds
+        row["eval_seconds"] += estimate.eval_seconds
         row["requested_min"] += float(job["resources"].get("runtime", 0) or 0)
         row["gpu"] |= int(job["resources"].get("gpu", 0) or 0) > 0
     return [{"rule": rule, **values, "hours": values["seconds"] / 3600} for rule, values in rows.items()]
@@ -85,11 +87,13 @@ def format_table(rows: list[dict], source: str, cores: int) -> str:
                      f"{row['hours']:>11.2f}  {'GPU' if row['gpu'] else 'CPU':<6}  {row['requested_min'] / 60:>11.1f}")
     gpu = sum(r["hours"] for r in rows if r["gpu"])
     total = sum(r["hours"] for r in rows)
+    final_eval = sum(r["eval_seconds"] for r in rows if r["rule"] in ("train", "train_seed")) / 3600
     lines += ["-" * len(header),
-              f"{'total':<20}{sum(r['jobs'] for r in rows):>7}{sum(r['steps'] for r in rows):>12,}"
-              f"{sum(r['images'] for r in rows):>15,}{total:>11.2f}",
-              f"GPU-hours: {gpu:.1f}; all jobs on {cores} local core(s) (one job per core): "
-              f"{total / cores * 60:.1f} min of wall time"]
+              (f"{'total':<20}{sum(r['jobs'] for r in rows):>7}{sum(r['steps'] for r in rows):>12,}"
+              f"{sum(r['images'] for r in rows):>15,}{total:>11.2f}"),
+              (f"GPU-hours: {gpu:.1f}, of which test evaluation in final runs {final_eval:.1f} "
+              f"({100 * final_eval / max(total, 1e-9):.0f}% of all; train.curve_points sets how often)"),
+              f"all jobs on {cores} local core(s), one job per core: {total / cores * 60:.1f} min of wall time"]
     return "\n".join(lines)
 
 

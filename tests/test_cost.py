@@ -1,0 +1,123 @@
+"""The cost estimate: its arithmetic, the step times it reads, the job sizes and runtimes it gives the Snakefile,
+and `vptft cost` over a real dry run."""
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from vptft import cost, cost_report
+from vptft.config import validate_config
+
+PAPER = f"{ROOT}/config/paper.yaml"
+TEST_CONFIG = f"{ROOT}/.test/config/config.yaml"
+
+
+def paper_config(**train):
+    config = yaml.safe_load(Path(PAPER).read_text())
+    config["train"].update(train)
+    return validate_config(config)
+
+
+def step_times_csv(path, backbone="mini_vit", full=2.0, evals=0.5):
+    rows = ["backbone,strategy,prompt_length,batch_size,device,ms_per_image_train,ms_per_image_eval",
+            f"{backbone},full,0,64,cpu,{full},{evals}", f"{backbone},linear,0,64,cpu,0.01,{evals}",
+            f"{backbone},vpt_deep,1,64,cpu,1.0,{evals}", f"{backbone},vpt_deep,200,64,cpu,3.0,{2 * evals}"]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_paper_figures_are_read_per_batch_of_64():
+    times = cost.paper_step_times("vit_b16_in21k")
+    assert times.ms("train", "full") == pytest.approx(358.7 / 64)
+    assert times.ms("eval", "vpt_deep", 200) == pytest.approx(140.8 / 64)
+    assert times.ms("train", "vpt_deep", 100) == pytest.approx((213.6 + (360.1 - 213.6) * 99 / 199) / 64)
+    assert "batch of 64" in times.source
+    assert cost.paper_step_times("mini_vit") is None  # no published figures for the mini ViT
+
+
+def test_measured_step_times_come_before_the_paper_and_fill_gaps(tmp_path):
+    times = cost.read_step_times(step_times_csv(tmp_path / "s.csv"), "mini_vit")
+    assert times.ms("train", "vpt_deep", 200) == 3.0 and times.ms("train", "lora") == 2.0  # lora: full's
+    assert times.ms("train", "mixed", 10) == pytest.approx(2.0 * (1 + 10 + 16) / 17)  # full x token ratio
+    assert times.ms("train", "ft_then_pt", 1) == 1.0  # a prompt method: VPT-deep's
+    config = paper_config()
+    config["backbone"] = "mini_vit"
+    assert cost.step_times(config, tmp_path / "s.csv").source.startswith("measured by vptft bench")
+    assert cost.read_step_times(tmp_path / "s.csv", "vit_b16_in21k") is None
+
+
+def test_a_final_run_costs_its_epochs_and_evaluations(tmp_path):
+    config = validate_config(yaml.safe_load(Path(ROOT, "config", "config.yaml").read_text()))
+    times = cost.read_step_times(step_times_csv(tmp_path / "s.csv"), "mini_vit")
+    # 160 + 40 trainval images at batch 64: 4 steps per epoch, raised to 150 steps -> 38 epochs
+    estimate = cost.final_estimate(config, times, "source", "vtab1k", "full", seeds=3, curves=True)
+    epochs = math.ceil(150 / 4)
+    evals = config["train"]["curve_points"] * 1000  # the mini tasks' 1,000 test images
+    assert estimate.steps == 3 * epochs * 4 and estimate.images == 3 * (epochs * 200 + evals)
+    assert estimate.seconds == pytest.approx(3 * (epochs * 200 * 2.0 + evals * 0.5) / 1000)
+    assert estimate.eval_seconds == pytest.approx(3 * evals * 0.5 / 1000)
+    once = cost.final_estimate(config, times, "source", "vtab1k", "full", seeds=3, curves=False)
+    assert once.eval_seconds == pytest.approx(3 * 1000 * 0.5 / 1000)  # no figure: the last epoch only
+
+
+def test_auto_chunks_are_the_largest_that_fit_the_limit():
+    config = paper_config(sweep_chunk_size="auto")
+    planner = cost.Planner(config, cost.paper_step_times("vit_b16_in21k"), limit=720)
+    for task, regime in (("cifar100", "vtab1k"), ("dsprites_location", "scale20000")):
+        size = planner.chunk_size(task, regime, "vpt_deep")
+        assert 1 <= size < len(planner.points("vpt_deep"))
+        chunks = [planner.sweep(task, regime, "vpt_deep", c) for c in range(planner.n_chunks(task, regime, "vpt_deep"))]
+        assert all(planner.fits(chunk) for chunk in chunks)
+        bigger = cost.Planner(config, planner.times, limit=720)
+        bigger.config = {**config, "train": {**config["train"], "sweep_chunk_size": size + 1}}
+        assert not all(bigger.fits(bigger.sweep(task, regime, "vpt_deep", c))
+                       for c in range(bigger.n_chunks(task, regime, "vpt_deep")))
+
+
+def test_a_job_over_the_limit_is_refused_naming_it():
+    planner = cost.Planner(paper_config(curve_points=None), cost.paper_step_times("vit_b16_in21k"), limit=720)
+    five = planner.final("dsprites_location", "vtab1k", "vpt_deep", 5, True)
+    one = planner.final("dsprites_location", "vtab1k", "vpt_deep", 1, True)
+    assert not planner.fits(five) and planner.fits(one)  # the seeds of this run need a job each
+    assert planner.runtime(one, "x") <= 720
+    with pytest.raises(ValueError, match=r"the train job of dsprites.* over the configured maximum runtime of 720"):
+        planner.runtime(five, "the train job of dsprites_location/vtab1k/vpt_deep")
+
+
+def test_every_evaluation_epoch_costs_more_than_training_on_dsprites():
+    """Why train.curve_points is a choice: the test set of 73,728 images after each of 100 epochs."""
+    times = cost.paper_step_times("vit_b16_in21k")
+    every = cost.final_estimate(paper_config(curve_points=None), times, "dsprites_location", "vtab1k", "full", 1,
+                                True)
+    assert every.eval_seconds > every.seconds - every.eval_seconds
+
+
+@pytest.mark.workflow
+def test_paper_jobs_request_at_most_the_limit_and_split_seeds_where_needed(tmp_path):
+    every_epoch = tmp_path / "every_epoch.yaml"  # test curves after every epoch: dSprites' VPT seeds must split
+    every_epoch.write_text("train: {curve_points: null}\n")
+    jobs = cost_report.dry_run_jobs(f"{ROOT}/Snakefile", [PAPER, str(every_epoch)], ["results/table2.csv"],
+                                    every_job=True)
+    assert max(int(job["resources"]["runtime"]) for job in jobs if "runtime" in job["resources"]) <= 720
+    planner = cost.Planner(paper_config(curve_points=None), cost.paper_step_times("vit_b16_in21k"), limit=720)
+    split = {job["wildcards"]["run"] for job in jobs if job["rule"] == "train_seed"}
+    together = {"/".join(job["wildcards"][k] for k in ("task", "regime", "strategy"))
+                for job in jobs if job["rule"] == "train"}
+    assert "dsprites_location/vtab1k/vpt_deep" in split and not split & together
+    for run in split | together:
+        fits = planner.fits(planner.final(*run.split("/"), 5, True))
+        assert fits == (run in together), run
+
+
+@pytest.mark.workflow
+def test_cost_prices_every_job_of_the_dry_run(tmp_path):
+    rows, table = cost_report.run([TEST_CONFIG], [], step_times_csv(tmp_path / "s.csv"), every_job=True, cores=2)
+    by_rule = {row["rule"]: row for row in rows}
+    assert by_rule["train"]["steps"] > 0 and by_rule["sweep"]["images"] > 0 and by_rule["pretrain"]["steps"] > 0
+    assert by_rule["select"]["steps"] == 0
+    assert "measured by vptft bench" in table and "GPU-hours" in table
+    assert sum(row["jobs"] for row in rows) == len(cost_report.dry_run_jobs(f"{ROOT}/Snakefile", [TEST_CONFIG], [],
+                                                                            every_job=True))
