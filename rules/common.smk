@@ -167,8 +167,12 @@ STRATEGY_ENTRY_KEYS = ("grid", "options", "batch_size", "batch_size_long_prompts
 def run_spec(wildcards, stage):
     entry = config["strategies"][wildcards.strategy]
     train = {k: config["train"][k] for k in SWEEP_TRAIN_KEYS}
-    if stage == "train":  # a run no figure draws the curve of evaluates the test set after its last epoch only
-        curves = study.draws_curves(config, wildcards.task, wildcards.regime, wildcards.strategy)
+    if (
+        stage == "train"
+    ):  # a run no figure draws the curve of evaluates the test set after its last epoch only
+        curves = study.draws_curves(
+            config, wildcards.task, wildcards.regime, wildcards.strategy
+        )
         train["curve_points"] = config["train"]["curve_points"] if curves else 1
     else:  # sweep, or stage1 (which retrains one sweep point: the chunking does not change it)
         train["sweep_seed"] = config["train"]["sweep_seed"]

@@ -120,12 +120,12 @@ rule train_seed:
         metrics=f"{RUNS}/{{run}}/seed{{seed}}/metrics.json",
         curves=f"{RUNS}/{{run}}/seed{{seed}}/curves.csv",
         tuned=f"{RUNS}/{{run}}/seed{{seed}}/tuned.safetensors",
-    wildcard_constraints:
-        run="|".join(map(re.escape, SPLIT_RUNS)) or "(?!)",
     log:
         f"{LOGS}/train/{{run}}/seed{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/train/{{run}}/seed{{seed}}.tsv"
+    wildcard_constraints:
+        run="|".join(map(re.escape, SPLIT_RUNS)) or "(?!)",
     conda:
         "../envs/train.yaml"
     threads: stage_resources("train")["threads"]

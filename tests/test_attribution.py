@@ -37,7 +37,7 @@ def _manual_gradcam(model, x, target, layer):
     logits = model(x)
     handle.remove()
     tokens = seen[0]
-    grads, = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), tokens)
+    (grads,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), tokens)
     n_patch = GRID[0] * GRID[1]
     weights = grads[:, -n_patch:].mean(1)  # (N, D)
     cam = torch.relu((weights[:, None] * tokens[:, -n_patch:]).sum(-1))
@@ -62,10 +62,14 @@ def test_gradcam_on_final_norm_is_zero_for_cls_pooling_and_exact_for_patch_pooli
     x, target = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
     cls_model = _model(mini_vit, "vpt_deep", prompt_length=3)
     assert gradcam(cls_model, x, target, GRID, layer=cls_model.backbone.norm).abs().max() == 0
-    pooled = _model(create_backbone("mini_vit", pretrained=False), "vpt_deep", prompt_length=3, pooling="image_pool")
+    pooled = _model(
+        create_backbone("mini_vit", pretrained=False), "vpt_deep", prompt_length=3, pooling="image_pool"
+    )
     cam = gradcam(pooled, x, target, GRID, layer=pooled.backbone.norm)
     assert cam.abs().sum() > 0
-    torch.testing.assert_close(cam, _manual_gradcam(pooled, x, target, pooled.backbone.norm), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        cam, _manual_gradcam(pooled, x, target, pooled.backbone.norm), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_integrated_gradients_completeness(mini_vit):
@@ -100,15 +104,19 @@ def test_pick_examples_returns_the_planted_indices():
 def _backbone_file(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "backbone.safetensors"
-    save_file({k: v.contiguous() for k, v in create_backbone("mini_vit", pretrained=False).state_dict().items()},
-              str(path))
+    save_file(
+        {k: v.contiguous() for k, v in create_backbone("mini_vit", pretrained=False).state_dict().items()},
+        str(path),
+    )
     return path
 
 
 def _save_run(run_dir, model, strategy, hparams, task="digits", **extra):
     save_tuned(model, run_dir / "tuned.safetensors")
-    write_json(run_dir / "metrics.json", {"task": task, "strategy": strategy, "backbone": "mini_vit", "seed": 0,
-                                          "hparams": hparams, **extra})
+    write_json(
+        run_dir / "metrics.json",
+        {"task": task, "strategy": strategy, "backbone": "mini_vit", "seed": 0, "hparams": hparams, **extra},
+    )
 
 
 def _trained(backbone_path, strategy, num_classes, seed, scale=0.5, **values):
@@ -121,11 +129,14 @@ def _trained(backbone_path, strategy, num_classes, seed, scale=0.5, **values):
     return model.eval()
 
 
-@pytest.mark.parametrize("strategy,hparams,options", [
-    ("vpt_deep", {"lr": 0.1, "wd": 0.0, "prompt_length": 3}, None),
-    ("vpt_deep", {"lr": 0.1, "wd": 0.0}, {"prompt_length": 2, "pooling": "image_pool"}),
-    ("full", {"lr": 1e-3, "wd": 0.01}, None),
-])
+@pytest.mark.parametrize(
+    "strategy,hparams,options",
+    [
+        ("vpt_deep", {"lr": 0.1, "wd": 0.0, "prompt_length": 3}, None),
+        ("vpt_deep", {"lr": 0.1, "wd": 0.0}, {"prompt_length": 2, "pooling": "image_pool"}),
+        ("full", {"lr": 1e-3, "wd": 0.01}, None),
+    ],
+)
 def test_load_trained_round_trip(tmp_path, strategy, hparams, options):
     backbone = _backbone_file(tmp_path)
     values = {**(options or {}), **hparams}
@@ -167,8 +178,13 @@ def test_ft_then_pt_tuned_file_needs_the_run_it_continued(tmp_path):
         model.prompts.add_(torch.randn_like(model.prompts))
     run = tmp_path / "ft_then_pt"
     hparams = {"lr": 0.1, "wd": 0.0, "prompt_length": 2}
-    _save_run(run, model, "ft_then_pt", hparams,
-              provenance={"start_from": str(tmp_path / "full" / "tuned.safetensors")})
+    _save_run(
+        run,
+        model,
+        "ft_then_pt",
+        hparams,
+        provenance={"start_from": str(tmp_path / "full" / "tuned.safetensors")},
+    )
     assert not any(k.startswith("backbone.") for k in tuned_state_dict(model))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -185,21 +201,35 @@ def test_ft_then_pt_tuned_file_needs_the_run_it_continued(tmp_path):
 def mini_job(prepared_mini, tmp_path):
     """A digits manifest with a 48-image test split, a backbone file and a spec."""
     data_dir, infos = prepared_mini
-    manifest = build_manifest("digits", "vtab1k", regime_spec("vtab1k", {"vtab1k": {"n_train": 16, "n_val": 8}}),
-                              infos["digits"], data_dir)
+    manifest = build_manifest(
+        "digits",
+        "vtab1k",
+        regime_spec("vtab1k", {"vtab1k": {"n_train": 16, "n_val": 8}}),
+        infos["digits"],
+        data_dir,
+    )
     manifest["splits"]["test"] = {"test": list(range(48))}
     write_manifest(tmp_path / "manifest.json", manifest)
-    spec = {"task": "digits", "backbone": "mini_vit", "data_dir": data_dir, "normalization": "backbone",
-            "device": "cpu", "attribution": {"pair": ["full", "vpt_deep"], "n_images": 3, "ig_steps": 4, "seed": 0}}
+    spec = {
+        "task": "digits",
+        "backbone": "mini_vit",
+        "data_dir": data_dir,
+        "normalization": "backbone",
+        "device": "cpu",
+        "attribution": {"pair": ["full", "vpt_deep"], "n_images": 3, "ig_steps": 4, "seed": 0},
+    }
     return spec, tmp_path / "manifest.json", _backbone_file(tmp_path)
 
 
 def _runs(tmp_path, backbone, scale):
     runs = {}
-    for strategy, hparams, seed in (("full", {"lr": 1e-3, "wd": 0.0}, 6),
-                                    ("vpt_deep", {"lr": 0.1, "wd": 0.0, "prompt_length": 2}, 7)):
-        model = _trained(backbone, strategy, 10, seed=seed, **{k: v for k, v in hparams.items() if k not in
-                                                                ("lr", "wd")})
+    for strategy, hparams, seed in (
+        ("full", {"lr": 1e-3, "wd": 0.0}, 6),
+        ("vpt_deep", {"lr": 0.1, "wd": 0.0, "prompt_length": 2}, 7),
+    ):
+        model = _trained(
+            backbone, strategy, 10, seed=seed, **{k: v for k, v in hparams.items() if k not in ("lr", "wd")}
+        )
         if scale == 0:  # a zero head: every image is class 0 for both, so none qualifies
             torch.nn.init.zeros_(model.head.weight)
             torch.nn.init.zeros_(model.head.bias)
@@ -240,5 +270,7 @@ def test_run_attribution_without_candidates_writes_empty_files(mini_job, tmp_pat
     assert maps["images"].shape == (0, 3, 32, 32) and maps["gradcam_vpt_deep"].shape == (0, *GRID)
     assert maps["ig_full"].shape == (0, 32, 32)
     with open(out / "index.csv") as f:
-        assert f.read().splitlines() == ["test_index,label,pred_full,pred_vpt_deep,ig_delta_full,ig_delta_vpt_deep"]
+        assert f.read().splitlines() == [
+            "test_index,label,pred_full,pred_vpt_deep,ig_delta_full,ig_delta_vpt_deep"
+        ]
     assert json.loads(json.dumps(summary))  # plain types

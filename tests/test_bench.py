@@ -16,8 +16,21 @@ def bench_files(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ROOT)  # the bench reads the workflow's configs
-        cli.main(["bench", "--backbones", "mini_vit", "--batch", "8", "--repeats", "1", "--out",
-                  str(out / "bench.csv"), "--steps-out", str(out / "steps.csv")])
+        cli.main(
+            [
+                "bench",
+                "--backbones",
+                "mini_vit",
+                "--batch",
+                "8",
+                "--repeats",
+                "1",
+                "--out",
+                str(out / "bench.csv"),
+                "--steps-out",
+                str(out / "steps.csv"),
+            ]
+        )
     return pd.read_csv(out / "bench.csv"), pd.read_csv(out / "steps.csv")
 
 
@@ -25,9 +38,13 @@ def test_result_rows_compare_each_target_with_a_positive_finite_ratio(bench_file
     rows, _ = bench_files
     assert tuple(rows.columns) == bench.ROW_COLUMNS
     targeted = rows[rows.target.notna()].set_index("measure")
-    assert set(targeted.index) == {"full_step_vs_plain_timm", "vpt_deep_p1_vs_token_ratio",
-                                   "vpt_deep_p50_vs_token_ratio", "vpt_deep_p200_vs_token_ratio",
-                                   "linear_grid_vs_feature_pass"}
+    assert set(targeted.index) == {
+        "full_step_vs_plain_timm",
+        "vpt_deep_p1_vs_token_ratio",
+        "vpt_deep_p50_vs_token_ratio",
+        "vpt_deep_p200_vs_token_ratio",
+        "linear_grid_vs_feature_pass",
+    }
     assert (targeted.backbone == "mini_vit").all() and (targeted.device == "cpu").all()
     for measure, row in targeted.iterrows():
         assert math.isfinite(row.ratio) and row.ratio > 0, measure
@@ -44,15 +61,22 @@ def test_step_times_hold_every_strategy_and_prompt_length(bench_files):
     _, steps = bench_files
     assert tuple(steps.columns) == bench.STEP_COLUMNS
     assert [(s, None if math.isnan(p) else int(p)) for s, p in zip(steps.strategy, steps.prompt_length)] == [
-        ("full", None), ("linear", None), ("vpt_deep", 1), ("vpt_deep", 50), ("vpt_deep", 200)]
+        ("full", None),
+        ("linear", None),
+        ("vpt_deep", 1),
+        ("vpt_deep", 50),
+        ("vpt_deep", 200),
+    ]
     assert (steps.batch_size == 8).all()
     for column in ("ms_per_image_train", "ms_per_image_eval"):
         assert steps[column].map(math.isfinite).all() and (steps[column] > 0).all(), column
 
 
 def test_job_count_reads_the_dry_run_total():
-    output = ("Building DAG of jobs...\nJob stats:\njob         count\n--------  -------\nall             1\n"
-              "train          12\ntotal          13\n\nReasons:\n    total 5 reasons\n")
+    output = (
+        "Building DAG of jobs...\nJob stats:\njob         count\n--------  -------\nall             1\n"
+        "train          12\ntotal          13\n\nReasons:\n    total 5 reasons\n"
+    )
     assert bench.job_count(output) == 13
     with pytest.raises(ValueError, match="Job stats"):
         bench.job_count("Nothing to be done.")

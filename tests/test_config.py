@@ -50,8 +50,21 @@ def test_bad_config_is_refused_with_its_key(path):
 @pytest.mark.parametrize("path", BAD_CONFIGS, ids=lambda p: p.stem)
 def test_snakemake_refuses_bad_config_before_any_job(path, tmp_path):
     work = tmp_path / "work"
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-c1", "-s", f"{ROOT}/Snakefile", "-d", str(work),
-                           f"--configfile={path}"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-c1",
+            "-s",
+            f"{ROOT}/Snakefile",
+            "-d",
+            str(work),
+            f"--configfile={path}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     assert _expected(path) in proc.stdout + proc.stderr
     assert not (work / "results").exists() and not (work / "resources").exists()
@@ -73,9 +86,22 @@ def test_local_paper_run_without_gpu_stops_before_any_job(tmp_path):
     if gpus_visible():
         pytest.skip("this machine has a GPU: a local GPU run is legitimate here")
     work = tmp_path / "work"
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-c1", "-s", f"{ROOT}/Snakefile", "-d", str(work),
-                           f"--configfile={ROOT}/config/paper.yaml", "results/table2.csv"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-c1",
+            "-s",
+            f"{ROOT}/Snakefile",
+            "-d",
+            str(work),
+            f"--configfile={ROOT}/config/paper.yaml",
+            "results/table2.csv",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     assert "$.resources.train.gpu" in proc.stdout + proc.stderr
     assert not (work / "results").exists() and not (work / "resources").exists()

@@ -22,9 +22,13 @@ def paper_config(**train):
 
 
 def step_times_csv(path, backbone="mini_vit", full=2.0, evals=0.5):
-    rows = ["backbone,strategy,prompt_length,batch_size,device,ms_per_image_train,ms_per_image_eval",
-            f"{backbone},full,0,64,cpu,{full},{evals}", f"{backbone},linear,0,64,cpu,0.01,{evals}",
-            f"{backbone},vpt_deep,1,64,cpu,1.0,{evals}", f"{backbone},vpt_deep,200,64,cpu,3.0,{2 * evals}"]
+    rows = [
+        "backbone,strategy,prompt_length,batch_size,device,ms_per_image_train,ms_per_image_eval",
+        f"{backbone},full,0,64,cpu,{full},{evals}",
+        f"{backbone},linear,0,64,cpu,0.01,{evals}",
+        f"{backbone},vpt_deep,1,64,cpu,1.0,{evals}",
+        f"{backbone},vpt_deep,200,64,cpu,3.0,{2 * evals}",
+    ]
     path.write_text("\n".join(rows) + "\n")
     return path
 
@@ -69,12 +73,17 @@ def test_auto_chunks_are_the_largest_that_fit_the_limit():
     for task, regime in (("cifar100", "vtab1k"), ("dsprites_location", "scale20000")):
         size = planner.chunk_size(task, regime, "vpt_deep")
         assert 1 <= size < len(planner.points("vpt_deep"))
-        chunks = [planner.sweep(task, regime, "vpt_deep", c) for c in range(planner.n_chunks(task, regime, "vpt_deep"))]
+        chunks = [
+            planner.sweep(task, regime, "vpt_deep", c)
+            for c in range(planner.n_chunks(task, regime, "vpt_deep"))
+        ]
         assert all(planner.fits(chunk) for chunk in chunks)
         bigger = cost.Planner(config, planner.times, limit=720)
         bigger.config = {**config, "train": {**config["train"], "sweep_chunk_size": size + 1}}
-        assert not all(bigger.fits(bigger.sweep(task, regime, "vpt_deep", c))
-                       for c in range(bigger.n_chunks(task, regime, "vpt_deep")))
+        assert not all(
+            bigger.fits(bigger.sweep(task, regime, "vpt_deep", c))
+            for c in range(bigger.n_chunks(task, regime, "vpt_deep"))
+        )
 
 
 def test_a_job_over_the_limit_is_refused_naming_it():
@@ -83,29 +92,38 @@ def test_a_job_over_the_limit_is_refused_naming_it():
     one = planner.final("dsprites_location", "vtab1k", "vpt_deep", 1, True)
     assert not planner.fits(five) and planner.fits(one)  # the seeds of this run need a job each
     assert planner.runtime(one, "x") <= 720
-    with pytest.raises(ValueError, match=r"the train job of dsprites.* over the configured maximum runtime of 720"):
+    with pytest.raises(
+        ValueError, match=r"the train job of dsprites.* over the configured maximum runtime of 720"
+    ):
         planner.runtime(five, "the train job of dsprites_location/vtab1k/vpt_deep")
 
 
 def test_every_evaluation_epoch_costs_more_than_training_on_dsprites():
     """Why train.curve_points is a choice: the test set of 73,728 images after each of 100 epochs."""
     times = cost.paper_step_times("vit_b16_in21k")
-    every = cost.final_estimate(paper_config(curve_points=None), times, "dsprites_location", "vtab1k", "full", 1,
-                                True)
+    every = cost.final_estimate(
+        paper_config(curve_points=None), times, "dsprites_location", "vtab1k", "full", 1, True
+    )
     assert every.eval_seconds > every.seconds - every.eval_seconds
 
 
 @pytest.mark.workflow
 def test_paper_jobs_request_at_most_the_limit_and_split_seeds_where_needed(tmp_path):
-    every_epoch = tmp_path / "every_epoch.yaml"  # test curves after every epoch: dSprites' VPT seeds must split
+    every_epoch = (
+        tmp_path / "every_epoch.yaml"
+    )  # test curves after every epoch: dSprites' VPT seeds must split
     every_epoch.write_text("train: {curve_points: null}\n")
-    jobs = cost_report.dry_run_jobs(f"{ROOT}/Snakefile", [PAPER, str(every_epoch)], ["results/table2.csv"],
-                                    every_job=True)
+    jobs = cost_report.dry_run_jobs(
+        f"{ROOT}/Snakefile", [PAPER, str(every_epoch)], ["results/table2.csv"], every_job=True
+    )
     assert max(int(job["resources"]["runtime"]) for job in jobs if "runtime" in job["resources"]) <= 720
     planner = cost.Planner(paper_config(curve_points=None), cost.paper_step_times("vit_b16_in21k"), limit=720)
     split = {job["wildcards"]["run"] for job in jobs if job["rule"] == "train_seed"}
-    together = {"/".join(job["wildcards"][k] for k in ("task", "regime", "strategy"))
-                for job in jobs if job["rule"] == "train"}
+    together = {
+        "/".join(job["wildcards"][k] for k in ("task", "regime", "strategy"))
+        for job in jobs
+        if job["rule"] == "train"
+    }
     assert "dsprites_location/vtab1k/vpt_deep" in split and not split & together
     for run in split | together:
         fits = planner.fits(planner.final(*run.split("/"), 5, True))
@@ -114,10 +132,15 @@ def test_paper_jobs_request_at_most_the_limit_and_split_seeds_where_needed(tmp_p
 
 @pytest.mark.workflow
 def test_cost_prices_every_job_of_the_dry_run(tmp_path):
-    rows, table = cost_report.run([TEST_CONFIG], [], step_times_csv(tmp_path / "s.csv"), every_job=True, cores=2)
+    rows, table = cost_report.run(
+        [TEST_CONFIG], [], step_times_csv(tmp_path / "s.csv"), every_job=True, cores=2
+    )
     by_rule = {row["rule"]: row for row in rows}
-    assert by_rule["train"]["steps"] > 0 and by_rule["sweep"]["images"] > 0 and by_rule["pretrain"]["steps"] > 0
+    assert (
+        by_rule["train"]["steps"] > 0 and by_rule["sweep"]["images"] > 0 and by_rule["pretrain"]["steps"] > 0
+    )
     assert by_rule["select"]["steps"] == 0
     assert "measured by vptft bench" in table and "GPU-hours" in table
-    assert sum(row["jobs"] for row in rows) == len(cost_report.dry_run_jobs(f"{ROOT}/Snakefile", [TEST_CONFIG], [],
-                                                                            every_job=True))
+    assert sum(row["jobs"] for row in rows) == len(
+        cost_report.dry_run_jobs(f"{ROOT}/Snakefile", [TEST_CONFIG], [], every_job=True)
+    )

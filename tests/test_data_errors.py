@@ -36,8 +36,15 @@ def test_corrupt_training_checkpoint_names_the_file(mini_vit, tmp_path):
     cfg = engine.FitConfig("sgd", lr=0.1, weight_decay=0, epochs=1, warmup_epochs=0, batch_size=4, seed=0)
     data = SplitData(torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.zeros(8, dtype=torch.int64))
     with pytest.raises(RuntimeError, match="checkpoint.pt: corrupt or incompatible training checkpoint"):
-        engine.fit(model, data, {}, cfg, {"size": (32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3},
-                   torch.device("cpu"), checkpoint=checkpoint)
+        engine.fit(
+            model,
+            data,
+            {},
+            cfg,
+            {"size": (32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3},
+            torch.device("cpu"),
+            checkpoint=checkpoint,
+        )
 
 
 def test_missing_tfds_dataset_says_to_run_download(tmp_path):

@@ -12,11 +12,29 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Documents a working copy may have beside the repository but users do not: built from pieces so that this file
 # does not mention them itself.
-FORBIDDEN = ["REFERENCE" + ".md", "DESIGN" + ".md", "STYLE" + ".md", "../" + "shared", "/work/" + "shared",
-             "notes" + "/"]
+FORBIDDEN = [
+    "REFERENCE" + ".md",
+    "DESIGN" + ".md",
+    "STYLE" + ".md",
+    "../" + "shared",
+    "/work/" + "shared",
+    "notes" + "/",
+]
 # Backticked tokens starting with these are repository paths; results/ and resources/ are made by a run.
-REPO_DIRS = ("config", "src", "rules", "scripts", "docs", "tests", "envs", "profiles", "notebooks", "report",
-             ".test", ".ci")
+REPO_DIRS = (
+    "config",
+    "src",
+    "rules",
+    "scripts",
+    "docs",
+    "tests",
+    "envs",
+    "profiles",
+    "notebooks",
+    "report",
+    ".test",
+    ".ci",
+)
 PATH_IN_CODE = re.compile(r"(?<![\w./$-])((?:" + "|".join(map(re.escape, REPO_DIRS)) + r")/[\w./<>{}*-]*)")
 FENCED_BLOCK = re.compile(r"^```.*?^```", flags=re.DOTALL | re.MULTILINE)
 MARKDOWN_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
@@ -27,8 +45,9 @@ NAMED_CITATION = re.compile(r"(docs/[\w-]+\.md), ([A-Z][^\n]*)")
 
 def tracked_text_files() -> dict[str, str]:
     try:
-        names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
-                               check=True).stdout.split("\0")
+        names = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.split("\0")
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
     texts = {}
@@ -68,13 +87,16 @@ def anchors(path: Path) -> set[str]:
 
 def test_slug_matches_github_anchors():
     assert slug("Protocol notes (where we follow the public code, or deviate)") == (
-        "protocol-notes-where-we-follow-the-public-code-or-deviate")
+        "protocol-notes-where-we-follow-the-public-code-or-deviate"
+    )
     assert slug("The paper config (VTAB-1k, ViT-B/16 in21k)") == "the-paper-config-vtab-1k-vit-b16-in21k"
     assert slug("Dropout, heads and precision") == "dropout-heads-and-precision"
 
 
 def test_no_file_points_outside_the_repository():
-    hits = [f"{name}: {word}" for name, text in tracked_text_files().items() for word in FORBIDDEN if word in text]
+    hits = [
+        f"{name}: {word}" for name, text in tracked_text_files().items() for word in FORBIDDEN if word in text
+    ]
     assert not hits, "documents users do not have are cited:\n" + "\n".join(hits)
 
 
@@ -103,8 +125,10 @@ def test_paths_in_documents_exist(doc):
 
 def test_path_finder_sees_links_and_backticked_paths(tmp_path):
     doc = tmp_path / "x.md"
-    doc.write_text("[a](../config/paper.yaml) `--configfile=config/x.yaml` `results/table1.csv` "
-                   "`src/vptft/{name}.py` [w](https://example.org/docs/a.md)\n```\nrules/none.smk\n```\n")
+    doc.write_text(
+        "[a](../config/paper.yaml) `--configfile=config/x.yaml` `results/table1.csv` "
+        "`src/vptft/{name}.py` [w](https://example.org/docs/a.md)\n```\nrules/none.smk\n```\n"
+    )
     assert [written for written, _ in _linked_paths(doc)] == ["../config/paper.yaml", "config/x.yaml"]
 
 
@@ -122,7 +146,9 @@ def _cited_sections(texts: dict[str, str]) -> list[tuple[str, str, str]]:
 def test_cited_sections_exist():
     texts = tracked_text_files()
     cited = _cited_sections(texts)
-    assert any(doc == "docs/protocol.md" for _, doc, _ in cited), "no file cites a section of docs/protocol.md"
+    assert any(doc == "docs/protocol.md" for _, doc, _ in cited), (
+        "no file cites a section of docs/protocol.md"
+    )
     problems = []
     for name, doc, section in cited:
         path = ROOT / doc

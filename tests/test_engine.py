@@ -39,8 +39,11 @@ def test_epochs_floor_and_eval_epochs():
 
 
 def test_selection_uses_val_top1_and_breaks_ties_with_smaller_lr():
-    rows = [{"grid_index": 0, "lr": 0.5, "val_top1": 80.0}, {"grid_index": 1, "lr": 0.1, "val_top1": 80.0},
-            {"grid_index": 2, "lr": 0.05, "val_top1": 79.0}]
+    rows = [
+        {"grid_index": 0, "lr": 0.5, "val_top1": 80.0},
+        {"grid_index": 1, "lr": 0.1, "val_top1": 80.0},
+        {"grid_index": 2, "lr": 0.05, "val_top1": 79.0},
+    ]
     assert select(rows)["lr"] == 0.1
     rows.append({"grid_index": 3, "lr": 1.0, "val_top1": 81.0})
     assert select(rows)["lr"] == 1.0
@@ -56,7 +59,7 @@ def _toy_data(n=64, classes=4, seed=0):
     labels = torch.arange(n) % classes
     images = torch.randint(0, 60, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
     for c in range(classes):  # a bright quadrant per class: learnable in a few steps
-        images[labels == c, :, (c // 2) * 16:(c // 2) * 16 + 16, (c % 2) * 16:(c % 2) * 16 + 16] += 150
+        images[labels == c, :, (c // 2) * 16 : (c // 2) * 16 + 16, (c % 2) * 16 : (c % 2) * 16 + 16] += 150
     return SplitData(images, labels)
 
 
@@ -67,9 +70,18 @@ INPUT = {"size": (32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3}
 def test_fit_lowers_training_loss(mini_vit, strategy, lr):
     spec = get_strategy(strategy)
     model = spec.build(mini_vit, 4, **({"prompt_length": 2} if "vpt" in strategy else {}))
-    cfg = engine.FitConfig(spec.optimizer, lr=lr, weight_decay=0.0, epochs=8, warmup_epochs=1, batch_size=16, seed=0)
-    result = engine.fit(model, _toy_data(), {"test": _toy_data(seed=1)}, cfg, INPUT, torch.device("cpu"),
-                        cache_features=spec.cache_features)
+    cfg = engine.FitConfig(
+        spec.optimizer, lr=lr, weight_decay=0.0, epochs=8, warmup_epochs=1, batch_size=16, seed=0
+    )
+    result = engine.fit(
+        model,
+        _toy_data(),
+        {"test": _toy_data(seed=1)},
+        cfg,
+        INPUT,
+        torch.device("cpu"),
+        cache_features=spec.cache_features,
+    )
     losses = [row["train_loss"] for row in result["curves"]]
     assert len(losses) == 8 and losses[-1] < losses[1]
     assert set(result["curves"][-1]) >= {"epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1"}
@@ -84,8 +96,17 @@ def test_cached_linear_features_match_the_uncached_path(mini_vit):
     for cache in (True, False):
         torch.manual_seed(0)
         model = spec.build(copy.deepcopy(mini_vit), 4)
-        results.append(engine.fit(model, _toy_data(), {"test": _toy_data(seed=1)}, cfg, INPUT,
-                                  torch.device("cpu"), cache_features=cache))
+        results.append(
+            engine.fit(
+                model,
+                _toy_data(),
+                {"test": _toy_data(seed=1)},
+                cfg,
+                INPUT,
+                torch.device("cpu"),
+                cache_features=cache,
+            )
+        )
     for a, b in zip(*(r["curves"] for r in results)):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["test_top1"] == pytest.approx(b["test_top1"])
@@ -100,9 +121,18 @@ def test_interrupted_run_resumes_from_checkpoint_to_identical_curves(mini_vit, t
         torch.manual_seed(0)
         model = spec.build(copy.deepcopy(mini_vit), 4, prompt_length=2)
         model.prompt_dropout.p = 0.1  # dropout draws from the global RNG: resume must restore it
-        cfg = engine.FitConfig("sgd", lr=1.0, weight_decay=1e-4, epochs=4, warmup_epochs=1, batch_size=16, seed=3)
-        return engine.fit(model, _toy_data(), {"test": _toy_data(seed=1)}, cfg, INPUT, torch.device("cpu"),
-                          checkpoint=checkpoint)
+        cfg = engine.FitConfig(
+            "sgd", lr=1.0, weight_decay=1e-4, epochs=4, warmup_epochs=1, batch_size=16, seed=3
+        )
+        return engine.fit(
+            model,
+            _toy_data(),
+            {"test": _toy_data(seed=1)},
+            cfg,
+            INPUT,
+            torch.device("cpu"),
+            checkpoint=checkpoint,
+        )
 
     straight = run(None)
     checkpoint = tmp_path / "ckpt.pt"

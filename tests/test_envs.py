@@ -39,7 +39,9 @@ def test_env_parses_and_matches_pyproject(path):
     env = yaml.safe_load(path.read_text())
     assert env["channels"] and env["dependencies"]
     pip = [item for d in env["dependencies"] if isinstance(d, dict) for item in d.get("pip", [])]
-    assert any(re.fullmatch(r"-e \.\.\[[a-z,]+\]", item) for item in pip), pip  # vptft with its stage's extras
+    assert any(re.fullmatch(r"-e \.\.\[[a-z,]+\]", item) for item in pip), (
+        pip
+    )  # vptft with its stage's extras
     bounds = _pyproject_bounds()
     for name, lower in _env_requirements(env):
         assert name in bounds, f"{path.name}: {name} is not a dependency in pyproject.toml"
@@ -49,13 +51,17 @@ def test_env_parses_and_matches_pyproject(path):
 def test_every_rule_that_runs_code_names_an_env():
     checked = []
     for smk in Path(ROOT, "rules").glob("*.smk"):
-        for name, body in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n|\n)*)", smk.read_text(), re.MULTILINE):
+        for name, body in re.findall(
+            r"^(?:local)?rule (\w+):\n((?:    .*\n|\n)*)", smk.read_text(), re.MULTILINE
+        ):
             if "shell:" in body or "script:" in body or "notebook:" in body:
                 checked.append(name)
                 match = re.search(r"conda:\n\s+\"(\.\./envs/\w+\.yaml)\"", body)
                 assert match, f"rule {name} in {smk.name} names no conda env"
                 assert (smk.parent / match.group(1)).resolve().exists(), match.group(1)
-    assert {"download", "splits", "pretrain", "sweep", "select", "train", "table", "paper_name"} <= set(checked)
+    assert {"download", "splits", "pretrain", "sweep", "select", "train", "table", "paper_name"} <= set(
+        checked
+    )
 
 
 def test_data_env_has_what_preparing_tfds_needs():

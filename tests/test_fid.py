@@ -69,7 +69,9 @@ def test_inception_features_load_a_local_weights_file(inception_weights):
 def test_bad_inception_weights_name_the_file_and_config_key(tmp_path):
     garbage = tmp_path / "pt_inception.pth"
     garbage.write_bytes(b"\x00" * 64)
-    with pytest.raises(ValueError, match=r"pt_inception.pth: not FID Inception weights.*fid.inception_weights"):
+    with pytest.raises(
+        ValueError, match=r"pt_inception.pth: not FID Inception weights.*fid.inception_weights"
+    ):
         fid.inception_features(torch.zeros((1, 3, 8, 8), dtype=torch.uint8), garbage, "cpu")
     torch.save({"fc.weight": torch.zeros(3)}, garbage)  # a loadable state dict of another model
     with pytest.raises(ValueError, match="not FID Inception weights"):
@@ -107,20 +109,42 @@ def test_reference_images_from_a_folder(tmp_path):
 def test_run_fid_on_a_mini_task(prepared_mini, mini_vit, tmp_path):
     data_dir, infos = prepared_mini
     regimes = {"vtab1k": {"n_train": 120, "n_val": 40}}
-    manifest = build_manifest("newshapes_src", "vtab1k", regime_spec("vtab1k", regimes), infos["newshapes_src"],
-                              data_dir)
+    manifest = build_manifest(
+        "newshapes_src", "vtab1k", regime_spec("vtab1k", regimes), infos["newshapes_src"], data_dir
+    )
     write_manifest(tmp_path / "manifest.json", manifest)
     backbone = tmp_path / "mini_vit.safetensors"
     save_file({k: v.contiguous() for k, v in mini_vit.state_dict().items()}, str(backbone))
-    spec = {"task": "newshapes_src", "benchmark": "mini", "backbone": "mini_vit", "data_dir": data_dir,
-            "normalization": "backbone", "device": "cpu",
-            "fid": {"features": "backbone", "inception_weights": None, "reference_dir": None, "n_reference": 120,
-                    "repeats": 2, "seed": 0, "split": "trainval"}}
+    spec = {
+        "task": "newshapes_src",
+        "benchmark": "mini",
+        "backbone": "mini_vit",
+        "data_dir": data_dir,
+        "normalization": "backbone",
+        "device": "cpu",
+        "fid": {
+            "features": "backbone",
+            "inception_weights": None,
+            "reference_dir": None,
+            "n_reference": 120,
+            "repeats": 2,
+            "seed": 0,
+            "split": "trainval",
+        },
+    }
     out = fid.run_fid(spec, tmp_path / "manifest.json", backbone, tmp_path / "fid.json")
     assert json.loads((tmp_path / "fid.json").read_text()) == out
-    assert {k: out[k] for k in ("task", "group", "domain", "features", "repeats", "n_task", "n_reference")} == {
-        "task": "newshapes_src", "group": "natural", "domain": "source", "features": "backbone:mini_vit",
-        "repeats": 2, "n_task": 160, "n_reference": 120}
+    assert {
+        k: out[k] for k in ("task", "group", "domain", "features", "repeats", "n_task", "n_reference")
+    } == {
+        "task": "newshapes_src",
+        "group": "natural",
+        "domain": "source",
+        "features": "backbone:mini_vit",
+        "repeats": 2,
+        "n_task": 160,
+        "n_reference": 120,
+    }
     assert len(out["fid_values"]) == 2 and out["fid_mean"] > 0 and np.isfinite(out["fid_std"])
     assert out["fid_mean"] == pytest.approx(np.mean(out["fid_values"]))
     assert not list(tmp_path.glob(".fid.json.*"))  # written atomically
@@ -141,10 +165,23 @@ def test_run_fid_with_inception_features_reads_the_configured_weights(prepared_m
             return [torch.cat([quadrants, grey.std((2, 3))], 1)[:, :, None, None]]
 
     monkeypatch.setattr(fid, "load_fid_inception", lambda path: loaded.append(path) or PooledGrey())
-    spec = {"task": "digits", "benchmark": "mini", "backbone": "mini_vit", "data_dir": data_dir,
-            "normalization": "backbone", "device": "cpu",
-            "fid": {"features": "inception", "inception_weights": "/weights/pt_inception-2015-12-05-6726825d.pth",
-                    "reference_dir": None, "n_reference": 30, "repeats": 2, "seed": 1, "split": "trainval"}}
+    spec = {
+        "task": "digits",
+        "benchmark": "mini",
+        "backbone": "mini_vit",
+        "data_dir": data_dir,
+        "normalization": "backbone",
+        "device": "cpu",
+        "fid": {
+            "features": "inception",
+            "inception_weights": "/weights/pt_inception-2015-12-05-6726825d.pth",
+            "reference_dir": None,
+            "n_reference": 30,
+            "repeats": 2,
+            "seed": 1,
+            "split": "trainval",
+        },
+    }
     out = fid.run_fid(spec, tmp_path / "manifest.json", None, tmp_path / "fid.json")
     assert loaded == [spec["fid"]["inception_weights"]]  # loaded once for task and reference
     assert out["features"] == "inception:pt_inception-2015-12-05-6726825d.pth"

@@ -23,10 +23,17 @@ DRY_RUNS = {"default": [], "paper_table2": ["results/table2.csv", "--configfile=
 @pytest.mark.parametrize("args", DRY_RUNS.values(), ids=DRY_RUNS)
 def test_parsing_the_workflow_imports_no_torch_timm_or_tensorflow(args):
     """Snakemake validates the config and builds the DAG in its own process: that must stay cheap."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "snakemake", *args, "-n", "-c1", "--quiet"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "snakemake", *args, "-n", "-c1", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    imported = {
+        line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")
+    }
     assert {"vptft.config", "vptft.tasks.vtab"} <= imported  # the Snakefile's own imports were timed
     heavy = {name.split(".")[0] for name in imported} & HEAVY
     assert not heavy, f"parsing the workflow imported {heavy}"
@@ -57,6 +64,7 @@ RULES = {
     "select": runs({"train"}, "select"),
     "stage1": runs({"train"}, "stage1"),
     "train": runs({"train"}, "train"),
+    "train_seed": runs({"train"}, "train"),  # one seed of a final run too long for one job
     "fid": runs({"train"}, "fid"),
     # explains tuned models and reads the runs tables (pandas) to see which strategy won the task
     "attribution": runs({"train", "report"}, "attribution"),
@@ -69,9 +77,10 @@ RULES = {
     "figure_attribution": runs({"report"}, notebook="attribution.ipynb"),
     "claims": runs({"report"}, notebook="claims.ipynb"),
     "paper_name": runs({"report"}),  # cp
+    "paper_name_note": runs({"report"}),  # echo
 }
-READS_RECORDS = {"splits", "prototype_splits", "sweep", "stage1", "train", "fid", "attribution"}
-BUILDS_TUNED_MODELS = {"sweep", "stage1", "train", "attribution"}
+READS_RECORDS = {"splits", "prototype_splits", "sweep", "stage1", "train", "train_seed", "fid", "attribution"}
+BUILDS_TUNED_MODELS = {"sweep", "stage1", "train", "train_seed", "attribution"}
 # Modules every stage imports (the task and strategy registries) hold loaders only some rules call: the imports
 # inside these functions (and classes) count for those rules only.
 CALLED_BY = {
@@ -84,14 +93,21 @@ CALLED_BY = {
     ("vptft.tasks.tfds_prepare", "_RecordingDownloads"): set(),  # the data-plan verb, run by no rule
     ("vptft.tasks.tfds_prepare", "download_plan"): set(),
     ("vptft.strategies", "StrategySpec.build"): BUILDS_TUNED_MODELS,
+    ("vptft.provenance", "read"): set(),  # PIL for a figure's stamp: the Snakefile, when an alias is foreign
 }
 # Where a strategy's builder module is imported by name (importlib), to build a tuned model.
 BUILDER_IMPORTS = {("vptft.strategies", "StrategySpec.build")}
 # import name -> distribution, where they differ
-DISTRIBUTION = {"yaml": "pyyaml", "sklearn": "scikit-learn", "PIL": "pillow", "cv2": "opencv-python-headless",
-                "tensorflow": "tensorflow-cpu", "IPython": "ipykernel",  # the kernel papermill starts brings IPython
-                # TFDS depends on it; vptft imports it only to recognise TFDS's own download errors
-                "requests": "tensorflow-datasets"}
+DISTRIBUTION = {
+    "yaml": "pyyaml",
+    "sklearn": "scikit-learn",
+    "PIL": "pillow",
+    "cv2": "opencv-python-headless",
+    "tensorflow": "tensorflow-cpu",
+    "IPython": "ipykernel",  # the kernel papermill starts brings IPython
+    # TFDS depends on it; vptft imports it only to recognise TFDS's own download errors
+    "requests": "tensorflow-datasets",
+}
 WORKFLOW = {"snakemake", "snakemake-executor-plugin-slurm"}  # run the rules, imported by no rule's code
 
 
@@ -107,8 +123,11 @@ def _names(requirements):
     return {_normalized(re.match(r"[A-Za-z0-9_.\-]+", r).group()) for r in requirements}
 
 
-STAGE_EXTRAS = {name: _names(reqs) for name, reqs in _project()["optional-dependencies"].items()
-                if name not in ("all", "test")}
+STAGE_EXTRAS = {
+    name: _names(reqs)
+    for name, reqs in _project()["optional-dependencies"].items()
+    if name not in ("all", "test")
+}
 CORE = _names(_project()["dependencies"])
 
 
@@ -152,8 +171,11 @@ def _skipped(module, scope, rule):
 
 
 def _imports_of(module, rule):
-    imports = [name for scope, name in _scoped_imports(ast.parse(_module_path(module).read_text()))
-               if not _skipped(module, scope, rule)]
+    imports = [
+        name
+        for scope, name in _scoped_imports(ast.parse(_module_path(module).read_text()))
+        if not _skipped(module, scope, rule)
+    ]
     for owner, scope in BUILDER_IMPORTS:
         if owner == module and not _skipped(module, scope, rule):
             imports += sorted(_builder_modules())
@@ -192,10 +214,16 @@ def _rules():
     """{rule: (its body, the extras its conda env installs)} from rules/*.smk."""
     found = {}
     for smk in Path(ROOT, "rules").glob("*.smk"):
-        for name, body in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n|\n)*)", smk.read_text(), re.MULTILINE):
+        for name, body in re.findall(
+            r"^(?:local)?rule (\w+):\n((?:    .*\n|\n)*)", smk.read_text(), re.MULTILINE
+        ):
             env = yaml.safe_load((smk.parent / re.search(r'conda:\n\s+"([^"]+)"', body).group(1)).read_text())
             pip = [item for d in env["dependencies"] if isinstance(d, dict) for item in d.get("pip", [])]
-            extras = [set(m.group(1).split(",")) for m in map(re.compile(r"-e \.\.\[([a-z,]+)\]").fullmatch, pip) if m]
+            extras = [
+                set(m.group(1).split(","))
+                for m in map(re.compile(r"-e \.\.\[([a-z,]+)\]").fullmatch, pip)
+                if m
+            ]
             assert len(extras) == 1, f"rule {name}: its env installs vptft {len(extras)} times"
             found[name] = body, extras[0]
     return found
@@ -259,5 +287,7 @@ def test_all_extra_is_every_stage_extra():
 def test_called_by_table_names_functions_that_import_something():
     for module, scope in CALLED_BY:
         scopes = {s for s, _ in _scoped_imports(ast.parse(_module_path(module).read_text()))}
-        inside = any(s == scope or s.startswith(scope + ".") for s in scopes) or (module, scope) in BUILDER_IMPORTS
+        inside = (
+            any(s == scope or s.startswith(scope + ".") for s in scopes) or (module, scope) in BUILDER_IMPORTS
+        )
         assert inside, f"{module}: no imports inside {scope}"

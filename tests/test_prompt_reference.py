@@ -56,8 +56,11 @@ def split_heads(t):
 
 
 def qkv(W, i, tokens):
-    return linear(layer_norm(tokens, W[f"blocks.{i}.norm1.weight"], W[f"blocks.{i}.norm1.bias"]), W,
-                  f"blocks.{i}.attn.qkv").chunk(3, dim=-1)
+    return linear(
+        layer_norm(tokens, W[f"blocks.{i}.norm1.weight"], W[f"blocks.{i}.norm1.bias"]),
+        W,
+        f"blocks.{i}.attn.qkv",
+    ).chunk(3, dim=-1)
 
 
 def block(W, i, x, kv_prompts=None, keep=None):
@@ -72,7 +75,9 @@ def block(W, i, x, kv_prompts=None, keep=None):
     scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
     out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(x.shape)
     x = x + linear(out, W, f"blocks.{i}.attn.proj")
-    h = linear(layer_norm(x, W[f"blocks.{i}.norm2.weight"], W[f"blocks.{i}.norm2.bias"]), W, f"blocks.{i}.mlp.fc1")
+    h = linear(
+        layer_norm(x, W[f"blocks.{i}.norm2.weight"], W[f"blocks.{i}.norm2.bias"]), W, f"blocks.{i}.mlp.fc1"
+    )
     h = 0.5 * h * (1.0 + torch.erf(h / math.sqrt(2.0)))
     return x + linear(h, W, f"blocks.{i}.mlp.fc2")
 
@@ -83,8 +88,12 @@ def final_norm(W, x):
 
 def pool(x, p, pooling):
     """The head's feature from the final-normed [CLS, p prompts, patches]."""
-    return {"cls": x[:, 0], "image_pool": x[:, 1 + p:].mean(1), "prompt_pool": x[:, 1:1 + p].mean(1),
-            "global_pool": x[:, 1:].mean(1)}[pooling]
+    return {
+        "cls": x[:, 0],
+        "image_pool": x[:, 1 + p :].mean(1),
+        "prompt_pool": x[:, 1 : 1 + p].mean(1),
+        "global_pool": x[:, 1:].mean(1),
+    }[pooling]
 
 
 def head(W, feature):
@@ -104,7 +113,7 @@ def reference_vpt(W, images, prompts, blocks, pooling="cls", prompt_pos=None):
             new = prompts[blocks.index(i)].expand(x.shape[0], -1, -1)
             if prompt_pos is not None:
                 new = new + prompt_pos
-            patches = x[:, 1:] if i == blocks[0] else x[:, 1 + p:]
+            patches = x[:, 1:] if i == blocks[0] else x[:, 1 + p :]
             x = torch.cat([x[:, :1], new, patches], dim=1)
         x = block(W, i, x)
     return head(W, pool(final_norm(W, x), p, pooling))
@@ -253,8 +262,9 @@ def test_vpt_add_matches_reference(case, images):
     strategy, options, blocks = ADD_CASES[case]
     model = build(strategy, location="add", **options)
     assert model.prompts.shape == (len(blocks), PATCHES, model.backbone.embed_dim)
-    expected = reference_vpt_add(weights(model), images, model.prompts.detach(), blocks,
-                                 options.get("pooling", "cls"))
+    expected = reference_vpt_add(
+        weights(model), images, model.prompts.detach(), blocks, options.get("pooling", "cls")
+    )
     torch.testing.assert_close(logits(model, images), expected, **TOL)
 
 
@@ -294,7 +304,9 @@ def test_shallow_semantics_do_not_match_the_deep_model(images):
 def test_prompts_with_a_position_embedding_do_not_match(images):
     model = build("vpt_deep", prompt_length=P)
     W = weights(model)
-    positioned = reference_vpt(W, images, model.prompts.detach(), [0, 1, 2, 3], prompt_pos=W["pos_embed"][:, 1:1 + P])
+    positioned = reference_vpt(
+        W, images, model.prompts.detach(), [0, 1, 2, 3], prompt_pos=W["pos_embed"][:, 1 : 1 + P]
+    )
     assert max_diff(logits(model, images), positioned) > DIFFERS
 
 

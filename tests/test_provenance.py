@@ -39,8 +39,10 @@ def test_tables_and_their_spread_carry_the_stamp_as_trailing_columns(tmp_path):
 
 
 def test_a_stamped_fid_table_reads_as_before_for_the_claims(tmp_path):
-    fid = pd.DataFrame({"fid_mean": [1.0, 9.0, 3.0], "task_disparity": ["low", "low", "high"]},
-                       index=pd.Index(["source", "newshapes_sketch", "count_src"], name="task"))
+    fid = pd.DataFrame(
+        {"fid_mean": [1.0, 9.0, 3.0], "task_disparity": ["low", "low", "high"]},
+        index=pd.Index(["source", "newshapes_sketch", "count_src"], name="task"),
+    )
     report.write_csv(fid, tmp_path / "fid.csv", stamp=PAPER)
     read = pd.read_csv(tmp_path / "fid.csv", index_col="task")  # the claims notebook's reader
     assert provenance.read(tmp_path / "fid.csv") == PAPER
@@ -77,7 +79,9 @@ def test_the_config_hash_changes_with_any_config_value():
     changed = copy.deepcopy(config)
     changed["train"]["seeds"] = [0]
     stamp = provenance.of_config(config)
-    assert stamp["benchmark"] == "mini" and stamp["backbone"] == "mini_vit" and len(stamp["config_hash"]) == 64
+    assert (
+        stamp["benchmark"] == "mini" and stamp["backbone"] == "mini_vit" and len(stamp["config_hash"]) == 64
+    )
     assert provenance.of_config(changed)["config_hash"] != stamp["config_hash"]
 
 
@@ -87,7 +91,9 @@ def test_a_foreign_unqualified_file_is_noted_newer_than_it_and_a_copy_is_not(tmp
     report.write_csv(pd.DataFrame({"source": [50.0]}), source, stamp=MINI)
     assert provenance.note_foreign_copy(alias, source, note) is None  # nothing there yet
     alias.write_bytes(source.read_bytes())
-    assert provenance.note_foreign_copy(alias, source, note) is None and not note.exists()  # a copy: left alone
+    assert (
+        provenance.note_foreign_copy(alias, source, note) is None and not note.exists()
+    )  # a copy: left alone
     report.write_csv(pd.DataFrame({"cifar100": [80.0]}), alias, stamp=PAPER)
     future = time.time() + 86400  # copied from a machine whose clock runs a day ahead
     os.utime(alias, (future, future))
@@ -100,8 +106,19 @@ def test_a_foreign_unqualified_file_is_noted_newer_than_it_and_a_copy_is_not(tmp
 
 
 def _snakemake(work, configfile, *args):
-    cmd = [sys.executable, "-m", "snakemake", "-c1", "-s", f"{ROOT}/Snakefile", "-d", str(work), *args,
-           "results/table1.csv", f"--configfile={configfile}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-c1",
+        "-s",
+        f"{ROOT}/Snakefile",
+        "-d",
+        str(work),
+        *args,
+        "results/table1.csv",
+        f"--configfile={configfile}",
+    ]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
@@ -109,9 +126,12 @@ def _paper_like_config() -> dict:
     """config/paper.yaml cut down to one task, the linear probe and Table 1 (its table is written by hand)."""
     with open(os.path.join(ROOT, "config", "paper.yaml")) as f:
         config = yaml.safe_load(f)
-    config.update(tasks=["cifar100"], strategies={"linear": config["strategies"]["linear"]},
-                  tables={"table1": {"regime": "vtab1k", "groups": ["natural"]}},
-                  regimes={"vtab1k": {"n_train": 800, "n_val": 200}})
+    config.update(
+        tasks=["cifar100"],
+        strategies={"linear": config["strategies"]["linear"]},
+        tables={"table1": {"regime": "vtab1k", "groups": ["natural"]}},
+        regimes={"vtab1k": {"n_train": 800, "n_val": 200}},
+    )
     for key in ("analyses", "resources"):  # no FID / attribution; no GPU asked of this machine
         config.pop(key)
     return config
@@ -131,8 +151,10 @@ def test_switching_benchmarks_recopies_the_unqualified_table(tmp_path, triggers)
         validated = copy.deepcopy(config)
         validate_config(validated)
         stamps[bench] = provenance.of_config(validated)
-        table = pd.DataFrame({config["tasks"][0]: [50.0 if bench == "mini" else 80.0]},
-                             index=pd.Index(["linear"], name="strategy"))
+        table = pd.DataFrame(
+            {config["tasks"][0]: [50.0 if bench == "mini" else 80.0]},
+            index=pd.Index(["linear"], name="strategy"),
+        )
         report.write_csv(table, work / "results" / bench / "table1.csv", stamp=stamps[bench])
     alias = work / "results/table1.csv"
     for step, bench in enumerate(("mini", "vtab", "mini")):

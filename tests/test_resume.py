@@ -14,8 +14,9 @@ SCRIPT = Path(__file__).parent / "scripts" / "toy_fit.py"
 
 
 def start(checkpoint, out):
-    return subprocess.Popen([sys.executable, str(SCRIPT), str(checkpoint), str(out)], stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(checkpoint), str(out)], stderr=subprocess.PIPE, text=True
+    )
 
 
 def run(checkpoint, out):

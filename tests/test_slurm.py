@@ -41,7 +41,9 @@ def cluster():
         pytest.skip(reason)
     env = {**os.environ, "VPTFT_SLURM_STATE": STATE}
     etc_before = _etc_slurm()
-    up = subprocess.run(["timeout", "-s", "KILL", "300", SCRIPT, "up"], env=env, capture_output=True, text=True)
+    up = subprocess.run(
+        ["timeout", "-s", "KILL", "300", SCRIPT, "up"], env=env, capture_output=True, text=True
+    )
     assert up.returncode == 0, up.stdout + up.stderr
     yield
     subprocess.run(["timeout", "-s", "KILL", "60", SCRIPT, "down"], env=env, capture_output=True)
@@ -53,7 +55,9 @@ def _etc_slurm():
     import hashlib
 
     root = Path("/etc/slurm")
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +65,17 @@ def profile_home(tmp_path_factory, cluster):
     """$XDG_CONFIG_HOME with the shipped cluster profile, adapted to this accounting-free test cluster."""
     xdg = tmp_path_factory.mktemp("xdg")
     profile = yaml.safe_load(Path(f"{ROOT}/profiles/slurm/config.yaml").read_text())
-    profile.update({"jobs": 2, "latency-wait": 5, "retries": 0, "slurm-status-command": "squeue",
-                    "slurm-init-seconds-before-status-checks": 8, "slurm-keep-successful-logs": True,
-                    "default-resources": {"slurm_partition": "debug", "mem_mb": 1000, "runtime": 10}})
+    profile.update(
+        {
+            "jobs": 2,
+            "latency-wait": 5,
+            "retries": 0,
+            "slurm-status-command": "squeue",
+            "slurm-init-seconds-before-status-checks": 8,
+            "slurm-keep-successful-logs": True,
+            "default-resources": {"slurm_partition": "debug", "mem_mb": 1000, "runtime": 10},
+        }
+    )
     (xdg / "snakemake" / "slurm").mkdir(parents=True)
     (xdg / "snakemake" / "slurm" / "config.yaml").write_text(yaml.safe_dump(profile))
     return xdg
@@ -83,9 +95,23 @@ def _snakemake(args, workdir, xdg=None, wait=True):
     env = {**os.environ}
     if xdg:
         env["XDG_CONFIG_HOME"] = str(xdg)
-    cmd = ["timeout", "-s", "KILL", str(RUN_LIMIT), sys.executable, "-m", "snakemake", "-s", f"{ROOT}/Snakefile",
-           "-d", str(workdir), *args]
-    workdir.mkdir(parents=True, exist_ok=True)  # the plugin writes .snakemake/slurm_logs/ in the current directory
+    cmd = [
+        "timeout",
+        "-s",
+        "KILL",
+        str(RUN_LIMIT),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        f"{ROOT}/Snakefile",
+        "-d",
+        str(workdir),
+        *args,
+    ]
+    workdir.mkdir(
+        parents=True, exist_ok=True
+    )  # the plugin writes .snakemake/slurm_logs/ in the current directory
     if not wait:  # output to a file: a full pipe would stall snakemake while the test polls the scheduler
         with open(workdir / "snakemake.out", "w") as log:
             return subprocess.Popen(cmd, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
@@ -93,7 +119,9 @@ def _snakemake(args, workdir, xdg=None, wait=True):
 
 
 def _scheduler_job_ids():
-    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-o", "%i"], capture_output=True, text=True, check=True
+    )
     return set(out.stdout.split())
 
 
@@ -101,8 +129,11 @@ def _scheduler_job_ids():
 def slurm_run(profile_home, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("slurm")
     work = tmp / "work"
-    proc = _snakemake(["--profile", "slurm", "results/table1.csv", f"--configfile={_config(tmp, gpu=1)}"], work,
-                      profile_home)
+    proc = _snakemake(
+        ["--profile", "slurm", "results/table1.csv", f"--configfile={_config(tmp, gpu=1)}"],
+        work,
+        profile_home,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return work, proc.stdout + proc.stderr
 
@@ -130,8 +161,9 @@ def test_gpu_rule_was_given_a_gpu(slurm_run):
     assert re.search(r"gres/gpu[:=]1|gpu:1", job), job
     assert metrics["provenance"]["cuda_visible_devices"] == "0"
     pretrain_logs = list((work / ".snakemake" / "slurm_logs" / "rule_pretrain").rglob("*.log"))
-    pretrain_job = subprocess.run(["scontrol", "show", "job", pretrain_logs[0].stem], capture_output=True,
-                                  text=True).stdout
+    pretrain_job = subprocess.run(
+        ["scontrol", "show", "job", pretrain_logs[0].stem], capture_output=True, text=True
+    ).stdout
     assert "gpu" not in pretrain_job.lower()  # rules that need no GPU request none
 
 
@@ -154,8 +186,9 @@ def test_scancel_is_reported_failed_and_rerun_completes(profile_home, tmp_path):
     cancelled = None
     while cancelled is None:
         assert run.poll() is None and time.monotonic() < deadline, "no train job to cancel"
-        jobs = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True,
-                              text=True).stdout.splitlines()
+        jobs = subprocess.run(
+            ["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True, text=True
+        ).stdout.splitlines()
         for line in jobs:
             job_id, _, comment = line.partition(" ")
             if comment.startswith("rule_train"):

@@ -19,10 +19,20 @@ from conftest import ROOT
 PAPER, SMOKE = f"{ROOT}/config/paper.yaml", f"{ROOT}/config/smoke.yaml"
 # Key paths (lists of keys; "*" = any key) whose values the smoke overlay may change: how much, never how.
 SIZE_KEYS = [
-    ("tasks",), ("regimes", "*", "n_train"), ("regimes", "*", "n_val"), ("regimes", "*", "draws"),
-    ("regimes", "*", "shots"), ("train", "epochs"), ("train", "seeds"), ("strategies", "*", "grid", "*"),
-    ("tables", "*", "tasks"), ("analyses", "*", "tasks"), ("analyses", "*", "quadrant_tasks"),
-    ("analyses", "fid", "n_reference"), ("analyses", "fid", "repeats"), ("analyses", "attribution", "n_images"),
+    ("tasks",),
+    ("regimes", "*", "n_train"),
+    ("regimes", "*", "n_val"),
+    ("regimes", "*", "draws"),
+    ("regimes", "*", "shots"),
+    ("train", "epochs"),
+    ("train", "seeds"),
+    ("strategies", "*", "grid", "*"),
+    ("tables", "*", "tasks"),
+    ("analyses", "*", "tasks"),
+    ("analyses", "*", "quadrant_tasks"),
+    ("analyses", "fid", "n_reference"),
+    ("analyses", "fid", "repeats"),
+    ("analyses", "attribution", "n_images"),
     ("analyses", "attribution", "ig_steps"),
 ]
 
@@ -48,8 +58,10 @@ def leaves(node, path=()):
 
 
 def is_size_key(path):
-    return any(len(path) == len(pattern) and all(p in ("*", k) for p, k in zip(pattern, path))
-               for pattern in SIZE_KEYS)
+    return any(
+        len(path) == len(pattern) and all(p in ("*", k) for p, k in zip(pattern, path))
+        for pattern in SIZE_KEYS
+    )
 
 
 def test_smoke_overlay_changes_only_sizes():
@@ -114,18 +126,33 @@ def test_smoke_pass_runs_the_paper_path_and_learns(tmp_path):
     fake_resisc45(data_dir)
     # This machine: the one offline task (so only the tables with a specialized task), local files, the CPU.
     config = merged(PAPER, SMOKE)
-    config.update(tasks=["resisc45"], data_dir=str(data_dir), backbone_checkpoint=str(tmp_path / "vit_b16.safetensors"))
+    config.update(
+        tasks=["resisc45"], data_dir=str(data_dir), backbone_checkpoint=str(tmp_path / "vit_b16.safetensors")
+    )
     config["train"]["device"] = "cpu"
-    config["tables"] = {name: entry for name, entry in config["tables"].items()
-                        if "specialized" in entry["groups"] and name != "table20"}
+    config["tables"] = {
+        name: entry
+        for name, entry in config["tables"].items()
+        if "specialized" in entry["groups"] and name != "table20"
+    }
     config["analyses"]["curves"]["tasks"] = ["resisc45"]
     config["analyses"]["attribution"].update(tasks=["resisc45"], quadrant_tasks=["resisc45"])
     config["resources"].update(train={"gpu": 0, "threads": 1}, analysis={"gpu": 0, "threads": 1})
     configfile = tmp_path / "smoke_here.yaml"
     configfile.write_text(yaml.safe_dump(config))
     work = tmp_path / "work"
-    cmd = [sys.executable, "-m", "snakemake", "-c2", "-s", f"{ROOT}/Snakefile", "-d", str(work),
-           f"--configfile={configfile}", "results/table1.csv"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-c2",
+        "-s",
+        f"{ROOT}/Snakefile",
+        "-d",
+        str(work),
+        f"--configfile={configfile}",
+        "results/table1.csv",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     table = pd.read_csv(work / "results/table1.csv", index_col="strategy")
@@ -133,6 +160,8 @@ def test_smoke_pass_runs_the_paper_path_and_learns(tmp_path):
     assert set(table.index) == set(paper_rows)
     chance = 100.0 / CLASSES
     assert (table["resisc45"] >= 2 * chance).all(), table["resisc45"]  # every strategy learned the colours
-    runs = pd.concat(map(pd.read_csv, (work / "results/vtab/collected/vit_b16_in21k/vtab1k/resisc45").glob("*.csv")))
+    runs = pd.concat(
+        map(pd.read_csv, (work / "results/vtab/collected/vit_b16_in21k/vtab1k/resisc45").glob("*.csv"))
+    )
     assert set(runs.strategy) == set(paper_rows) and (runs.seed == 0).all()
     assert (runs.epochs == 4).all() and runs.lr.notna().all()

@@ -12,8 +12,11 @@ from vptft.splits import (
     write_manifest,
 )
 
-REGIMES = {"vtab1k": {"n_train": 160, "n_val": 40}, "scaling": {"n_train": [40, 80, 400, 800], "ratio": 4, "seed": 0},
-           "fewshot": {"shots": [1, 5], "draws": 2, "prototype": True, "seed": 3}}
+REGIMES = {
+    "vtab1k": {"n_train": 160, "n_val": 40},
+    "scaling": {"n_train": [40, 80, 400, 800], "ratio": 4, "seed": 0},
+    "fewshot": {"shots": [1, 5], "draws": 2, "prototype": True, "seed": 3},
+}
 
 
 def _indices(manifest, split):
@@ -26,13 +29,32 @@ def _manifest(prepared_mini, task, regime, regimes=REGIMES):
 
 
 def test_regime_names_and_specs():
-    assert regime_names(REGIMES) == ["vtab1k", "scale40", "scale80", "scale400", "scale800", "fewshot1_draw0",
-                                     "fewshot1_draw1", "fewshot1_prototype", "fewshot5_draw0", "fewshot5_draw1",
-                                     "fewshot5_prototype"]
-    assert regime_spec("scale400", REGIMES) == {"kind": "scaling", "n_train": 400, "n_val": 100, "ratio": 4,
-                                                "seed": 0}
-    assert regime_spec("fewshot5_draw1", REGIMES) == {"kind": "fewshot", "per_class": 5, "selection": "draw",
-                                                      "seed": 4}
+    assert regime_names(REGIMES) == [
+        "vtab1k",
+        "scale40",
+        "scale80",
+        "scale400",
+        "scale800",
+        "fewshot1_draw0",
+        "fewshot1_draw1",
+        "fewshot1_prototype",
+        "fewshot5_draw0",
+        "fewshot5_draw1",
+        "fewshot5_prototype",
+    ]
+    assert regime_spec("scale400", REGIMES) == {
+        "kind": "scaling",
+        "n_train": 400,
+        "n_val": 100,
+        "ratio": 4,
+        "seed": 0,
+    }
+    assert regime_spec("fewshot5_draw1", REGIMES) == {
+        "kind": "fewshot",
+        "per_class": 5,
+        "selection": "draw",
+        "seed": 4,
+    }
     assert regime_spec("fewshot1_prototype", REGIMES)["selection"] == "prototype"
     with pytest.raises(ValueError, match="regime 'scale500' is not configured"):
         regime_spec("scale500", REGIMES)
@@ -89,7 +111,9 @@ def test_fewshot_draws_are_k_per_class_deterministic_and_differ(prepared_mini):
     assert manifest["missing_classes"] == {"train": [], "val": []}
     assert not _indices(manifest, "train") & _indices(manifest, "val")
     assert manifest["splits"] == _manifest(prepared_mini, "digits", "fewshot5_draw0")["splits"]
-    assert _indices(manifest, "train") != _indices(_manifest(prepared_mini, "digits", "fewshot5_draw1"), "train")
+    assert _indices(manifest, "train") != _indices(
+        _manifest(prepared_mini, "digits", "fewshot5_draw1"), "train"
+    )
 
 
 def test_prototype_regime_needs_features_and_takes_the_nearest(prepared_mini):
@@ -98,8 +122,14 @@ def test_prototype_regime_needs_features_and_takes_the_nearest(prepared_mini):
     data_dir, infos = prepared_mini
     spec = regime_spec("fewshot1_prototype", REGIMES)
     # a planted feature: the record's own index, so the class mean is the class's middle record
-    manifest = build_manifest("digits", "fewshot1_prototype", spec, infos["digits"], data_dir,
-                              pool_features=lambda task, pool: [[float(i)] for _, i in pool])
+    manifest = build_manifest(
+        "digits",
+        "fewshot1_prototype",
+        spec,
+        infos["digits"],
+        data_dir,
+        pool_features=lambda task, pool: [[float(i)] for _, i in pool],
+    )
     labels = tasks.load_labels(tasks.get_task("digits"), "train", data_dir)
     for index in manifest["splits"]["train"]["train"]:
         members = [i for i in range(1000) if labels[i] == labels[index]]
@@ -128,7 +158,9 @@ def test_non_test_pool_excludes_a_test_slice_inside_train():
 
 def test_corrupt_manifest_is_refused(prepared_mini, tmp_path):
     path = tmp_path / "m.json"
-    write_manifest(path, _manifest(prepared_mini, "digits", "vtab1k", {"vtab1k": {"n_train": 16, "n_val": 8}}))
+    write_manifest(
+        path, _manifest(prepared_mini, "digits", "vtab1k", {"vtab1k": {"n_train": 16, "n_val": 8}})
+    )
     edited = json.loads(path.read_text())
     edited["splits"]["train"]["train"][0] = 900  # a val record leaks into train
     path.write_text(json.dumps(edited))

@@ -26,9 +26,16 @@ HEAD = D * C + C
 # Small options per strategy (defaults elsewhere), and the closed form of its tuned parameters given the
 # backbone's own count B.
 OPTIONS = {
-    "vpt_shallow": {"prompt_length": 3}, "vpt_deep": {"prompt_length": 3}, "mixed": {"prompt_length": 3},
-    "ft_then_pt": {"prompt_length": 3}, "partial": {"k": 2}, "mlp": {"k": 3}, "adapter": {"reduction": 8},
-    "sidetune": {"side_width": 16}, "lora": {"rank": 4, "alpha": 8.0}, "vpt_prefix": {"prompt_length": 3},
+    "vpt_shallow": {"prompt_length": 3},
+    "vpt_deep": {"prompt_length": 3},
+    "mixed": {"prompt_length": 3},
+    "ft_then_pt": {"prompt_length": 3},
+    "partial": {"k": 2},
+    "mlp": {"k": 3},
+    "adapter": {"reduction": 8},
+    "sidetune": {"side_width": 16},
+    "lora": {"rank": 4, "alpha": 8.0},
+    "vpt_prefix": {"prompt_length": 3},
     "adapt": {"context_length": 4, "target_length": 6, "warmup_epochs": 0, "prune_every": 2},
 }
 
@@ -48,7 +55,9 @@ TUNED = {
     "ft_then_pt": lambda b: 3 * D * L + HEAD,
     "partial": lambda b: 2 * BLOCK + 2 * D + HEAD,
     "mlp": lambda b: 2 * (D * D + D) + HEAD,
-    "bias": lambda b: D + 11 * D * L + D + HEAD,  # patch embedding, per block (2 norms, qkv, proj, fc1, fc2), norm
+    "bias": lambda b: (
+        D + 11 * D * L + D + HEAD
+    ),  # patch embedding, per block (2 norms, qkv, proj, fc1, fc2), norm
     "adapter": lambda b: L * (2 * D * (D // 8) + D // 8 + D) + HEAD,
     "sidetune": lambda b: side_params(16) + HEAD,
     "lora": lambda b: L * (4 * D + 3 * D * 4) + HEAD,
@@ -62,7 +71,9 @@ TRAINS = {
     "full": lambda n: True,
     "linear": HEAD_ONLY,
     "mlp": HEAD_ONLY,
-    "partial": lambda n: n.startswith(("head.", "backbone.blocks.2.", "backbone.blocks.3.", "backbone.norm.")),
+    "partial": lambda n: n.startswith(
+        ("head.", "backbone.blocks.2.", "backbone.blocks.3.", "backbone.norm.")
+    ),
     "bias": lambda n: n.startswith("head.") or n.endswith("bias") and n.startswith("backbone."),
     "adapter": lambda n: n.startswith("head.") or ".mlp.down." in n or ".mlp.up." in n,
     "lora": lambda n: n.startswith("head.") or "lora_" in n,
@@ -136,11 +147,22 @@ def test_a_short_run_lowers_the_training_loss(mini_vit, name):
     spec = get_strategy(name)
     model = build(name, mini_vit, head_init="zero")
     lr = {"adamw": 0.01}.get(spec.optimizer, 0.8)
-    cfg = engine.FitConfig(spec.optimizer, lr=lr, weight_decay=1e-4, epochs=6, warmup_epochs=1, batch_size=16,
-                           seed=0, optimizer_behavior="vpt_code")
-    curves = engine.fit(model, toy_data(), {}, cfg, INPUTS, torch.device("cpu"),
-                        cache_features=spec.cache_features)["curves"]
-    assert curves[-1]["train_loss"] < 0.9 * curves[0]["train_loss"], [round(c["train_loss"], 3) for c in curves]
+    cfg = engine.FitConfig(
+        spec.optimizer,
+        lr=lr,
+        weight_decay=1e-4,
+        epochs=6,
+        warmup_epochs=1,
+        batch_size=16,
+        seed=0,
+        optimizer_behavior="vpt_code",
+    )
+    curves = engine.fit(
+        model, toy_data(), {}, cfg, INPUTS, torch.device("cpu"), cache_features=spec.cache_features
+    )["curves"]
+    assert curves[-1]["train_loss"] < 0.9 * curves[0]["train_loss"], [
+        round(c["train_loss"], 3) for c in curves
+    ]
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
@@ -153,8 +175,9 @@ def test_tuned_state_saves_and_reloads_alone_and_reproduces_the_logits(mini_vit,
         model.keep[0, :2] = False
     path = tmp_path / "tuned.safetensors"
     save_file({k: v.contiguous() for k, v in tuned_state_dict(model).items()}, str(path))
-    assert set(load_file(str(path))) == set(tuned_parameters(model)) | {k for k, _ in model.named_buffers()
-                                                                         if not k.startswith("backbone.")}
+    assert set(load_file(str(path))) == set(tuned_parameters(model)) | {
+        k for k, _ in model.named_buffers() if not k.startswith("backbone.")
+    }
     tuned_bytes = 4 * parameter_counts(model)["tuned"]
     assert tuned_bytes <= path.stat().st_size < tuned_bytes + 16_384  # the tuned tensors, nothing more
     if name not in ("full", "mixed", "partial"):  # KB, not the backbone
@@ -173,14 +196,19 @@ def test_unknown_strategy_option_and_bad_types_are_refused(mini_vit):
         get_strategy("lorax")
     with pytest.raises(TypeError, match="no hyper-parameters"):
         get_strategy("full").build(mini_vit, 3, prompt_length=5)
-    errors = get_strategy("vpt_deep").problems("$.strategies.vpt_deep", {"lr": [0.1, "x"], "prompt_length": [1.5]},
-                                               {"prompt_dropout": "abc", "pooling": "max"})
+    errors = get_strategy("vpt_deep").problems(
+        "$.strategies.vpt_deep",
+        {"lr": [0.1, "x"], "prompt_length": [1.5]},
+        {"prompt_dropout": "abc", "pooling": "max"},
+    )
     assert errors == [
         "$.strategies.vpt_deep.grid.lr[1]: 'x' is not of type float",
         "$.strategies.vpt_deep.grid.prompt_length[0]: 1.5 is not of type int",
         "$.strategies.vpt_deep.options.prompt_dropout: 'abc' is not of type float",
-        ("$.strategies.vpt_deep.options.pooling: 'max' is not one of ['cls', 'image_pool', 'prompt_pool', "
-         "'global_pool']"),
+        (
+            "$.strategies.vpt_deep.options.pooling: 'max' is not one of ['cls', 'image_pool', 'prompt_pool', "
+            "'global_pool']"
+        ),
     ]
 
 
@@ -214,25 +242,36 @@ def test_combinations_that_cannot_be_built_are_refused_before_any_job(mini_vit):
     for key, depth in BACKBONE_DEPTHS.items():
         assert len(create_backbone(key, pretrained=False).blocks) == depth
     path = "$.strategies.x"
-    assert get_strategy("vpt_deep").problems(path, {"lr": [0.1], "wd": [0.0], "layers": ["1:3", "3:1", "2:9"]},
-                                             {}, depth=4) == [
+    assert get_strategy("vpt_deep").problems(
+        path, {"lr": [0.1], "wd": [0.0], "layers": ["1:3", "3:1", "2:9"]}, {}, depth=4
+    ) == [
         "$.strategies.x: layers '3:1' is not a non-empty block range of a 4-block backbone (grid point layers='3:1')",
         "$.strategies.x: layers '2:9' is not a non-empty block range of a 4-block backbone (grid point layers='2:9')",
     ]
-    assert get_strategy("mixed").problems(path, {"lr": [0.1], "wd": [0.0]},
-                                          {"location": "add", "pooling": "prompt_pool"}, depth=4) == [
-        "$.strategies.x: pooling 'prompt_pool' needs prepended prompts (location 'prepend')"]
+    assert get_strategy("mixed").problems(
+        path, {"lr": [0.1], "wd": [0.0]}, {"location": "add", "pooling": "prompt_pool"}, depth=4
+    ) == ["$.strategies.x: pooling 'prompt_pool' needs prepended prompts (location 'prepend')"]
     assert get_strategy("partial").problems(path, {"lr": [0.1], "wd": [0.0], "k": [1, 9]}, {}, depth=4) == [
-        "$.strategies.x: k 9 exceeds the backbone's 4 blocks (grid point k=9)"]
-    assert get_strategy("adapt").problems(path, {"lr": [0.1], "wd": [0.0]}, {"target_length": 65}, depth=4) == [
-        "$.strategies.x: target_length 65 exceeds the 64 tokens of 4 blocks x context_length 16"]
+        "$.strategies.x: k 9 exceeds the backbone's 4 blocks (grid point k=9)"
+    ]
+    assert get_strategy("adapt").problems(
+        path, {"lr": [0.1], "wd": [0.0]}, {"target_length": 65}, depth=4
+    ) == ["$.strategies.x: target_length 65 exceeds the 64 tokens of 4 blocks x context_length 16"]
     assert get_strategy("full").problems(path, {"lr": [float("nan"), 0.0], "wd": [0.0]}, {}) == [
-        "$.strategies.x.grid.lr[0]: NaN is not a valid value", "$.strategies.x.grid.lr[1]: 0.0 must be greater than 0"]
+        "$.strategies.x.grid.lr[0]: NaN is not a valid value",
+        "$.strategies.x.grid.lr[1]: 0.0 must be greater than 0",
+    ]
 
 
 def test_adapt_refuses_a_schedule_too_short_to_reach_its_budget():
     adapt = get_strategy("adapt")
-    values = {"context_length": 16, "target_length": 32, "prune_every": 80, "prune_tokens": 4, "warmup_epochs": 10}
+    values = {
+        "context_length": 16,
+        "target_length": 32,
+        "prune_every": 80,
+        "prune_tokens": 4,
+        "warmup_epochs": 10,
+    }
     # ViT-B/16 on VTAB-1k: 12 x 16 tokens -> 32 takes 40 pruning steps x 80 = 3,200 minibatches; 100 epochs of 8
     problem = adapt.schedule_problem(values, epochs=100, steps=800, depth=12)
     assert "3200 minibatches after warm-up, but the run has about 720" in problem

@@ -31,7 +31,8 @@ def test_ft_then_pt_starts_bit_for_bit_from_the_full_run(mini_vit, tmp_path):
     expected = full.backbone.state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in model.backbone.state_dict().items())
     assert set(dict(model.named_parameters())) - {"prompts", "head.weight", "head.bias"} == {
-        f"backbone.{k}" for k in dict(mini_vit.named_parameters())}
+        f"backbone.{k}" for k in dict(mini_vit.named_parameters())
+    }
     assert not any(p.requires_grad for p in model.backbone.parameters())  # stage 2 tunes prompts + head only
 
     linear = get_strategy("linear").build(copy.deepcopy(mini_vit), 4)
@@ -45,9 +46,23 @@ def test_ft_then_pt_starts_bit_for_bit_from_the_full_run(mini_vit, tmp_path):
 @pytest.mark.workflow
 def test_the_dag_feeds_ft_then_pt_the_full_jobs_outputs(tmp_path):
     target = "results/mini/runs/mini_vit/digits/vtab1k/ft_then_pt/seed0/metrics.json"
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-c1", "-s", f"{ROOT}/Snakefile", "-d",
-                           str(tmp_path), f"--configfile={ROOT}/config/config.yaml", target],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "-c1",
+            "-s",
+            f"{ROOT}/Snakefile",
+            "-d",
+            str(tmp_path),
+            f"--configfile={ROOT}/config/config.yaml",
+            target,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     jobs = proc.stdout.split("\nrule ")
     full_dir = "results/mini/runs/mini_vit/digits/vtab1k/full"
@@ -58,8 +73,11 @@ def test_the_dag_feeds_ft_then_pt_the_full_jobs_outputs(tmp_path):
         return found[0]
 
     assert f"{full_dir}/stage1.safetensors" in job("stage1", "full").split("output:")[1]
-    assert all(f"{full_dir}/stage1.safetensors" in j.split("output:")[0]
-               for j in jobs if j.startswith("sweep:") and "strategy=ft_then_pt" in j)
+    assert all(
+        f"{full_dir}/stage1.safetensors" in j.split("output:")[0]
+        for j in jobs
+        if j.startswith("sweep:") and "strategy=ft_then_pt" in j
+    )
     train_inputs = job("train", "ft_then_pt").split("output:")[0]
     assert all(f"{full_dir}/seed{s}/tuned.safetensors" in train_inputs for s in (0, 1, 2))
     assert f"{full_dir}/seed0/tuned.safetensors" in job("train", "full").split("output:")[1]
@@ -68,14 +86,19 @@ def test_the_dag_feeds_ft_then_pt_the_full_jobs_outputs(tmp_path):
 def adapt_model(backbone, **options):
     torch.manual_seed(0)
     defaults = dict(context_length=4, target_length=5, prune_every=2, prune_tokens=3, warmup_epochs=2)
-    return get_strategy("adapt").build(copy.deepcopy(backbone), 3, head_init="zero", **{**defaults, **options})
+    return get_strategy("adapt").build(
+        copy.deepcopy(backbone), 3, head_init="zero", **{**defaults, **options}
+    )
 
 
 def run_adapt(model, epochs):
     g = torch.Generator().manual_seed(0)
-    data = SplitData(torch.randint(0, 255, (32, 3, 32, 32), generator=g, dtype=torch.uint8),
-                            torch.arange(32) % 3)
-    cfg = engine.FitConfig("sgd", lr=0.5, weight_decay=0.0, epochs=epochs, warmup_epochs=1, batch_size=8, seed=0)
+    data = SplitData(
+        torch.randint(0, 255, (32, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(32) % 3
+    )
+    cfg = engine.FitConfig(
+        "sgd", lr=0.5, weight_decay=0.0, epochs=epochs, warmup_epochs=1, batch_size=8, seed=0
+    )
     history = []  # (epoch, active tokens) after every backward pass
     prune = model.after_backward
 
@@ -84,8 +107,9 @@ def run_adapt(model, epochs):
         history.append((epoch, int(model.keep.sum())))
 
     model.after_backward = recorded
-    engine.fit(model, data, {}, cfg, {"size": (32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3},
-               torch.device("cpu"))
+    engine.fit(
+        model, data, {}, cfg, {"size": (32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3}, torch.device("cpu")
+    )
     return history
 
 
@@ -101,7 +125,9 @@ def test_adapt_prunes_to_exactly_the_target_and_never_during_warmup(mini_vit):
 
 
 def test_adapt_l2_prunes_the_smallest_norm_tokens_first(mini_vit):
-    model = adapt_model(mini_vit, saliency="l2", warmup_epochs=0, prune_every=1, prune_tokens=3, target_length=13)
+    model = adapt_model(
+        mini_vit, saliency="l2", warmup_epochs=0, prune_every=1, prune_tokens=3, target_length=13
+    )
     with torch.no_grad():
         model.prompts.normal_()
         smallest = [(1, 2), (3, 0), (0, 3)]
@@ -146,7 +172,9 @@ def test_key_value_prompts_with_every_token_masked_are_the_plain_backbone(mini_v
     model = get_strategy(name).build(copy.deepcopy(mini_vit), 3).eval()
     with torch.no_grad():
         model.keep.fill_(False)
-        torch.testing.assert_close(model(X), backbone_logits(mini_vit.eval(), model.head, X), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            model(X), backbone_logits(mini_vit.eval(), model.head, X), rtol=1e-5, atol=1e-5
+        )
         model.keep.fill_(True)
         assert not torch.allclose(model(X), backbone_logits(mini_vit, model.head, X), atol=1e-4)
 

@@ -9,11 +9,15 @@ import pytest
 from conftest import ROOT
 
 
-@pytest.mark.parametrize("command", [
-    [sys.executable, "-m", "ruff", "check", "."],
-    [sys.executable, "-m", "ruff", "format", "--check", "."],
-    [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"],
-], ids=["ruff-check", "ruff-format", "snakefmt"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "ruff", "check", "."],
+        [sys.executable, "-m", "ruff", "format", "--check", "."],
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"],
+    ],
+    ids=["ruff-check", "ruff-format", "snakefmt"],
+)
 def test_sources_are_clean(command):
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -25,7 +25,9 @@ def installed(monkeypatch):
 
     def pretend(*missing):
         real = importlib.util.find_spec
-        monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name in missing else real("json"))
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name: None if name in missing else real("json")
+        )
 
     return pretend
 
@@ -40,7 +42,9 @@ def no_download(monkeypatch):
 
 def test_missing_tensorflow_is_reported_before_anything_is_downloaded(installed, no_download, tmp_path):
     installed("tensorflow")
-    with pytest.raises(RuntimeError, match=r"dmlab: preparing TFDS dmlab:2\.0\.1 needs tensorflow-cpu .*\.\[data\]"):
+    with pytest.raises(
+        RuntimeError, match=r"dmlab: preparing TFDS dmlab:2\.0\.1 needs tensorflow-cpu .*\.\[data\]"
+    ):
         vtab.prepare(tasks.get_task("dmlab"), str(tmp_path))
     assert not (tmp_path / "tfds").exists()
 
@@ -52,12 +56,25 @@ def test_builder_specific_modules_are_named(installed):
     assert tfds_prepare.missing_modules("cifar100:3.*.*") == []
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("resisc45", r"missing .*manual/NWPU-RESISC45\. To fix: download NWPU-RESISC45\.rar .*extract it into "),
-    ("diabetic_retinopathy", (r"missing .*manual/train, .*manual/test, .*manual/sample, .*manual/trainLabels\.csv\. "
-                              r"To fix: download .*kaggle\.com/c/diabetic-retinopathy-detection")),
-])
-def test_manual_dataset_names_each_missing_file_and_how_to_get_it(installed, no_download, tmp_path, name, expected):
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        (
+            "resisc45",
+            r"missing .*manual/NWPU-RESISC45\. To fix: download NWPU-RESISC45\.rar .*extract it into ",
+        ),
+        (
+            "diabetic_retinopathy",
+            (
+                r"missing .*manual/train, .*manual/test, .*manual/sample, .*manual/trainLabels\.csv\. "
+                r"To fix: download .*kaggle\.com/c/diabetic-retinopathy-detection"
+            ),
+        ),
+    ],
+)
+def test_manual_dataset_names_each_missing_file_and_how_to_get_it(
+    installed, no_download, tmp_path, name, expected
+):
     installed()
     with pytest.raises(RuntimeError, match=expected):
         vtab.prepare(tasks.get_task(name), str(tmp_path))
@@ -82,12 +99,21 @@ class FailingBuilder:
         raise self.error
 
 
-@pytest.mark.parametrize("name, error, expected", [
-    ("sun397", ValueError("Invalid JPEG data. Image /c/church/sun_x.jpg could not be decoded by Tensorflow."),
-     r"sun397: an image in SUN397\.tar\.gz could not be decoded .*delete .*downloads/\*SUN397\*"),
-    ("dtd", requests.exceptions.ConnectionError("Failed to resolve 'www.robots.ox.ac.uk'"),
-     r"dtd: could not download TFDS dtd:3\.\*\.\* .*cannot reach the dataset's host"),
-])
+@pytest.mark.parametrize(
+    "name, error, expected",
+    [
+        (
+            "sun397",
+            ValueError("Invalid JPEG data. Image /c/church/sun_x.jpg could not be decoded by Tensorflow."),
+            r"sun397: an image in SUN397\.tar\.gz could not be decoded .*delete .*downloads/\*SUN397\*",
+        ),
+        (
+            "dtd",
+            requests.exceptions.ConnectionError("Failed to resolve 'www.robots.ox.ac.uk'"),
+            r"dtd: could not download TFDS dtd:3\.\*\.\* .*cannot reach the dataset's host",
+        ),
+    ],
+)
 def test_known_preparation_failures_say_what_to_do(installed, monkeypatch, tmp_path, name, error, expected):
     installed()
     monkeypatch.setattr(vtab, "_builder", lambda task, data_dir: FailingBuilder(error))
@@ -201,8 +227,9 @@ def test_real_tfds_preparation_of_resisc45_from_its_manual_folder(tmp_path):
         (root / name).mkdir(parents=True)
         for i in range(2):
             colour = rng.integers(0, 256, size=3)
-            Image.fromarray(np.full((256, 256, 3), colour, dtype=np.uint8)).save(root / name / f"{name}_{i}.jpg",
-                                                                              quality=100)
+            Image.fromarray(np.full((256, 256, 3), colour, dtype=np.uint8)).save(
+                root / name / f"{name}_{i}.jpg", quality=100
+            )
             written[f"{name}_{i}.jpg"] = (label, colour)
     info = vtab.prepare(task, str(tmp_path))
     assert info["split_sizes"] == {"train": 6} and info["source"] == "tfds resisc45/3.0.0"
@@ -217,13 +244,18 @@ def test_real_tfds_preparation_of_resisc45_from_its_manual_folder(tmp_path):
     again = vtab.prepare(task, str(tmp_path))  # prepared once; a second job finds it ready
     assert again["split_sizes"] == info["split_sizes"]
     fewshot = {"fewshot": {"shots": [1], "draws": 1, "prototype": False, "seed": 0}}
-    oneshot = build_manifest("resisc45", "fewshot1_draw0", regime_spec("fewshot1_draw0", fewshot), info,
-                             str(tmp_path))
+    oneshot = build_manifest(
+        "resisc45", "fewshot1_draw0", regime_spec("fewshot1_draw0", fewshot), info, str(tmp_path)
+    )
     assert oneshot["class_counts"]["train"] == [1, 1, 1] + [0] * 42 == oneshot["class_counts"]["val"]
     assert oneshot["missing_classes"] == {"train": list(range(3, 45)), "val": list(range(3, 45))}
     # training reads the prepared files without TensorFlow (hidden here as if not installed)
-    result = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, str(tmp_path)], capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.splitlines()[-1]) == {"labels": labels.tolist(), "pixels": int(images[0].sum()),
-                                                          "tensorflow_imported": False}
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "labels": labels.tolist(),
+        "pixels": int(images[0].sum()),
+        "tensorflow_imported": False,
+    }

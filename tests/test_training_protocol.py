@@ -52,7 +52,9 @@ def test_paper_config_trains_each_strategy_as_the_vpt_paper_and_code_do():
         assert spec.batch_size({"prompt_length": 200}, entry, train["batch_size"]) == long_batch, name
         assert (train["backbone_dropout"] if spec.trains_backbone else 0.0) == dropout, name
     assert config["strategies"]["vpt_deep"]["options"]["prompt_dropout"] == 0.1
-    assert config["strategies"]["mixed"]["grid"] == config["strategies"]["vpt_deep"]["grid"]  # prompt optimiser
+    assert (
+        config["strategies"]["mixed"]["grid"] == config["strategies"]["vpt_deep"]["grid"]
+    )  # prompt optimiser
 
 
 def named_model():
@@ -71,8 +73,16 @@ def groups_by_decay(optimizer, model):
 def test_vpt_code_optimiser_rules():
     model = named_model()
     model.backbone.requires_grad_(True)  # a model that tunes weights and biases
-    adamw = engine.FitConfig("adamw", lr=0.001, weight_decay=0.0001, epochs=1, warmup_epochs=0, batch_size=64,
-                             seed=0, optimizer_behavior="vpt_code")
+    adamw = engine.FitConfig(
+        "adamw",
+        lr=0.001,
+        weight_decay=0.0001,
+        epochs=1,
+        warmup_epochs=0,
+        batch_size=64,
+        seed=0,
+        optimizer_behavior="vpt_code",
+    )
     opt = engine.make_optimizer(model, adamw)
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["eps"] == 1e-6
     decay = groups_by_decay(opt, model)
@@ -95,8 +105,10 @@ def test_selection_by_grid_index_on_the_paper_grids(tmp_path):
     own value (re-typing it from the first entry crashed every final run with int('0.5'))."""
     grid = paper_config(overlay=False)["strategies"]["linear"]["grid"]
     points = grid_points(grid)
-    rows = [{"grid_index": i, **p, "val_top1": 90.0 if p["lr"] == 0.5 and p["wd"] == 0.001 else 10.0}
-            for i, p in enumerate(points)]
+    rows = [
+        {"grid_index": i, **p, "val_top1": 90.0 if p["lr"] == 0.5 and p["wd"] == 0.001 else 10.0}
+        for i, p in enumerate(points)
+    ]
     write_csv(tmp_path / "chunk0.csv", rows)
     merge_sweep([tmp_path / "chunk0.csv"], tmp_path / "sweep.csv", expected_points=len(points))
     assert selected_point(tmp_path / "sweep.csv", grid) == {"lr": 0.5, "wd": 0.001}
@@ -110,4 +122,6 @@ def test_every_registered_strategy_declares_its_training():
         assert spec.optimizer in {"sgd", "adamw"}
         assert not (spec.cache_features and spec.trains_backbone)
         if spec.continues:
-            assert get_strategy(spec.continues).stores_backbone  # it must have whole-backbone runs to continue
+            assert get_strategy(
+                spec.continues
+            ).stores_backbone  # it must have whole-backbone runs to continue

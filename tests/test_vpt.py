@@ -72,8 +72,10 @@ def test_sequence_length_at_every_layer(backbone, deep):
     vit, size = backbone
     model = _vpt(vit, deep=deep).eval()
     lengths = []
-    hooks = [b.register_forward_hook(lambda m, i, o: lengths.append((i[0].shape[1], o.shape[1])))
-             for b in model.backbone.blocks]
+    hooks = [
+        b.register_forward_hook(lambda m, i, o: lengths.append((i[0].shape[1], o.shape[1])))
+        for b in model.backbone.blocks
+    ]
     with torch.no_grad():
         model(torch.randn(1, 3, *size))
     for h in hooks:
@@ -87,7 +89,9 @@ def test_deep_prompts_replace_previous_layer_outputs(backbone):
     vit, size = backbone
     model = _vpt(vit).eval()
     seen = []
-    hook = model.backbone.blocks[1].register_forward_pre_hook(lambda m, i: seen.append(i[0][:, 1:1 + P].clone()))
+    hook = model.backbone.blocks[1].register_forward_pre_hook(
+        lambda m, i: seen.append(i[0][:, 1 : 1 + P].clone())
+    )
     with torch.no_grad():
         model(torch.randn(2, 3, *size))
     hook.remove()

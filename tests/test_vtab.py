@@ -29,11 +29,27 @@ SPLIT_SIZES = {
     "dsprites": {"train": 737280},
     "smallnorb": {"train": 24300, "test": 24300},
 }
-TEST_SIZES = {"cifar100": 10000, "caltech101": 6084, "dtd": 1880, "oxford_flowers102": 6149,
-              "oxford_iiit_pet": 3669, "svhn": 26032, "sun397": 21750, "patch_camelyon": 32768, "eurosat": 5400,
-              "resisc45": 6300, "diabetic_retinopathy": 42670, "clevr_count": 15000, "clevr_distance": 15000,
-              "dmlab": 22735, "kitti_distance": 711, "dsprites_location": 73728, "dsprites_orientation": 73728,
-              "smallnorb_azimuth": 12150, "smallnorb_elevation": 12150}
+TEST_SIZES = {
+    "cifar100": 10000,
+    "caltech101": 6084,
+    "dtd": 1880,
+    "oxford_flowers102": 6149,
+    "oxford_iiit_pet": 3669,
+    "svhn": 26032,
+    "sun397": 21750,
+    "patch_camelyon": 32768,
+    "eurosat": 5400,
+    "resisc45": 6300,
+    "diabetic_retinopathy": 42670,
+    "clevr_count": 15000,
+    "clevr_distance": 15000,
+    "dmlab": 22735,
+    "kitti_distance": 711,
+    "dsprites_location": 73728,
+    "dsprites_orientation": 73728,
+    "smallnorb_azimuth": 12150,
+    "smallnorb_elevation": 12150,
+}
 VTAB = tasks.tasks_of("vtab")
 
 
@@ -45,8 +61,10 @@ def fake_record(family: str, index: int, num_classes: int) -> dict:
     """A record with the fields the VTAB label rules read, in range, cycling through every class."""
     rng = np.random.default_rng(index)
     channels = 1 if family in ("dsprites", "smallnorb") else 3
-    record = {"image": rng.integers(0, 2 if family == "dsprites" else 256, (12, 10, channels), dtype=np.uint8),
-              "label": index % num_classes}
+    record = {
+        "image": rng.integers(0, 2 if family == "dsprites" else 256, (12, 10, channels), dtype=np.uint8),
+        "label": index % num_classes,
+    }
     if family == "dsprites":
         record.update(label_x_position=index % 32, label_orientation=index % 40)
     elif family == "smallnorb":
@@ -59,8 +77,10 @@ def fake_record(family: str, index: int, num_classes: int) -> dict:
     elif family == "kitti":
         cases = [([0], [5.0]), ([1, 4], [15.0, 3.0]), ([2], [50.0]), ([3, 5], [1.0, 2.0])]  # bins 0, 1, 2, 3
         types, z = cases[index % 4]
-        record["objects"] = {"type": np.array(types), "location": np.stack([np.zeros(len(z)), np.zeros(len(z)),
-                                                                             np.array(z)], 1)}
+        record["objects"] = {
+            "type": np.array(types),
+            "location": np.stack([np.zeros(len(z)), np.zeros(len(z)), np.array(z)], 1),
+        }
     return record
 
 
@@ -117,18 +137,27 @@ def test_vtab1k_definition_on_mock_data(mocked_tfds, name, tmp_path):
     assert labels.min() >= 0 and labels.max() < task.num_classes
 
 
-@pytest.mark.parametrize("name", ["cifar100", "eurosat", "clevr_count", "smallnorb_azimuth", "dsprites_location"])
+@pytest.mark.parametrize(
+    "name", ["cifar100", "eurosat", "clevr_count", "smallnorb_azimuth", "dsprites_location"]
+)
 def test_scaling_and_oneshot_on_mock_data(mocked_tfds, name, tmp_path):
     task = tasks.get_task(name)
-    regimes = {"scaling": {"n_train": [400, 800, 20000], "ratio": 4, "seed": 0},
-               "fewshot": {"shots": [1], "draws": 1, "prototype": False, "seed": 0}}
-    small, large = (build_manifest(name, r, regime_spec(r, regimes), _data_info(task), str(tmp_path))
-                    for r in ("scale400", "scale800"))
+    regimes = {
+        "scaling": {"n_train": [400, 800, 20000], "ratio": 4, "seed": 0},
+        "fewshot": {"shots": [1], "draws": 1, "prototype": False, "seed": 0},
+    }
+    small, large = (
+        build_manifest(name, r, regime_spec(r, regimes), _data_info(task), str(tmp_path))
+        for r in ("scale400", "scale800")
+    )
     assert (len(_indices(small, "train")), len(_indices(small, "val"))) == (400, 100)
-    assert _indices(small, "train") <= _indices(large, "train") and _indices(small, "val") <= _indices(large, "val")
+    assert _indices(small, "train") <= _indices(large, "train") and _indices(small, "val") <= _indices(
+        large, "val"
+    )
     assert not (_indices(large, "trainval") & _indices(large, "test"))
-    oneshot = build_manifest(name, "fewshot1_draw0", regime_spec("fewshot1_draw0", regimes), _data_info(task),
-                             str(tmp_path))
+    oneshot = build_manifest(
+        name, "fewshot1_draw0", regime_spec("fewshot1_draw0", regimes), _data_info(task), str(tmp_path)
+    )
     assert oneshot["class_counts"]["train"] == [1] * task.num_classes == oneshot["class_counts"]["val"]
     assert not _indices(oneshot, "trainval") & _indices(oneshot, "test")
 
@@ -136,8 +165,9 @@ def test_scaling_and_oneshot_on_mock_data(mocked_tfds, name, tmp_path):
 def test_scaling_size_beyond_the_task_is_capped(mocked_tfds, tmp_path):
     task = tasks.get_task("kitti_distance")  # 6,770 non-test records
     regimes = {"scaling": {"n_train": [10000], "ratio": 4, "seed": 0}}
-    manifest = build_manifest("kitti_distance", "scale10000", regime_spec("scale10000", regimes), _data_info(task),
-                              str(tmp_path))
+    manifest = build_manifest(
+        "kitti_distance", "scale10000", regime_spec("scale10000", regimes), _data_info(task), str(tmp_path)
+    )
     assert manifest["capped"] == {"requested": [10000, 2500], "available": 6770, "used": [5416, 1354]}
     assert (len(_indices(manifest, "train")), len(_indices(manifest, "val"))) == (5416, 1354)
 
@@ -165,7 +195,9 @@ def test_label_rules_on_hand_made_records():
     no_vehicle = {"objects": {"type": np.array([4]), "location": np.array([[0, 0, 3.0]])}}
     assert vtab.kitti_distance(no_vehicle) == 3
     assert vtab.kitti_distance({"objects": {"type": np.array([2]), "location": np.array([[0, 0, 8.0]])}}) == 0
-    x_bin, orient_bin = (tasks.get_task(n).extra["label"] for n in ("dsprites_location", "dsprites_orientation"))
+    x_bin, orient_bin = (
+        tasks.get_task(n).extra["label"] for n in ("dsprites_location", "dsprites_orientation")
+    )
     assert [x_bin({"label_x_position": v}) for v in (0, 1, 2, 31)] == [0, 0, 1, 15]
     assert [orient_bin({"label_orientation": v}) for v in (0, 2, 3, 39)] == [0, 0, 1, 15]
     assert tasks.get_task("smallnorb_elevation").extra["label"]({"label_elevation": 7}) == 7

@@ -34,7 +34,9 @@ def test_tables_are_produced_with_every_strategy(workdir):
         assert list(table.index) == STUDY_FIRST
         assert table[task].between(0, 100).all()
         assert (table["seeds"] == 2).all()
-        assert table.loc[["full", "mixed"], "tuned_pct"].eq(100.0).all() and table.loc["linear", "tuned_pct"] < 1
+        assert (
+            table.loc[["full", "mixed"], "tuned_pct"].eq(100.0).all() and table.loc["linear", "tuned_pct"] < 1
+        )
         wins = [c for c in table.columns if c.startswith("wins_")]
         assert len(wins) == 1 and pd.isna(table.loc["full", wins[0]])
         assert table.loc[STUDY_FIRST[1:], wins[0]].between(0, 1).all()
@@ -77,8 +79,20 @@ def test_run_files_follow_the_contract(workdir):
     assert report["heldout_top1"] > 0 and report["chance_top1"] == pytest.approx(100 / 12)
 
 
-FIGURES = ["figure3", "figure4", "figure5", "figure5_log", "figure6", "figure8", "figure9", "figure10", "figure11",
-           "figure12", "figure17", "figure18"]
+FIGURES = [
+    "figure3",
+    "figure4",
+    "figure5",
+    "figure5_log",
+    "figure6",
+    "figure8",
+    "figure9",
+    "figure10",
+    "figure11",
+    "figure12",
+    "figure17",
+    "figure18",
+]
 
 
 def test_every_figure_and_report_file_is_made(workdir):
@@ -86,7 +100,17 @@ def test_every_figure_and_report_file_is_made(workdir):
     for name in FIGURES:
         for path in (results / "mini" / f"{name}.png", results / f"{name}.png"):
             assert path.stat().st_size > 5000, path  # a drawn figure, not an empty canvas
-    for name in ("figure3", "figure4", "figure5", "figure8", "claims", "table3", "table6", "table16", "table20"):
+    for name in (
+        "figure3",
+        "figure4",
+        "figure5",
+        "figure8",
+        "claims",
+        "table3",
+        "table6",
+        "table16",
+        "table20",
+    ):
         assert (results / "mini" / f"{name}.ipynb").is_file(), name
     for family, rows in (("vtab1k", 2 * 5 * 2), ("scaling", None), ("fewshot", 2 * 2 * 2)):
         runs = pd.read_csv(results / "mini/collected/mini_vit" / f"{family}.csv")
@@ -103,7 +127,12 @@ def test_fid_places_the_shifted_task_above_the_source_like_one(workdir):
 
 def test_scaling_fewshot_prompt_length_and_lora_tables(workdir):
     table6 = pd.read_csv(workdir / "results/table6.csv", index_col=["size", "strategy"])
-    assert list(table6.index) == [(16, "full"), (16, "vpt_deep"), (64, "full"), (64, "vpt_deep")]  # + vtab1k point
+    assert list(table6.index) == [
+        (16, "full"),
+        (16, "vpt_deep"),
+        (64, "full"),
+        (64, "vpt_deep"),
+    ]  # + vtab1k point
     table3 = pd.read_csv(workdir / "results/table3.csv", index_col=["shots", "selection", "strategy"])
     assert set(table3.index) == {(2, s, t) for s in ("prototype", "random") for t in ("full", "vpt_deep")}
     manifest = json.loads((workdir / "results/mini/splits/newshapes_src/fewshot2_prototype.json").read_text())
@@ -125,8 +154,14 @@ def test_attribution_index_and_claims_report(workdir):
 
 
 def test_html_report_gathers_the_outputs(workdir):
-    proc = snakemake("-c1", "-d", str(workdir), f"--configfile={ROOT}/.test/config/config.yaml",
-                     "--report", str(workdir / "report.html"))
+    proc = snakemake(
+        "-c1",
+        "-d",
+        str(workdir),
+        f"--configfile={ROOT}/.test/config/config.yaml",
+        "--report",
+        str(workdir / "report.html"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (workdir / "report.html").stat().st_size > 100_000
 
@@ -138,8 +173,11 @@ def test_rerun_has_nothing_to_do(workdir):
 
 
 def test_dry_runs_of_both_shipped_configs():
-    for configfile, target in (("config/config.yaml", "all"), ("config/mini-all.yaml", "all"),
-                               ("config/paper.yaml", "results/table2.csv")):
+    for configfile, target in (
+        ("config/config.yaml", "all"),
+        ("config/mini-all.yaml", "all"),
+        ("config/paper.yaml", "results/table2.csv"),
+    ):
         proc = snakemake("-n", "-c1", "-d", f"{ROOT}", f"--configfile={ROOT}/{configfile}", target, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
@@ -169,8 +207,12 @@ def test_paper_outputs_list_exactly_the_runs_they_show():
     assert {r for _, r, _ in trained} == {"vtab1k", "scale400", "scale5000", "scale10000", "scale20000"}
     figure8 = _dry_run_jobs("results/figure8.png")  # attributions: FT and VPT on four tasks, nothing else
     assert {w["strategy"] for rule, w in figure8 if rule == "train"} == {"full", "vpt_deep"}
-    assert {w["task"] for rule, w in figure8 if rule == "attribution"} == {"caltech101", "clevr_count", "svhn",
-                                                                          "smallnorb_azimuth"}
+    assert {w["task"] for rule, w in figure8 if rule == "attribution"} == {
+        "caltech101",
+        "clevr_count",
+        "svhn",
+        "smallnorb_azimuth",
+    }
     assert {w["regime"] for rule, w in figure8 if rule == "train"} == {"vtab1k"}
 
 

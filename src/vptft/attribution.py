@@ -52,8 +52,10 @@ class _GridView(nn.Module):
         self._pending = False
         gh, gw = self.grid
         if out.ndim != 3 or out.shape[1] < gh * gw:
-            raise ValueError(f"layer output {tuple(out.shape)} is not (N, T, D) tokens with {gh}x{gw} patches")
-        prefix, patches = out[:, :out.shape[1] - gh * gw], out[:, out.shape[1] - gh * gw:]
+            raise ValueError(
+                f"layer output {tuple(out.shape)} is not (N, T, D) tokens with {gh}x{gw} patches"
+            )
+        prefix, patches = out[:, : out.shape[1] - gh * gw], out[:, out.shape[1] - gh * gw :]
         n, _, d = patches.shape
         mapped = self.patch_grid(patches.transpose(1, 2).reshape(n, d, gh, gw))
         return torch.cat([prefix, mapped.flatten(2).transpose(1, 2)], dim=1)
@@ -69,8 +71,13 @@ def patch_grid_size(model: nn.Module) -> tuple[int, int]:
     return tuple(model.backbone.patch_embed.grid_size)
 
 
-def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, grid: tuple[int, int],
-            layer: nn.Module | None = None) -> torch.Tensor:
+def gradcam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    grid: tuple[int, int],
+    layer: nn.Module | None = None,
+) -> torch.Tensor:
     """GradCAM (N, gh, gw) of class `target` (N,) on the patch tokens of `layer`'s output (default:
     `default_cam_layer`): relu(sum_c mean_patches(dy/dA_c) * A_c), by captum's LayerGradCam."""
     from captum.attr import LayerGradCam
@@ -84,15 +91,25 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, grid: tuple
 # ------------------------------------------------------------------------------------- Integrated Gradients
 
 
-def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, steps: int = 32,
-                         internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def integrated_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    steps: int = 32,
+    internal_batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Integrated Gradients (N, 3, H, W) of class `target` from the zero baseline (zero in the normalised input
     space) and captum's convergence delta (N,): sum(attributions) - (f(x) - f(0)) of the target logit."""
     from captum.attr import IntegratedGradients
 
     attr, delta = IntegratedGradients(model).attribute(
-        x, baselines=torch.zeros_like(x), target=target, n_steps=steps, return_convergence_delta=True,
-        internal_batch_size=internal_batch_size or steps)
+        x,
+        baselines=torch.zeros_like(x),
+        target=target,
+        n_steps=steps,
+        return_convergence_delta=True,
+        internal_batch_size=internal_batch_size or steps,
+    )
     return attr.detach(), delta.detach()
 
 
@@ -104,8 +121,10 @@ def _resolve_start_from(metrics: dict, run_dir: Path, start_from) -> Path:
     if start_from is None:
         start_from = (metrics.get("provenance") or {}).get("start_from")
     if start_from is None:
-        raise ValueError(f"{run_dir}/metrics.json: strategy {metrics['strategy']!r} continues another run but "
-                         "records no start_from; pass the weights file it started from")
+        raise ValueError(
+            f"{run_dir}/metrics.json: strategy {metrics['strategy']!r} continues another run but "
+            "records no start_from; pass the weights file it started from"
+        )
     return Path(start_from)
 
 
@@ -139,8 +158,10 @@ def load_trained(run_dir, backbone_path, num_classes: int, backbone_key: str | N
     unknown = sorted(set(tuned) - set(state))
     missing = sorted(set(tuned_state_dict(model)) - set(tuned))
     if unknown or missing:
-        raise ValueError(f"{path}: does not fit strategy {strategy.name!r} at {values} (keys not in the model: "
-                         f"{unknown[:5]}, tuned keys not in the file: {missing[:5]})")
+        raise ValueError(
+            f"{path}: does not fit strategy {strategy.name!r} at {values} (keys not in the model: "
+            f"{unknown[:5]}, tuned keys not in the file: {missing[:5]})"
+        )
     wrong = [k for k, v in tuned.items() if v.shape != state[k].shape]
     if wrong:
         raise ValueError(f"{path}: shapes differ from the model's for {wrong[:5]}")
@@ -163,8 +184,10 @@ def pick_examples(labels, pred_a, pred_b, n: int, seed: int) -> np.ndarray:
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, normalize: nn.Module, device, batch_size: int = 256):
     """Predicted classes (N,) of uint8 images, in batches."""
-    preds = [model(normalize(images[i:i + batch_size].to(device))).argmax(1).cpu()
-             for i in range(0, len(images), batch_size)]
+    preds = [
+        model(normalize(images[i : i + batch_size].to(device))).argmax(1).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64)
 
 
@@ -183,12 +206,20 @@ def _write_rows(path, fields: list[str], rows: list[dict]) -> None:
 def _attribute(model, x, target, grid, steps: int) -> dict:
     """GradCAM (n, gh, gw), IG summed |.| over channels (n, H, W) and the IG delta (n,) of one model."""
     if len(x) == 0:
-        return {"gradcam": np.zeros((0, *grid), np.float32), "ig": np.zeros((0, *x.shape[2:]), np.float32),
-                "ig_delta": np.zeros(0, np.float32)}
+        return {
+            "gradcam": np.zeros((0, *grid), np.float32),
+            "ig": np.zeros((0, *x.shape[2:]), np.float32),
+            "ig_delta": np.zeros(0, np.float32),
+        }
     cam = gradcam(model, x, target, grid)
-    igs, deltas = zip(*(integrated_gradients(model, x[i:i + 1], target[i:i + 1], steps) for i in range(len(x))))
-    return {"gradcam": cam.cpu().numpy(), "ig": torch.cat(igs).abs().sum(1).cpu().numpy(),
-            "ig_delta": torch.cat(deltas).cpu().numpy()}
+    igs, deltas = zip(
+        *(integrated_gradients(model, x[i : i + 1], target[i : i + 1], steps) for i in range(len(x)))
+    )
+    return {
+        "gradcam": cam.cpu().numpy(),
+        "ig": torch.cat(igs).abs().sum(1).cpu().numpy(),
+        "ig_delta": torch.cat(deltas).cpu().numpy(),
+    }
 
 
 def run_attribution(spec: dict, manifest_path, backbone_path, runs: dict[str, str], out_dir) -> dict:
@@ -202,7 +233,9 @@ def run_attribution(spec: dict, manifest_path, backbone_path, runs: dict[str, st
     cfg = spec["attribution"]
     pair = list(cfg["pair"])
     if len(pair) != 2 or pair[0] == pair[1] or any(s not in runs for s in pair):
-        raise ValueError(f"attribution.pair {pair} must name two different strategies of the runs {sorted(runs)}")
+        raise ValueError(
+            f"attribution.pair {pair} must name two different strategies of the runs {sorted(runs)}"
+        )
     manifest = read_manifest(manifest_path)
     if manifest["task"] != spec["task"]:
         raise ValueError(f"{manifest_path}: manifest of task {manifest['task']!r}, not {spec['task']!r}")
@@ -211,23 +244,34 @@ def run_attribution(spec: dict, manifest_path, backbone_path, runs: dict[str, st
     for name in pair:
         metrics = read_json(Path(runs[name]) / "metrics.json")
         if (metrics["strategy"], metrics["task"]) != (name, spec["task"]):
-            raise ValueError(f"{runs[name]}: a run of {metrics['strategy']!r} on {metrics['task']!r}, "
-                             f"not {name!r} on {spec['task']!r}")
+            raise ValueError(
+                f"{runs[name]}: a run of {metrics['strategy']!r} on {metrics['task']!r}, "
+                f"not {name!r} on {spec['task']!r}"
+            )
         recorded[name] = metrics.get("test_top1")
-        models[name] = load_trained(runs[name], backbone_path, manifest["num_classes"], spec["backbone"]).to(device)
+        models[name] = load_trained(runs[name], backbone_path, manifest["num_classes"], spec["backbone"]).to(
+            device
+        )
     input_cfg = input_config(models[pair[0]].backbone, spec["normalization"])
     normalize = Normalize(input_cfg["mean"], input_cfg["std"]).to(device)
     test = load_split(manifest, "test", spec["data_dir"], input_cfg["size"])
     preds = {name: predict(model, test.images, normalize, device) for name, model in models.items()}
-    top1 = {name: 100.0 * (p == test.labels).float().mean().item() if len(test) else 0.0 for name, p in preds.items()}
+    top1 = {
+        name: 100.0 * (p == test.labels).float().mean().item() if len(test) else 0.0
+        for name, p in preds.items()
+    }
     qualifies = (preds[pair[0]] != test.labels) & (preds[pair[1]] == test.labels)
     index = pick_examples(test.labels, preds[pair[0]], preds[pair[1]], int(cfg["n_images"]), int(cfg["seed"]))
 
     grid = patch_grid_size(models[pair[0]])
     idx = torch.as_tensor(index)
     x = normalize(test.images[idx].to(device))
-    arrays = {"index": index, "images": test.images[idx].numpy(), "labels": test.labels[idx].numpy(),
-              "pair": np.array(pair)}
+    arrays = {
+        "index": index,
+        "images": test.images[idx].numpy(),
+        "labels": test.labels[idx].numpy(),
+        "pair": np.array(pair),
+    }
     for name in pair:
         target = preds[name][idx].to(device)
         maps = _attribute(models[name], x, target, grid, int(cfg["ig_steps"]))
@@ -237,20 +281,42 @@ def run_attribution(spec: dict, manifest_path, backbone_path, runs: dict[str, st
     out_dir = Path(out_dir)
     _write_npz(out_dir / "maps.npz", arrays)
     fields = ["test_index", "label", *(f"pred_{s}" for s in pair), *(f"ig_delta_{s}" for s in pair)]
-    rows = [{"test_index": int(i), "label": int(arrays["labels"][k]),
-             **{f"pred_{s}": int(arrays[f"pred_{s}"][k]) for s in pair},
-             **{f"ig_delta_{s}": float(arrays[f"ig_delta_{s}"][k]) for s in pair}} for k, i in enumerate(index)]
+    rows = [
+        {
+            "test_index": int(i),
+            "label": int(arrays["labels"][k]),
+            **{f"pred_{s}": int(arrays[f"pred_{s}"][k]) for s in pair},
+            **{f"ig_delta_{s}": float(arrays[f"ig_delta_{s}"][k]) for s in pair},
+        }
+        for k, i in enumerate(index)
+    ]
     _write_rows(out_dir / "index.csv", fields, rows)
 
-    summary = {"task": spec["task"], "pair": pair, "n_test": len(test), "n_candidates": int(qualifies.sum()),
-               "n_images": len(index), "test_top1": top1, "recorded_test_top1": recorded}
+    summary = {
+        "task": spec["task"],
+        "pair": pair,
+        "n_test": len(test),
+        "n_candidates": int(qualifies.sum()),
+        "n_images": len(index),
+        "test_top1": top1,
+        "recorded_test_top1": recorded,
+    }
     if not len(index):
-        print(f"[attribution] {spec['task']}: no test image that {pair[0]} gets wrong and {pair[1]} right; "
-              "wrote empty maps", flush=True)
+        print(
+            f"[attribution] {spec['task']}: no test image that {pair[0]} gets wrong and {pair[1]} right; "
+            "wrote empty maps",
+            flush=True,
+        )
     for name in pair:
         if recorded[name] is not None and abs(recorded[name] - top1[name]) > 1.0:
-            print(f"[attribution] WARNING {spec['task']} {name}: test top-1 {top1[name]:.2f} of the loaded model "
-                  f"differs from the run's recorded {recorded[name]:.2f}", flush=True)
-    print(f"[attribution] {spec['task']} {pair[0]} wrong / {pair[1]} right: {summary['n_candidates']} candidates, "
-          f"{len(index)} mapped; test top-1 " + ", ".join(f"{s} {top1[s]:.2f}" for s in pair), flush=True)
+            print(
+                f"[attribution] WARNING {spec['task']} {name}: test top-1 {top1[name]:.2f} of the loaded model "
+                f"differs from the run's recorded {recorded[name]:.2f}",
+                flush=True,
+            )
+    print(
+        f"[attribution] {spec['task']} {pair[0]} wrong / {pair[1]} right: {summary['n_candidates']} candidates, "
+        f"{len(index)} mapped; test top-1 " + ", ".join(f"{s} {top1[s]:.2f}" for s in pair),
+        flush=True,
+    )
     return summary

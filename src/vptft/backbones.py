@@ -14,22 +14,41 @@ from timm.models import register_model
 from timm.models._registry import generate_default_cfgs
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
 
-MINI_ARGS = dict(img_size=32, patch_size=8, embed_dim=96, depth=4, num_heads=3, mlp_ratio=4.0, class_token=True,
-                 global_pool="token")
+MINI_ARGS = dict(
+    img_size=32,
+    patch_size=8,
+    embed_dim=96,
+    depth=4,
+    num_heads=3,
+    mlp_ratio=4.0,
+    class_token=True,
+    global_pool="token",
+)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-default_cfgs = generate_default_cfgs({
-    # weights come from the workflow's `pretrain` rule, never from a hub
-    "vit_mini_patch8_32.vptft": dict(num_classes=0, input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5),
-                                      std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=1.0,
-                                      first_conv="patch_embed.proj", classifier="head"),
-})
+default_cfgs = generate_default_cfgs(
+    {
+        # weights come from the workflow's `pretrain` rule, never from a hub
+        "vit_mini_patch8_32.vptft": dict(
+            num_classes=0,
+            input_size=(3, 32, 32),
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            interpolation="bilinear",
+            crop_pct=1.0,
+            first_conv="patch_embed.proj",
+            classifier="head",
+        ),
+    }
+)
 
 
 @register_model
 def vit_mini_patch8_32(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """ViT (patch 8, width 96, depth 4, 3 heads) for 32x32 images: the mini benchmark's backbone."""
-    return _create_vision_transformer("vit_mini_patch8_32", pretrained=pretrained, **dict(MINI_ARGS, **kwargs))
+    return _create_vision_transformer(
+        "vit_mini_patch8_32", pretrained=pretrained, **dict(MINI_ARGS, **kwargs)
+    )
 
 
 @dataclass(frozen=True)
@@ -45,7 +64,9 @@ BACKBONES = {
 }
 
 
-def create_backbone(key: str, checkpoint: str | Path | None = None, pretrained: bool = True, dropout: float = 0.0):
+def create_backbone(
+    key: str, checkpoint: str | Path | None = None, pretrained: bool = True, dropout: float = 0.0
+):
     """A timm ViT without classifier (num_classes=0), weights from `checkpoint` (a local file) or timm's source.
 
     dropout: on the position embedding, attention output and MLP (the VPT code's ViT-B config: 0.1, active
@@ -62,14 +83,24 @@ def create_backbone(key: str, checkpoint: str | Path | None = None, pretrained: 
             raise FileNotFoundError(f"{checkpoint}: backbone checkpoint not found")
         overlay = dict(file=str(checkpoint))
     elif spec.pretrained_by_workflow and pretrained:
-        raise ValueError(f"backbone {key!r} is pre-trained by the workflow: pass the `pretrain` rule's checkpoint")
+        raise ValueError(
+            f"backbone {key!r} is pre-trained by the workflow: pass the `pretrain` rule's checkpoint"
+        )
     try:
-        return timm.create_model(spec.timm_name, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay,
-                                 pos_drop_rate=dropout, proj_drop_rate=dropout)
+        return timm.create_model(
+            spec.timm_name,
+            pretrained=pretrained,
+            num_classes=0,
+            pretrained_cfg_overlay=overlay,
+            pos_drop_rate=dropout,
+            proj_drop_rate=dropout,
+        )
     except Exception as err:  # torch, safetensors and timm each raise their own types for a bad file
         where = checkpoint or spec.timm_name
-        raise RuntimeError(f"{where}: cannot load backbone {key!r} ({type(err).__name__}: {err}); "
-                           "a corrupt or truncated file must be deleted and re-created") from err
+        raise RuntimeError(
+            f"{where}: cannot load backbone {key!r} ({type(err).__name__}: {err}); "
+            "a corrupt or truncated file must be deleted and re-created"
+        ) from err
 
 
 def input_config(backbone, normalization: str = "backbone") -> dict:

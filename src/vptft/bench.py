@@ -33,10 +33,29 @@ from vptft.io import atomic_path
 from vptft.selection import grid_points
 from vptft.strategies import get_strategy
 
-ROW_COLUMNS = ("backbone", "measure", "value", "unit", "reference", "ratio", "target", "met", "note", "device",
-               "torch", "threads")
-STEP_COLUMNS = ("backbone", "strategy", "prompt_length", "batch_size", "device", "ms_per_image_train",
-                "ms_per_image_eval")
+ROW_COLUMNS = (
+    "backbone",
+    "measure",
+    "value",
+    "unit",
+    "reference",
+    "ratio",
+    "target",
+    "met",
+    "note",
+    "device",
+    "torch",
+    "threads",
+)
+STEP_COLUMNS = (
+    "backbone",
+    "strategy",
+    "prompt_length",
+    "batch_size",
+    "device",
+    "ms_per_image_train",
+    "ms_per_image_eval",
+)
 PROMPT_LENGTHS = (1, 50, 200)
 NUM_CLASSES = 10  # the head's size barely matters to the step time
 TIMING_POINT = {"lr": 1e-3, "wd": 1e-4}  # wd > 0: AdamW stays AdamW under the VPT code's rules
@@ -44,8 +63,14 @@ FULL_TARGET, VPT_TARGET, LINEAR_TARGET = 1.05, 1.0, 1.5  # ratio bounds
 DAG_SECONDS, DAG_JOBS = 10.0, 3000
 DAG_CONFIGFILES = ("config/paper.yaml", "config/vpt-baselines.yaml")  # every strategy the paper setup runs
 # Dense bf16 tensor-core peak (FLOP/s) by a substring of torch.cuda.get_device_name, most specific first.
-GPU_PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12),
-                 ("L40S", 362e12), ("L4", 121e12))
+GPU_PEAK_BF16 = (
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+)
 GPU_BATCH, GPU_STEPS, GPU_REPEATS = 128, 10, 3  # the paper's full-finetuning batch
 GPU_BACKBONE = "vit_b16_in21k"
 
@@ -108,10 +133,20 @@ def workflow_determinism(device: torch.device):
 class Bench:
     """One backbone's models and random data, timed through the engine."""
 
-    def __init__(self, key: str, profile: Profile, device: torch.device, batch: int | None = None,
-                 repeats: int | None = None):
+    def __init__(
+        self,
+        key: str,
+        profile: Profile,
+        device: torch.device,
+        batch: int | None = None,
+        repeats: int | None = None,
+    ):
         self.key, self.profile, self.device = key, profile, device
-        self.batch, self.repeats, self.steps = batch or profile.batch, repeats or profile.repeats, profile.steps
+        self.batch, self.repeats, self.steps = (
+            batch or profile.batch,
+            repeats or profile.repeats,
+            profile.steps,
+        )
         self.config = load_config(profile.config)
         self.train = self.config["train"]
         self._backbones: dict[float, torch.nn.Module] = {}
@@ -119,8 +154,10 @@ class Bench:
         size = self.input_cfg["size"]
         n = self.batch * self.steps
         g = torch.Generator().manual_seed(0)
-        self.images = SplitData(torch.randint(0, 256, (n, 3, *size), generator=g, dtype=torch.uint8),
-                                torch.randint(0, NUM_CLASSES, (n,), generator=g))
+        self.images = SplitData(
+            torch.randint(0, 256, (n, 3, *size), generator=g, dtype=torch.uint8),
+            torch.randint(0, NUM_CLASSES, (n,), generator=g),
+        )
         self.normalize = Normalize(self.input_cfg["mean"], self.input_cfg["std"]).to(device)
 
     def backbone(self, dropout: float):
@@ -139,15 +176,28 @@ class Bench:
         dropout = self.train["backbone_dropout"] if strategy.trains_backbone else 0.0
         entry = self.config["strategies"].get(name, {})
         torch.manual_seed(0)
-        return strategy.build(copy.deepcopy(self.backbone(dropout)), NUM_CLASSES, head_init=self.train["head_init"],
-                              **{**entry.get("options", {}), **values}).to(self.device)
+        return strategy.build(
+            copy.deepcopy(self.backbone(dropout)),
+            NUM_CLASSES,
+            head_init=self.train["head_init"],
+            **{**entry.get("options", {}), **values},
+        ).to(self.device)
 
     def fit_config(self, name: str) -> engine.FitConfig:
         """One epoch of `steps` optimiser steps at the bench batch, no eval pass."""
-        return engine.FitConfig(optimizer=get_strategy(name).optimizer, lr=TIMING_POINT["lr"],
-                                weight_decay=TIMING_POINT["wd"], epochs=1, warmup_epochs=0, batch_size=self.batch,
-                                seed=0, lr_scale_batch=self.train["lr_scale_batch"], eval_epochs=set(),
-                                optimizer_behavior=self.train["optimizer_behavior"], precision=self.train["precision"])
+        return engine.FitConfig(
+            optimizer=get_strategy(name).optimizer,
+            lr=TIMING_POINT["lr"],
+            weight_decay=TIMING_POINT["wd"],
+            epochs=1,
+            warmup_epochs=0,
+            batch_size=self.batch,
+            seed=0,
+            lr_scale_batch=self.train["lr_scale_batch"],
+            eval_epochs=set(),
+            optimizer_behavior=self.train["optimizer_behavior"],
+            precision=self.train["precision"],
+        )
 
     def train_run(self, name: str, model, precision: str | None = None):
         """A run of `steps` engine optimiser steps (forward, backward, hook, step) at the bench batch, returning
@@ -160,8 +210,19 @@ class Bench:
             cache = {"train": SplitData(features, self.images.labels).to(self.device)}
 
         def run():
-            return engine.fit(model, self.images, {}, cfg, self.input_cfg, self.device,
-                              cache_features=cache is not None, feature_cache=cache)["seconds"] / self.steps
+            return (
+                engine.fit(
+                    model,
+                    self.images,
+                    {},
+                    cfg,
+                    self.input_cfg,
+                    self.device,
+                    cache_features=cache is not None,
+                    feature_cache=cache,
+                )["seconds"]
+                / self.steps
+            )
 
         return run
 
@@ -169,7 +230,7 @@ class Bench:
         """A forward pass over one batch (or `data`): the engine's evaluation, or for a cached-feature strategy
         its feature extraction (its evaluation then reads the cached features)."""
         if data is None:
-            data = SplitData(self.images.images[:self.batch], self.images.labels[:self.batch])
+            data = SplitData(self.images.images[: self.batch], self.images.labels[: self.batch])
         precision = self.train["precision"]
         cached = get_strategy(name).cache_features
 
@@ -193,12 +254,13 @@ class Bench:
         y = self.images.labels.to(self.device)
 
         def run():
-            optimizer = torch.optim.AdamW(model.parameters(), lr=TIMING_POINT["lr"],
-                                          weight_decay=TIMING_POINT["wd"])
+            optimizer = torch.optim.AdamW(
+                model.parameters(), lr=TIMING_POINT["lr"], weight_decay=TIMING_POINT["wd"]
+            )
             _sync(self.device)
             t0 = time.perf_counter()
             for start in range(0, len(y), self.batch):
-                loss = F.cross_entropy(model(x[start:start + self.batch]), y[start:start + self.batch])
+                loss = F.cross_entropy(model(x[start : start + self.batch]), y[start : start + self.batch])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -218,8 +280,12 @@ class Bench:
         backbone = self.backbone(0.0)
         job = _SyntheticJob(spec, backbone, self.input_cfg, self.device)
         dim = backbone.num_features
-        job.feature_cache.update({name: SplitData(torch.randn(n, dim), torch.arange(n) % NUM_CLASSES).to(self.device)
-                                  for name, n in (("train", n_train), ("val", n_val))})
+        job.feature_cache.update(
+            {
+                name: SplitData(torch.randn(n, dim), torch.arange(n) % NUM_CLASSES).to(self.device)
+                for name, n in (("train", n_train), ("val", n_val))
+            }
+        )
         points = grid_points(entry["grid"])
         seed = self.train["sweep_seed"]
         configs = [job.fit_config(point, seed, n_train, curve_points=1) for point in points]
@@ -230,16 +296,25 @@ class Bench:
 
         n_images = n_train + n_val
         sample = min(n_images, self.profile.feature_images or n_images)
-        images = SplitData(torch.randint(0, 256, (sample, 3, *self.input_cfg["size"]), dtype=torch.uint8),
-                           torch.zeros(sample, dtype=torch.int64))
+        images = SplitData(
+            torch.randint(0, 256, (sample, 3, *self.input_cfg["size"]), dtype=torch.uint8),
+            torch.zeros(sample, dtype=torch.int64),
+        )
         one_pass = self.eval_run("linear", self.build("linear", {}), images)
         one_pass()  # warm-up
         passes = [_timed(one_pass, self.device)]
         grid_seconds = _timed(grid, self.device)
         passes += [_timed(one_pass, self.device) for _ in range(max(1, self.repeats - 1))]
-        return {"grid": grid_seconds, "feature_pass": statistics.median(passes) * n_images / sample,
-                "points": len(points), "epochs": configs[-1].epochs, "batch": configs[-1].batch_size,
-                "n_train": n_train, "n_val": n_val, "sample": sample}
+        return {
+            "grid": grid_seconds,
+            "feature_pass": statistics.median(passes) * n_images / sample,
+            "points": len(points),
+            "epochs": configs[-1].epochs,
+            "batch": configs[-1].batch_size,
+            "n_train": n_train,
+            "n_val": n_val,
+            "sample": sample,
+        }
 
 
 class _SyntheticJob(sweep.Job):
@@ -256,14 +331,28 @@ class _SyntheticJob(sweep.Job):
         self._splits = {"train": empty, "val": empty}
 
 
-def _row(backbone: str, measure: str, value: float, unit: str, reference: float | None = None,
-         target: float | None = None, note: str = "") -> dict:
+def _row(
+    backbone: str,
+    measure: str,
+    value: float,
+    unit: str,
+    reference: float | None = None,
+    target: float | None = None,
+    note: str = "",
+) -> dict:
     """One result; `target` bounds value / reference from above (None: reported, no target)."""
     ratio = value / reference if reference else math.nan
-    return {"backbone": backbone, "measure": measure, "value": value, "unit": unit,
-            "reference": math.nan if reference is None else reference, "ratio": ratio,
-            "target": "" if target is None else f"ratio <= {target:g}",
-            "met": None if target is None else bool(ratio <= target), "note": note}
+    return {
+        "backbone": backbone,
+        "measure": measure,
+        "value": value,
+        "unit": unit,
+        "reference": math.nan if reference is None else reference,
+        "ratio": ratio,
+        "target": "" if target is None else f"ratio <= {target:g}",
+        "met": None if target is None else bool(ratio <= target),
+        "note": note,
+    }
 
 
 def bench_backbone(bench: Bench, strategies: list[str]) -> tuple[list[dict], list[dict]]:
@@ -278,34 +367,77 @@ def bench_backbone(bench: Bench, strategies: list[str]) -> tuple[list[dict], lis
     if ("full", None) in models:
         train_runs["plain timm", None] = bench.plain_timm_run()
     train = interleaved_medians(train_runs, bench.repeats, bench.device)
-    evals = interleaved_medians({label: bench.eval_run(label[0], model) for label, model in models.items()},
-                                bench.repeats, bench.device)
+    evals = interleaved_medians(
+        {label: bench.eval_run(label[0], model) for label, model in models.items()},
+        bench.repeats,
+        bench.device,
+    )
     step_rows = []
     for (name, p), seconds in evals.items():
-        step_rows.append({"backbone": key, "strategy": name, "prompt_length": p, "batch_size": bench.batch,
-                          "device": str(bench.device), "ms_per_image_train": train[name, p] * ms / bench.batch,
-                          "ms_per_image_eval": seconds * ms / bench.batch})
-        print(f"[bench] {key} {name}{'' if p is None else f' p={p}'}: train {train[name, p] * ms:.1f} ms/step, "
-              f"eval {seconds * ms:.1f} ms/batch of {bench.batch}", file=sys.stderr, flush=True)
+        step_rows.append(
+            {
+                "backbone": key,
+                "strategy": name,
+                "prompt_length": p,
+                "batch_size": bench.batch,
+                "device": str(bench.device),
+                "ms_per_image_train": train[name, p] * ms / bench.batch,
+                "ms_per_image_eval": seconds * ms / bench.batch,
+            }
+        )
+        print(
+            f"[bench] {key} {name}{'' if p is None else f' p={p}'}: train {train[name, p] * ms:.1f} ms/step, "
+            f"eval {seconds * ms:.1f} ms/batch of {bench.batch}",
+            file=sys.stderr,
+            flush=True,
+        )
     rows = []
     if ("full", None) in train:
         full_ms = train["full", None] * ms
-        rows.append(_row(key, "full_step_vs_plain_timm", full_ms, "ms/step", train["plain timm", None] * ms,
-                         FULL_TARGET, f"engine full step vs plain timm fwd+bwd+AdamW, batch {bench.batch}"))
+        rows.append(
+            _row(
+                key,
+                "full_step_vs_plain_timm",
+                full_ms,
+                "ms/step",
+                train["plain timm", None] * ms,
+                FULL_TARGET,
+                f"engine full step vs plain timm fwd+bwd+AdamW, batch {bench.batch}",
+            )
+        )
         n = bench.num_patches
         for p in PROMPT_LENGTHS:
             if ("vpt_deep", p) in train:
                 tokens = (1 + p + n) / (1 + n)
-                rows.append(_row(key, f"vpt_deep_p{p}_vs_token_ratio", train["vpt_deep", p] * ms, "ms/step",
-                                 full_ms * tokens, VPT_TARGET,
-                                 f"full step x (1 + {p} + {n}) / (1 + {n}) = x{tokens:.3f}"))
+                rows.append(
+                    _row(
+                        key,
+                        f"vpt_deep_p{p}_vs_token_ratio",
+                        train["vpt_deep", p] * ms,
+                        "ms/step",
+                        full_ms * tokens,
+                        VPT_TARGET,
+                        f"full step x (1 + {p} + {n}) / (1 + {n}) = x{tokens:.3f}",
+                    )
+                )
     if "linear" in bench.config["strategies"]:
         lin = bench.linear_grid()
-        scaled = f", timed on {lin['sample']} and scaled" if lin["sample"] < lin["n_train"] + lin["n_val"] else ""
-        rows.append(_row(key, "linear_grid_vs_feature_pass", lin["grid"], "s", lin["feature_pass"], LINEAR_TARGET,
-                         f"{bench.profile.config}: {lin['points']} points x {lin['epochs']} epochs, batch "
-                         f"{lin['batch']}, on cached features vs one pass over {lin['n_train']} + {lin['n_val']} "
-                         f"images{scaled}"))
+        scaled = (
+            f", timed on {lin['sample']} and scaled" if lin["sample"] < lin["n_train"] + lin["n_val"] else ""
+        )
+        rows.append(
+            _row(
+                key,
+                "linear_grid_vs_feature_pass",
+                lin["grid"],
+                "s",
+                lin["feature_pass"],
+                LINEAR_TARGET,
+                f"{bench.profile.config}: {lin['points']} points x {lin['epochs']} epochs, batch "
+                f"{lin['batch']}, on cached features vs one pass over {lin['n_train']} + {lin['n_val']} "
+                f"images{scaled}",
+            )
+        )
     return rows, step_rows
 
 
@@ -329,32 +461,68 @@ def bench_gpu() -> list[dict]:
     images/s and model-FLOPs utilisation (3 x forward FLOPs per image) against the GPU's dense bf16 peak."""
     if not torch.cuda.is_available():
         print("[bench] no GPU on this machine: GPU rows skipped", flush=True)
-        return [{**_row(GPU_BACKBONE, "gpu_train_images_per_s", math.nan, "images/s", note="no GPU on this machine"),
-                 "device": "none"}]
+        return [
+            {
+                **_row(
+                    GPU_BACKBONE,
+                    "gpu_train_images_per_s",
+                    math.nan,
+                    "images/s",
+                    note="no GPU on this machine",
+                ),
+                "device": "none",
+            }
+        ]
     from timm.layers import use_fused_attn
 
     device = torch.device("cuda")
     name = torch.cuda.get_device_name(device)
     peak = gpu_peak(name)
-    bench = Bench(GPU_BACKBONE, Profile(GPU_BATCH, GPU_REPEATS, GPU_STEPS, PROFILES[GPU_BACKBONE].config), device)
+    bench = Bench(
+        GPU_BACKBONE, Profile(GPU_BATCH, GPU_REPEATS, GPU_STEPS, PROFILES[GPU_BACKBONE].config), device
+    )
     model = bench.build("full", {})
     flops = forward_flops(model, bench.input_cfg["size"], device)
-    rows = [_row(GPU_BACKBONE, "forward_gflops_per_image", flops / 1e9, "GFLOP", note="2 FLOPs per multiply-add")]
-    per_step = interleaved_medians({precision: bench.train_run("full", model, precision)
-                                    for precision in ("fp32", "bf16")}, bench.repeats, device)  # train.precision
+    rows = [
+        _row(GPU_BACKBONE, "forward_gflops_per_image", flops / 1e9, "GFLOP", note="2 FLOPs per multiply-add")
+    ]
+    per_step = interleaved_medians(
+        {precision: bench.train_run("full", model, precision) for precision in ("fp32", "bf16")},
+        bench.repeats,
+        device,
+    )  # train.precision
     for precision, seconds in per_step.items():
         images_s = bench.batch / seconds
-        note = (f"{name}, batch {bench.batch}, train.precision {precision}, timm fused attention "
-                f"{'on' if use_fused_attn() else 'off'}")
-        rows.append(_row(GPU_BACKBONE, f"gpu_train_images_per_s_{precision}", images_s, "images/s", note=note))
+        note = (
+            f"{name}, batch {bench.batch}, train.precision {precision}, timm fused attention "
+            f"{'on' if use_fused_attn() else 'off'}"
+        )
+        rows.append(
+            _row(GPU_BACKBONE, f"gpu_train_images_per_s_{precision}", images_s, "images/s", note=note)
+        )
         achieved = images_s * 3 * flops
-        rows.append(_row(GPU_BACKBONE, f"gpu_mfu_{precision}", achieved / 1e12, "TFLOP/s",
-                         None if peak is None else peak / 1e12,
-                         note=f"vs {name}'s dense bf16 peak" if peak else f"peak of {name!r} unknown: add it to "
-                                                                          "GPU_PEAK_BF16"))
+        rows.append(
+            _row(
+                GPU_BACKBONE,
+                f"gpu_mfu_{precision}",
+                achieved / 1e12,
+                "TFLOP/s",
+                None if peak is None else peak / 1e12,
+                note=f"vs {name}'s dense bf16 peak"
+                if peak
+                else f"peak of {name!r} unknown: add it to GPU_PEAK_BF16",
+            )
+        )
     for switch in ("channels_last", "compile"):
-        rows.append(_row(GPU_BACKBONE, f"gpu_{switch}", math.nan, "",
-                         note=f"not measured: the config has no `train.{switch}` switch"))
+        rows.append(
+            _row(
+                GPU_BACKBONE,
+                f"gpu_{switch}",
+                math.nan,
+                "",
+                note=f"not measured: the config has no `train.{switch}` switch",
+            )
+        )
     return [{**row, "device": f"cuda ({name})"} for row in rows]
 
 
@@ -373,7 +541,17 @@ def bench_dag(configfiles=DAG_CONFIGFILES, target: str = "all") -> list[dict]:
     with tempfile.TemporaryDirectory() as scratch:
         overlay = Path(scratch, "fid_reference.yaml")
         overlay.write_text(yaml.safe_dump({"analyses": {"fid": {"reference_dir": scratch}}}))
-        cmd = [sys.executable, "-m", "snakemake", target, "-n", "-c1", "--configfile", *configfiles, str(overlay)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            target,
+            "-n",
+            "-c1",
+            "--configfile",
+            *configfiles,
+            str(overlay),
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         seconds = time.perf_counter() - t0
@@ -381,8 +559,10 @@ def bench_dag(configfiles=DAG_CONFIGFILES, target: str = "all") -> list[dict]:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
     jobs = job_count(proc.stdout + proc.stderr)
     what = f"snakemake {target} -n --configfile {' '.join(configfiles)} (+ an empty FID reference folder)"
-    return [_row("", "dag_dry_run_seconds", seconds, "s", DAG_SECONDS, 1.0, what),
-            _row("", "dag_jobs", jobs, "jobs", DAG_JOBS, 1.0, what)]
+    return [
+        _row("", "dag_dry_run_seconds", seconds, "s", DAG_SECONDS, 1.0, what),
+        _row("", "dag_jobs", jobs, "jobs", DAG_JOBS, 1.0, what),
+    ]
 
 
 def _write_csv(path, rows: list[dict], columns) -> None:
@@ -390,13 +570,23 @@ def _write_csv(path, rows: list[dict], columns) -> None:
         pd.DataFrame(rows, columns=list(columns)).to_csv(tmp, index=False)
 
 
-def run_bench(backbones: list[str], out, steps_out, batch: int | None = None, repeats: int | None = None,
-              strategies=("full", "linear", "vpt_deep"), device: str = "cpu", dag: bool = False) -> pd.DataFrame:
+def run_bench(
+    backbones: list[str],
+    out,
+    steps_out,
+    batch: int | None = None,
+    repeats: int | None = None,
+    strategies=("full", "linear", "vpt_deep"),
+    device: str = "cpu",
+    dag: bool = False,
+) -> pd.DataFrame:
     """Measure, print the table, write the result rows to `out` and the per-strategy step times to `steps_out`."""
     unknown = [key for key in backbones if key not in PROFILES]
     if unknown:
-        raise KeyError(f"no bench profile for {unknown}; known: {', '.join(PROFILES)} (backbones: "
-                       f"{', '.join(BACKBONES)})")
+        raise KeyError(
+            f"no bench profile for {unknown}; known: {', '.join(PROFILES)} (backbones: "
+            f"{', '.join(BACKBONES)})"
+        )
     for name in strategies:
         get_strategy(name)
     torch_device = engine.pick_device(device)
@@ -415,6 +605,8 @@ def run_bench(backbones: list[str], out, steps_out, batch: int | None = None, re
     _write_csv(out, table.to_dict("records"), ROW_COLUMNS)
     _write_csv(steps_out, step_rows, STEP_COLUMNS)
     with pd.option_context("display.max_colwidth", 70, "display.width", 200):
-        print(table.drop(columns=["torch", "threads"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(
+            table.drop(columns=["torch", "threads"]).to_string(index=False, float_format=lambda v: f"{v:.4g}")
+        )
     print(f"torch {env['torch']}, {env['threads']} threads; results -> {out}, step times -> {steps_out}")
     return table

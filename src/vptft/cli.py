@@ -50,6 +50,7 @@ def cmd_data_plan(args, spec):
 
 def _pool_features(spec, backbone_path):
     """(task, pool) -> the backbone's features of those records: what the prototype selection ranks by."""
+
     def features(task, pool):
         import numpy as np
 
@@ -64,7 +65,9 @@ def _pool_features(spec, backbone_path):
         by_record = {}
         for split in dict.fromkeys(s for s, _ in pool):
             indices = [i for s, i in pool if s == split]
-            images = to_uint8_tensor(load_images(task, split, indices, spec["data_dir"])[0], input_cfg["size"])
+            images = to_uint8_tensor(
+                load_images(task, split, indices, spec["data_dir"])[0], input_cfg["size"]
+            )
             rows = backbone_features(backbone, images, input_cfg, pick_device(spec["device"]))
             by_record.update({(split, i): row for i, row in zip(indices, rows)})
         return np.stack([by_record[record] for record in pool])
@@ -76,9 +79,17 @@ def cmd_splits(args, spec):
     from vptft.io import read_json
     from vptft.splits import build_manifest, write_manifest
 
-    pool_features = _pool_features(spec, args.backbone) if spec["sizes"].get("selection") == "prototype" else None
-    manifest = build_manifest(spec["task"], spec["regime"], spec["sizes"], read_json(args.data_info),
-                              spec["data_dir"], pool_features=pool_features)
+    pool_features = (
+        _pool_features(spec, args.backbone) if spec["sizes"].get("selection") == "prototype" else None
+    )
+    manifest = build_manifest(
+        spec["task"],
+        spec["regime"],
+        spec["sizes"],
+        read_json(args.data_info),
+        spec["data_dir"],
+        pool_features=pool_features,
+    )
     write_manifest(args.out, manifest)
     print({split: sum(map(len, parts.values())) for split, parts in manifest["splits"].items()}, flush=True)
     for note in ("capped", "missing_classes"):
@@ -113,7 +124,9 @@ def cmd_train(args, spec):
         raise ValueError(f"--start-from names {len(args.start_from)} files for {len(args.seeds)} seeds")
     start_from = dict(zip(args.seeds, args.start_from)) if args.start_from else None
     spec["train"]["checkpoint_minutes"] = args.checkpoint_minutes
-    run_final(spec, args.manifest, args.backbone, args.sweep, args.runs_dir, seeds=args.seeds, start_from=start_from)
+    run_final(
+        spec, args.manifest, args.backbone, args.sweep, args.runs_dir, seeds=args.seeds, start_from=start_from
+    )
 
 
 def cmd_stage1(args, spec):
@@ -125,8 +138,16 @@ def cmd_stage1(args, spec):
 def cmd_cost(args, spec):
     from vptft.cost_report import run
 
-    _, table = run(args.configfile, args.targets, args.step_times, args.all, args.cores, args.job_seconds,
-                   args.snakefile, args.directory)
+    _, table = run(
+        args.configfile,
+        args.targets,
+        args.step_times,
+        args.all,
+        args.cores,
+        args.job_seconds,
+        args.snakefile,
+        args.directory,
+    )
     print(table)
 
 
@@ -151,8 +172,10 @@ def cmd_fid(args, spec):
     from vptft.fid import run_fid
 
     result = run_fid(spec, args.manifest, args.backbone, args.out)
-    print(f"[fid] {spec['task']}: {result['fid_mean']:.3f} +- {result['fid_std']:.3f} ({result['features']})",
-          flush=True)
+    print(
+        f"[fid] {spec['task']}: {result['fid_mean']:.3f} +- {result['fid_std']:.3f} ({result['features']})",
+        flush=True,
+    )
 
 
 def cmd_attribution(args, spec):
@@ -173,8 +196,16 @@ def cmd_attribution(args, spec):
 def cmd_bench(args, spec):
     from vptft.bench import run_bench
 
-    run_bench(args.backbones, args.out, args.steps_out, batch=args.batch, repeats=args.repeats,
-              strategies=args.strategies, device=args.device, dag=args.dag)
+    run_bench(
+        args.backbones,
+        args.out,
+        args.steps_out,
+        batch=args.batch,
+        repeats=args.repeats,
+        strategies=args.strategies,
+        device=args.device,
+        dag=args.dag,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,10 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = verb("download", cmd_download, "prepare a task's data (render the mini tasks, TFDS download for VTAB)")
+    p = verb(
+        "download", cmd_download, "prepare a task's data (render the mini tasks, TFDS download for VTAB)"
+    )
     p.add_argument("--out", required=True, help="data info JSON")
-    p = verb("data-plan", cmd_data_plan, "what preparing a config's TFDS data downloads, from TFDS's checksums",
-             spec=False)
+    p = verb(
+        "data-plan",
+        cmd_data_plan,
+        "what preparing a config's TFDS data downloads, from TFDS's checksums",
+        spec=False,
+    )
     p.add_argument("--config", default="config/paper.yaml")
     p.add_argument("--bandwidth", type=float, default=10.0, help="MB/s, for the download-time estimate")
     p = verb("splits", cmd_splits, "write the split manifest of a task and regime")
@@ -216,27 +253,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", required=True)
     p.add_argument("--seeds", type=int, nargs="+", required=True)
     p.add_argument("--runs-dir", required=True, help="seed<s>/ directories are written here")
-    p.add_argument("--checkpoint-minutes", type=float, default=10.0,
-                   help="minutes between resume checkpoints (0: every epoch); not part of the spec, so changing "
-                        "it re-runs nothing")
-    p.add_argument("--start-from", nargs="+", default=None,
-                   help="per seed (same order), the run a continuing strategy starts from")
-    p = verb("stage1", cmd_stage1, "retrain a strategy's selected sweep point on train and save it whole (the "
-             "backbone a continuing strategy sweeps on)")
+    p.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=10.0,
+        help="minutes between resume checkpoints (0: every epoch); not part of the spec, so changing "
+        "it re-runs nothing",
+    )
+    p.add_argument(
+        "--start-from",
+        nargs="+",
+        default=None,
+        help="per seed (same order), the run a continuing strategy starts from",
+    )
+    p = verb(
+        "stage1",
+        cmd_stage1,
+        "retrain a strategy's selected sweep point on train and save it whole (the "
+        "backbone a continuing strategy sweeps on)",
+    )
     p.add_argument("--manifest", required=True)
     p.add_argument("--backbone", default=None)
     p.add_argument("--sweep", required=True)
     p.add_argument("--out", required=True)
-    p = verb("cost", cmd_cost, "jobs, optimiser steps, images and GPU-hours per rule of a config's targets, from "
-             "Snakemake's dry run and per-image step times", spec=False)
+    p = verb(
+        "cost",
+        cmd_cost,
+        "jobs, optimiser steps, images and GPU-hours per rule of a config's targets, from "
+        "Snakemake's dry run and per-image step times",
+        spec=False,
+    )
     p.add_argument("targets", nargs="*", help="files to build (default: the config's `all`)")
     p.add_argument("--configfile", nargs="+", default=["config/config.yaml"])
-    p.add_argument("--step-times", default=None, help="a `vptft bench --steps-out` CSV (default: cost.step_times, "
-                   "else the VPT paper's A100 figures for ViT-B/16)")
+    p.add_argument(
+        "--step-times",
+        default=None,
+        help="a `vptft bench --steps-out` CSV (default: cost.step_times, "
+        "else the VPT paper's A100 figures for ViT-B/16)",
+    )
     p.add_argument("--all", action="store_true", help="every job of the targets, also those already done")
     p.add_argument("--cores", type=int, default=1, help="local cores, for the wall-time line")
-    p.add_argument("--job-seconds", type=float, default=10.0,
-                   help="fixed seconds per job (start-up, imports, data decoding)")
+    p.add_argument(
+        "--job-seconds",
+        type=float,
+        default=10.0,
+        help="fixed seconds per job (start-up, imports, data decoding)",
+    )
     p.add_argument("--snakefile", default="Snakefile")
     p.add_argument("--directory", default=None, help="Snakemake's working directory")
     p = verb("collect", cmd_collect, "one runs table from final runs' metrics.json files")
@@ -252,18 +314,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("attribution", cmd_attribution, "GradCAM and Integrated Gradients of FT and VPT on test images")
     p.add_argument("--manifest", required=True)
     p.add_argument("--backbone", default=None)
-    p.add_argument("--runs-tables", nargs="+", required=True,
-                   help="the task's collected vtab1k runs of full and vpt_deep (who won the task)")
+    p.add_argument(
+        "--runs-tables",
+        nargs="+",
+        required=True,
+        help="the task's collected vtab1k runs of full and vpt_deep (who won the task)",
+    )
     p.add_argument("--full", required=True, help="metrics.json of the full finetuning run to explain")
     p.add_argument("--vpt", required=True, help="metrics.json of the VPT run to explain")
     p.add_argument("--out-dir", required=True)
-    p = verb("bench", cmd_bench, "time the training paths against side-by-side references (benchmarks/README.md)",
-             spec=False)
+    p = verb(
+        "bench",
+        cmd_bench,
+        "time the training paths against side-by-side references (benchmarks/README.md)",
+        spec=False,
+    )
     p.add_argument("--backbones", nargs="*", default=["mini_vit", "vit_b16_in21k"], help="none: only --dag")
     p.add_argument("--batch", type=int, default=None, help="images per step (default: per backbone, 64 / 8)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats after a warm-up (default: 5 / 2)")
-    p.add_argument("--strategies", nargs="+", default=["full", "linear", "vpt_deep"],
-                   help="strategies of the step-time CSV (prompt methods at p = 1, 50, 200)")
+    p.add_argument(
+        "--strategies",
+        nargs="+",
+        default=["full", "linear", "vpt_deep"],
+        help="strategies of the step-time CSV (prompt methods at p = 1, 50, 200)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (the GPU rows always use the GPU)")
     p.add_argument("--dag", action="store_true", help="also time a dry run of the paper setup's whole DAG")
     p.add_argument("--out", default="results/bench/bench.csv")

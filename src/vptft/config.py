@@ -17,7 +17,10 @@ from vptft.strategies import STRATEGIES
 
 SCHEMA_PATH = Path(__file__).with_name("config_schema.yaml")
 WORKFLOW_PRETRAINED_BACKBONES = {"mini_vit"}  # mirrors vptft.backbones.BACKBONES[*].pretrained_by_workflow
-BACKBONE_DEPTHS = {"mini_vit": 4, "vit_b16_in21k": 12}  # blocks of each backbone (tested against vptft.backbones)
+BACKBONE_DEPTHS = {
+    "mini_vit": 4,
+    "vit_b16_in21k": 12,
+}  # blocks of each backbone (tested against vptft.backbones)
 
 
 class ConfigError(ValueError):
@@ -65,23 +68,35 @@ def _semantic_errors(config: dict) -> list[str]:
             known = ", ".join(task_registry.tasks_of(bench))
             errors.append(f"$.tasks[{i}]: unknown task {name!r}; tasks of benchmark {bench!r}: {known}")
         elif task.benchmark != bench:
-            errors.append(f"$.tasks[{i}]: task {name!r} belongs to benchmark {task.benchmark!r}, not {bench!r}")
+            errors.append(
+                f"$.tasks[{i}]: task {name!r} belongs to benchmark {task.benchmark!r}, not {bench!r}"
+            )
     for name, entry in config["strategies"].items():
         spec = STRATEGIES.get(name)
         if spec is None:
             errors.append(f"$.strategies.{name}: unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
             continue
-        errors += spec.problems(f"$.strategies.{name}", entry["grid"], entry.get("options", {}),
-                                BACKBONE_DEPTHS.get(config["backbone"]))
+        errors += spec.problems(
+            f"$.strategies.{name}",
+            entry["grid"],
+            entry.get("options", {}),
+            BACKBONE_DEPTHS.get(config["backbone"]),
+        )
         if spec.continues and spec.continues not in config["strategies"]:
-            errors.append(f"$.strategies.{name}: {name!r} continues the runs of {spec.continues!r}, which is not "
-                          "configured; add it to `strategies`")
+            errors.append(
+                f"$.strategies.{name}: {name!r} continues the runs of {spec.continues!r}, which is not "
+                "configured; add it to `strategies`"
+            )
     pretrained = config["backbone"] in WORKFLOW_PRETRAINED_BACKBONES
     if pretrained and "pretrain" not in config:
-        errors.append(f"$.pretrain: backbone {config['backbone']!r} is pre-trained by the workflow and needs a "
-                      "`pretrain` section")
+        errors.append(
+            f"$.pretrain: backbone {config['backbone']!r} is pre-trained by the workflow and needs a "
+            "`pretrain` section"
+        )
     if not pretrained and "pretrain" in config:
-        errors.append(f"$.pretrain: backbone {config['backbone']!r} comes pre-trained; remove the `pretrain` section")
+        errors.append(
+            f"$.pretrain: backbone {config['backbone']!r} comes pre-trained; remove the `pretrain` section"
+        )
     errors += _regime_errors(config)
     errors += study.problems(config)
     return errors
@@ -98,19 +113,28 @@ def _regime_errors(config: dict) -> list[str]:
     if scaling:
         for i, n in enumerate(scaling["n_train"]):
             if n % scaling["ratio"]:
-                errors.append(f"$.regimes.scaling.n_train[{i}]: {n} has no {scaling['ratio']}:1 train:val split "
-                              f"(not a multiple of {scaling['ratio']})")
-    mini = [task_registry.TASKS[n] for n in config["tasks"] if getattr(task_registry.TASKS.get(n), "benchmark",
-                                                                       None) == "mini"]
+                errors.append(
+                    f"$.regimes.scaling.n_train[{i}]: {n} has no {scaling['ratio']}:1 train:val split "
+                    f"(not a multiple of {scaling['ratio']})"
+                )
+    mini = [
+        task_registry.TASKS[n]
+        for n in config["tasks"]
+        if getattr(task_registry.TASKS.get(n), "benchmark", None) == "mini"
+    ]
     for task in mini:
         if "vtab1k" in regimes:
             sizes = regimes["vtab1k"]
             if sizes["n_train"] > task.val_start:
-                errors.append(f"$.regimes.vtab1k.n_train: {sizes['n_train']} exceeds the {task.val_start} train "
-                              f"records task {task.name!r} has before its val slice")
+                errors.append(
+                    f"$.regimes.vtab1k.n_train: {sizes['n_train']} exceeds the {task.val_start} train "
+                    f"records task {task.name!r} has before its val slice"
+                )
             if sizes["n_val"] > SPLIT_SIZES[task.val_split] - task.val_start:
-                errors.append(f"$.regimes.vtab1k.n_val: {sizes['n_val']} exceeds the "
-                              f"{SPLIT_SIZES[task.val_split] - task.val_start} val records of task {task.name!r}")
+                errors.append(
+                    f"$.regimes.vtab1k.n_val: {sizes['n_val']} exceeds the "
+                    f"{SPLIT_SIZES[task.val_split] - task.val_start} val records of task {task.name!r}"
+                )
     return errors
 
 
@@ -118,7 +142,10 @@ def validate_config(config: dict) -> dict:
     """Fill defaults and validate in place; raise ConfigError listing every problem with its key path."""
     schema = load_schema()
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
-    errors = [f"{e.json_path}: {e.message}" for e in sorted(validator.iter_errors(config), key=lambda e: e.json_path)]
+    errors = [
+        f"{e.json_path}: {e.message}"
+        for e in sorted(validator.iter_errors(config), key=lambda e: e.json_path)
+    ]
     if not errors:
         errors = _semantic_errors(config)
     if errors:
@@ -143,8 +170,11 @@ def check_local_resources(config: dict) -> None:
     """A local (non-cluster) run must not ask for GPUs the machine does not have."""
     if gpus_visible():
         return
-    errors = [f"$.resources.{stage}.gpu: {res['gpu']} GPU(s) per job requested, but this local run sees no GPU; "
-              "set it to 0 to run on the CPU, or submit to a cluster (--profile slurm)"
-              for stage, res in config["resources"].items() if res.get("gpu", 0) > 0]
+    errors = [
+        f"$.resources.{stage}.gpu: {res['gpu']} GPU(s) per job requested, but this local run sees no GPU; "
+        "set it to 0 to run on the CPU, or submit to a cluster (--profile slurm)"
+        for stage, res in config["resources"].items()
+        if res.get("gpu", 0) > 0
+    ]
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))

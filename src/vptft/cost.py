@@ -25,19 +25,37 @@ from vptft.strategies import get_strategy
 PAPER_BATCH = 64  # the batch the VPT paper's latency figures were taken at
 # VPT paper, ViT-B/16 on an A100 (ms per batch of 64 -> ms per image); prompt rows at p = 1 and p = 200
 PAPER_A100_MS = {
-    ("train", "full", 0): 358.7, ("train", "linear", 0): 148.9,
-    ("train", "vpt_deep", 1): 213.6, ("train", "vpt_deep", 200): 360.1,
-    ("eval", "full", 0): 69.7, ("eval", "vpt_deep", 200): 140.8,
+    ("train", "full", 0): 358.7,
+    ("train", "linear", 0): 148.9,
+    ("train", "vpt_deep", 1): 213.6,
+    ("train", "vpt_deep", 200): 360.1,
+    ("eval", "full", 0): 69.7,
+    ("eval", "vpt_deep", 200): 140.8,
 }
 PAPER_SOURCE = "VPT paper, ViT-B/16 on an A100 (its ms/img figures read per batch of 64)"
 PATCH_TOKENS = {"vit_b16_in21k": 196, "mini_vit": 16}
 # VTAB-1k test sets (records in each task's test slice); the mini tasks render 1,000 (digits: 797 real ones)
 TEST_SIZES = {
-    "cifar100": 10000, "caltech101": 6084, "dtd": 1880, "oxford_flowers102": 6149, "oxford_iiit_pet": 3669,
-    "svhn": 26032, "sun397": 21750, "patch_camelyon": 32768, "eurosat": 5400, "resisc45": 6300,
-    "diabetic_retinopathy": 42670, "clevr_count": 15000, "clevr_distance": 15000, "dmlab": 22735,
-    "kitti_distance": 711, "dsprites_location": 73728, "dsprites_orientation": 73728,
-    "smallnorb_azimuth": 12150, "smallnorb_elevation": 12150, "digits": 797,
+    "cifar100": 10000,
+    "caltech101": 6084,
+    "dtd": 1880,
+    "oxford_flowers102": 6149,
+    "oxford_iiit_pet": 3669,
+    "svhn": 26032,
+    "sun397": 21750,
+    "patch_camelyon": 32768,
+    "eurosat": 5400,
+    "resisc45": 6300,
+    "diabetic_retinopathy": 42670,
+    "clevr_count": 15000,
+    "clevr_distance": 15000,
+    "dmlab": 22735,
+    "kitti_distance": 711,
+    "dsprites_location": 73728,
+    "dsprites_orientation": 73728,
+    "smallnorb_azimuth": 12150,
+    "smallnorb_elevation": 12150,
+    "digits": 797,
 }
 MINI_TEST_SIZE = 1000
 PROMPT_STRATEGIES = ("vpt_deep", "vpt_shallow", "ft_then_pt", "mixed", "vpt_prefix", "adapt")
@@ -97,8 +115,12 @@ def read_step_times(path, backbone: str) -> StepTimes | None:
             devices.add(row["device"])
     if not train:
         return None
-    return StepTimes(train, evals, f"measured by vptft bench ({path}; {', '.join(sorted(devices))})",
-                     PATCH_TOKENS.get(backbone, 196))
+    return StepTimes(
+        train,
+        evals,
+        f"measured by vptft bench ({path}; {', '.join(sorted(devices))})",
+        PATCH_TOKENS.get(backbone, 196),
+    )
 
 
 def step_times(config: dict, path=None) -> StepTimes | None:
@@ -135,12 +157,24 @@ class Estimate:
     eval_seconds: float = 0.0  # of `seconds`: evaluation passes during and after training
 
     def __add__(self, other: Estimate) -> Estimate:
-        return Estimate(self.seconds + other.seconds, self.steps + other.steps, self.images + other.images,
-                        self.eval_seconds + other.eval_seconds)
+        return Estimate(
+            self.seconds + other.seconds,
+            self.steps + other.steps,
+            self.images + other.images,
+            self.eval_seconds + other.eval_seconds,
+        )
 
 
-def run_estimate(config: dict, times: StepTimes, task: str, strategy: str, point: dict, n_train: int,
-                 evals: int, n_eval: int) -> Estimate:
+def run_estimate(
+    config: dict,
+    times: StepTimes,
+    task: str,
+    strategy: str,
+    point: dict,
+    n_train: int,
+    evals: int,
+    n_eval: int,
+) -> Estimate:
     """One training run: epochs as the engine computes them and `evals` passes over `n_eval` images (a strategy
     on cached features: its head's steps only, see `feature_pass`)."""
     entry, train = config["strategies"][strategy], config["train"]
@@ -156,8 +190,9 @@ def run_estimate(config: dict, times: StepTimes, task: str, strategy: str, point
     images = epochs * n_train
     n_evals = epochs if evals is None else evals
     eval_s = n_evals * n_eval * eval_ms / 1000
-    return Estimate(images * times.ms("train", strategy, p) / 1000 + eval_s, steps, images + n_evals * n_eval,
-                    eval_s)
+    return Estimate(
+        images * times.ms("train", strategy, p) / 1000 + eval_s, steps, images + n_evals * n_eval, eval_s
+    )
 
 
 def final_evals(config: dict, curves: bool, epochs: int) -> int:
@@ -183,7 +218,9 @@ def final_estimate(config, times, task, regime, strategy, seeds: int, curves: bo
     n_train, n_val = regime_sizes(config, task, regime)
     entry, train = config["strategies"][strategy], config["train"]
     point = worst_point(config, strategy)
-    batch = get_strategy(strategy).batch_size({**entry.get("options", {}), **point}, entry, train["batch_size"])
+    batch = get_strategy(strategy).batch_size(
+        {**entry.get("options", {}), **point}, entry, train["batch_size"]
+    )
     epochs = epochs_for(n_train + n_val, batch, train["epochs"], train["min_steps"])
     evals = final_evals(config, curves, epochs)
     total = feature_pass(config, times, strategy, n_train + n_val + test_size(task))
@@ -212,14 +249,19 @@ class Planner:
         return math.ceil(minutes * self.safety + self.overhead)
 
     def points(self, strategy: str) -> list[dict]:
-        return self._cached(("points", strategy), lambda: grid_points(self.config["strategies"][strategy]["grid"]))
+        return self._cached(
+            ("points", strategy), lambda: grid_points(self.config["strategies"][strategy]["grid"])
+        )
 
     def point_estimates(self, task: str, regime: str, strategy: str) -> list[Estimate]:
         """Each grid point's sweep run on train -> val (one val pass at its end)."""
+
         def compute():
             n_train, n_val = regime_sizes(self.config, task, regime)
-            return [run_estimate(self.config, self.times, task, strategy, point, n_train, 1, n_val)
-                    for point in self.points(strategy)]
+            return [
+                run_estimate(self.config, self.times, task, strategy, point, n_train, 1, n_val)
+                for point in self.points(strategy)
+            ]
 
         return self._cached(("point_estimates", task, regime, strategy), compute)
 
@@ -234,8 +276,11 @@ class Planner:
         def largest_fitting():
             n_train, n_val = regime_sizes(self.config, task, regime)
             features = feature_pass(self.config, self.times, strategy, n_train + n_val).seconds
-            prefix = list(itertools.accumulate((e.seconds for e in self.point_estimates(task, regime, strategy)),
-                                               initial=0.0))
+            prefix = list(
+                itertools.accumulate(
+                    (e.seconds for e in self.point_estimates(task, regime, strategy)), initial=0.0
+                )
+            )
             n = len(prefix) - 1
             for k in range(n, 0, -1):
                 longest = max(prefix[min(n, i + k)] - prefix[i] for i in range(0, n, k))
@@ -260,15 +305,20 @@ class Planner:
 
     def sweep(self, task, regime, strategy, chunk: int) -> Estimate:
         """A sweep job: the grid points of its chunk."""
+
         def compute():
-            indices = chunk_indices(len(self.points(strategy)), chunk, self.chunk_size(task, regime, strategy))
+            indices = chunk_indices(
+                len(self.points(strategy)), chunk, self.chunk_size(task, regime, strategy)
+            )
             return self._sweep(task, regime, strategy, indices)
 
         return self._cached(("sweep", task, regime, strategy, chunk), compute)
 
     def final(self, task, regime, strategy, seeds: int, curves: bool) -> Estimate:
-        return self._cached(("final", task, regime, strategy, seeds, curves), lambda: final_estimate(
-            self.config, self.times, task, regime, strategy, seeds, curves))
+        return self._cached(
+            ("final", task, regime, strategy, seeds, curves),
+            lambda: final_estimate(self.config, self.times, task, regime, strategy, seeds, curves),
+        )
 
     def runtime(self, estimate: Estimate | None, what: str) -> int:
         """Minutes a job requests; an estimate beyond the limit is refused, naming the job."""
@@ -276,10 +326,12 @@ class Planner:
             return self.limit
         wanted = self.padded(estimate.seconds / 60)
         if wanted > self.limit:
-            raise ValueError(f"{what} is estimated at {estimate.seconds / 60:.0f} min (x {self.safety} + "
-                             f"{self.overhead} = {wanted} min), over the configured maximum runtime of {self.limit} "
-                             "min (resources.train.runtime): raise it, or make the job smaller (fewer epochs, "
-                             "train.sweep_chunk_size)")
+            raise ValueError(
+                f"{what} is estimated at {estimate.seconds / 60:.0f} min (x {self.safety} + "
+                f"{self.overhead} = {wanted} min), over the configured maximum runtime of {self.limit} "
+                "min (resources.train.runtime): raise it, or make the job smaller (fewer epochs, "
+                "train.sweep_chunk_size)"
+            )
         return wanted
 
     def fits(self, estimate: Estimate) -> bool:
@@ -310,7 +362,9 @@ def job_estimate(planner: Planner, rule: str, wildcards: dict, curves) -> Estima
         if rule == "stage1":  # the selected point once: the grid's average point
             runs = planner.point_estimates(task, regime, strategy)
             mean = sum(e.seconds for e in runs) / len(runs)
-            return Estimate(mean, runs[0].steps, runs[0].images, sum(e.eval_seconds for e in runs) / len(runs))
+            return Estimate(
+                mean, runs[0].steps, runs[0].images, sum(e.eval_seconds for e in runs) / len(runs)
+            )
         seeds = 1 if rule == "train_seed" else len(config["train"]["seeds"])
         return planner.final(task, regime, strategy, seeds, curves(config, task, regime, strategy))
     return Estimate()

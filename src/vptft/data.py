@@ -30,7 +30,11 @@ def to_uint8_tensor(images, size) -> torch.Tensor:
         x = torch.as_tensor(np.ascontiguousarray(image))
         x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.permute(2, 0, 1)[None]
         if tuple(x.shape[-2:]) != tuple(size):  # no aspect keep, as in the VTAB pipeline
-            x = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False).round().clamp(0, 255)
+            x = (
+                F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False)
+                .round()
+                .clamp(0, 255)
+            )
         out.append(x.to(torch.uint8))
     return torch.cat(out) if out else torch.zeros((0, 3, *size), dtype=torch.uint8)
 

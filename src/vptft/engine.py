@@ -41,7 +41,9 @@ class FitConfig:
     momentum: float = 0.9
     optimizer_behavior: str = "plain"  # "vpt_code" (the public VPT code's rules) or "plain" (torch defaults)
     precision: str = "fp32"  # "bf16": autocast on CUDA (a speed option; fp32 is the protocol)
-    checkpoint_interval_s: float = 0.0  # seconds between checkpoints at epoch ends (0: every epoch); + on SIGTERM
+    checkpoint_interval_s: float = (
+        0.0  # seconds between checkpoints at epoch ends (0: every epoch); + on SIGTERM
+    )
     extra: dict = field(default_factory=dict)
 
     @property
@@ -69,7 +71,9 @@ def make_optimizer(model: torch.nn.Module, cfg: FitConfig) -> torch.optim.Optimi
     "plain": the grid's wd on every trainable parameter, torch's defaults otherwise.
     """
     if cfg.optimizer_behavior not in OPTIMIZER_BEHAVIORS:
-        raise ValueError(f"unknown optimizer behavior {cfg.optimizer_behavior!r}; one of {OPTIMIZER_BEHAVIORS}")
+        raise ValueError(
+            f"unknown optimizer behavior {cfg.optimizer_behavior!r}; one of {OPTIMIZER_BEHAVIORS}"
+        )
     if cfg.optimizer not in ("sgd", "adamw"):
         raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd or adamw)")
     lr, wd, vpt_code = cfg.scaled_lr, cfg.weight_decay, cfg.optimizer_behavior == "vpt_code"
@@ -88,7 +92,9 @@ def make_optimizer(model: torch.nn.Module, cfg: FitConfig) -> torch.optim.Optimi
         by_decay: dict[float, list] = {}
         for name, param in named:
             by_decay.setdefault(decay_of(name, param), []).append(param)
-        groups += [{"params": params, "weight_decay": decay, "group": group} for decay, params in by_decay.items()]
+        groups += [
+            {"params": params, "weight_decay": decay, "group": group} for decay, params in by_decay.items()
+        ]
     if cfg.optimizer == "adamw" and not (vpt_code and wd == 0):  # the VPT code falls through to SGD at wd = 0
         return torch.optim.AdamW(groups, lr=lr, eps=1e-6 if vpt_code else 1e-8, betas=(0.9, 0.999))
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
@@ -113,13 +119,15 @@ def pre_logits(model, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract_features(model, data: SplitData, normalize: Normalize, device, precision: str = "fp32") -> SplitData:
+def extract_features(
+    model, data: SplitData, normalize: Normalize, device, precision: str = "fp32"
+) -> SplitData:
     """The frozen pre-logits of every image: computed once, reused by every epoch and grid point."""
     model.eval()
     feats = []
     for start in range(0, len(data), EVAL_BATCH):
         with _autocast(device, precision):
-            x = normalize(data.images[start:start + EVAL_BATCH].to(device))
+            x = normalize(data.images[start : start + EVAL_BATCH].to(device))
             feats.append(pre_logits(model, x).float())
     return SplitData(torch.cat(feats), data.labels.to(device))
 
@@ -129,8 +137,8 @@ def evaluate(forward, data: SplitData, prepare, device, precision: str = "fp32")
     loss, correct = 0.0, 0
     for start in range(0, len(data), EVAL_BATCH):
         with _autocast(device, precision):
-            logits = forward(prepare(data.images[start:start + EVAL_BATCH].to(device))).float()
-        y = data.labels[start:start + EVAL_BATCH].to(device)
+            logits = forward(prepare(data.images[start : start + EVAL_BATCH].to(device))).float()
+        y = data.labels[start : start + EVAL_BATCH].to(device)
         loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
     return {"loss": loss / max(1, len(data)), "top1": 100.0 * correct / max(1, len(data))}
@@ -167,8 +175,10 @@ def _save_checkpoint(path: Path, model, optimizer, position: dict) -> int:
     """Write the resume state atomically; return the bytes written (a cost on shared cluster filesystems)."""
     tuned = tuned_state_dict(model)
     with atomic_path(path) as tmp:
-        torch.save({"tuned": tuned, "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-                    **position}, tmp)
+        torch.save(
+            {"tuned": tuned, "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), **position},
+            tmp,
+        )
         return Path(tmp).stat().st_size
 
 
@@ -179,20 +189,33 @@ def _load_checkpoint(path: Path, model, optimizer) -> dict | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
         expected = set(tuned_state_dict(model))
         if set(state["tuned"]) != expected:
-            raise ValueError(f"it holds {sorted(set(state['tuned']) ^ expected)[:5]} where this model's tuned state "
-                             "differs")
+            raise ValueError(
+                f"it holds {sorted(set(state['tuned']) ^ expected)[:5]} where this model's tuned state "
+                "differs"
+            )
         model.load_state_dict(state["tuned"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
     except Exception as err:
-        raise RuntimeError(f"{path}: corrupt or incompatible training checkpoint ({err}); delete it to restart "
-                           "this run from scratch") from err
+        raise RuntimeError(
+            f"{path}: corrupt or incompatible training checkpoint ({err}); delete it to restart "
+            "this run from scratch"
+        ) from err
     return state
 
 
-def fit(model, train: SplitData, evals: dict[str, SplitData], cfg: FitConfig, input_cfg: dict, device,
-        cache_features: bool = False, feature_cache: dict | None = None, checkpoint: Path | None = None,
-        desc: str = "") -> dict:
+def fit(
+    model,
+    train: SplitData,
+    evals: dict[str, SplitData],
+    cfg: FitConfig,
+    input_cfg: dict,
+    device,
+    cache_features: bool = False,
+    feature_cache: dict | None = None,
+    checkpoint: Path | None = None,
+    desc: str = "",
+) -> dict:
     """Train `model` on `train`; return per-epoch curves and last-epoch metrics of every eval set.
 
     cache_features: the model's backbone is frozen and deterministic, so train only `model.head` on features
@@ -218,13 +241,23 @@ def fit(model, train: SplitData, evals: dict[str, SplitData], cfg: FitConfig, in
     generator = torch.Generator().manual_seed(cfg.seed)
     # Where training stands: the next epoch and batch, the shuffling state at that epoch's start, and the
     # running sums of the epoch in progress. Saved after every epoch and on SIGTERM; restored on resume.
-    position = {"next_epoch": 0, "next_batch": 0, "generator": generator.get_state(), "loss_sum": 0.0,
-                "correct": 0, "curves": []}
+    position = {
+        "next_epoch": 0,
+        "next_batch": 0,
+        "generator": generator.get_state(),
+        "loss_sum": 0.0,
+        "correct": 0,
+        "curves": [],
+    }
     checkpoint = Path(checkpoint) if checkpoint else None
     if checkpoint and (state := _load_checkpoint(checkpoint, model, optimizer)):
         position = {key: state[key] for key in position}
-        print(f"[fit] resumed from {checkpoint} at epoch {position['next_epoch'] + 1}, batch "
-              f"{position['next_batch']}", file=sys.stderr, flush=True)
+        print(
+            f"[fit] resumed from {checkpoint} at epoch {position['next_epoch'] + 1}, batch "
+            f"{position['next_batch']}",
+            file=sys.stderr,
+            flush=True,
+        )
     curves = position["curves"]
     t0 = last_save = time.perf_counter()
     saved = {"checkpoints": 0, "checkpoint_bytes": 0}
@@ -235,9 +268,16 @@ def fit(model, train: SplitData, evals: dict[str, SplitData], cfg: FitConfig, in
         saved["checkpoints"] += 1
         last_save = time.perf_counter()
 
-    bar = tqdm(range(position["next_epoch"], cfg.epochs), desc=desc, initial=position["next_epoch"],
-               total=cfg.epochs, leave=False, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10,
-               dynamic_ncols=True)
+    bar = tqdm(
+        range(position["next_epoch"], cfg.epochs),
+        desc=desc,
+        initial=position["next_epoch"],
+        total=cfg.epochs,
+        leave=False,
+        file=sys.stderr,
+        mininterval=0.5 if sys.stderr.isatty() else 10,
+        dynamic_ncols=True,
+    )
     with _TermSignal() as term:
         for epoch in bar:
             lr = cfg.scaled_lr * lr_factor(epoch, cfg.warmup_epochs, cfg.epochs)
@@ -248,7 +288,7 @@ def fit(model, train: SplitData, evals: dict[str, SplitData], cfg: FitConfig, in
             order = torch.randperm(len(train), generator=generator)
             starts = range(0, len(train), cfg.batch_size)
             for batch in range(position["next_batch"], len(starts)):
-                idx = order[starts[batch]:starts[batch] + cfg.batch_size].to(device)
+                idx = order[starts[batch] : starts[batch] + cfg.batch_size].to(device)
                 x, y = prepare(train.images[idx]), train.labels[idx]
                 with _autocast(device, cfg.precision):
                     logits = forward(x).float()
@@ -263,22 +303,39 @@ def fit(model, train: SplitData, evals: dict[str, SplitData], cfg: FitConfig, in
                     if checkpoint:
                         save({**position, "next_epoch": epoch, "next_batch": batch + 1})
                     raise Terminated()
-            row = {"epoch": epoch + 1, "lr": lr, "train_loss": position["loss_sum"] / len(train),
-                   "train_top1": 100.0 * position["correct"] / len(train)}
+            row = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": position["loss_sum"] / len(train),
+                "train_top1": 100.0 * position["correct"] / len(train),
+            }
             if cfg.eval_epochs is None or epoch in cfg.eval_epochs:
                 model.eval()
                 for name, data in evals.items():
                     metrics = evaluate(forward, data, prepare, device, cfg.precision)
                     row.update({f"{name}_loss": metrics["loss"], f"{name}_top1": metrics["top1"]})
             curves.append(row)
-            position = {"next_epoch": epoch + 1, "next_batch": 0, "generator": generator.get_state(),
-                        "loss_sum": 0.0, "correct": 0, "curves": curves}
+            position = {
+                "next_epoch": epoch + 1,
+                "next_batch": 0,
+                "generator": generator.get_state(),
+                "loss_sum": 0.0,
+                "correct": 0,
+                "curves": curves,
+            }
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_top1']:.1f}", refresh=False)
             due = time.perf_counter() - last_save >= cfg.checkpoint_interval_s
             if checkpoint and (due or epoch + 1 == cfg.epochs):  # a finished run is re-made without training
                 save(position)
     bar.close()
     last = curves[-1] if curves else {}
-    return {"curves": curves, "seconds": time.perf_counter() - t0, "epochs": cfg.epochs,
-            "final": {name: {"loss": last.get(f"{name}_loss"), "top1": last.get(f"{name}_top1")} for name in evals},
-            "train": {"loss": last.get("train_loss"), "top1": last.get("train_top1")}, **saved}
+    return {
+        "curves": curves,
+        "seconds": time.perf_counter() - t0,
+        "epochs": cfg.epochs,
+        "final": {
+            name: {"loss": last.get(f"{name}_loss"), "top1": last.get(f"{name}_top1")} for name in evals
+        },
+        "train": {"loss": last.get("train_loss"), "top1": last.get("train_top1")},
+        **saved,
+    }

@@ -43,27 +43,35 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     try:
         with warnings.catch_warnings():  # pytorch-fid 0.3 passes scipy's deprecated `disp` to sqrtm
             warnings.filterwarnings("ignore", "The `disp` argument", DeprecationWarning)
-            return float(calculate_frechet_distance(a.mean(0), np.cov(a, rowvar=False),
-                                                    b.mean(0), np.cov(b, rowvar=False)))
+            return float(
+                calculate_frechet_distance(
+                    a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)
+                )
+            )
     except ValueError as err:  # pytorch-fid: a large imaginary part of sqrtm (ill-conditioned covariances)
-        raise ValueError(f"FID of {len(a)} vs {len(b)} samples of {a.shape[1]}-d features failed ({err}); "
-                         "more samples than feature dimensions make the covariances well-conditioned") from err
+        raise ValueError(
+            f"FID of {len(a)} vs {len(b)} samples of {a.shape[1]}-d features failed ({err}); "
+            "more samples than feature dimensions make the covariances well-conditioned"
+        ) from err
 
 
-def fid_with_repeats(task_feats: np.ndarray, reference_feats: np.ndarray, n_reference: int, repeats: int,
-                     seed: int) -> dict:
+def fid_with_repeats(
+    task_feats: np.ndarray, reference_feats: np.ndarray, n_reference: int, repeats: int, seed: int
+) -> dict:
     """FID of the task against `repeats` seeded reference subsets of n_reference (disjoint when the pool allows).
 
     Returns {mean, std (population), values}.
     """
     pool = len(reference_feats)
     if n_reference > pool or repeats < 1:
-        raise ValueError(f"{repeats} reference subsets of {n_reference} need a pool of at least {n_reference} "
-                         f"features; it has {pool}")
+        raise ValueError(
+            f"{repeats} reference subsets of {n_reference} need a pool of at least {n_reference} "
+            f"features; it has {pool}"
+        )
     rng = np.random.default_rng(seed)
     if n_reference * repeats <= pool:
         order = rng.permutation(pool)
-        subsets = [order[i * n_reference:(i + 1) * n_reference] for i in range(repeats)]
+        subsets = [order[i * n_reference : (i + 1) * n_reference] for i in range(repeats)]
     else:
         subsets = [rng.choice(pool, n_reference, replace=False) for _ in range(repeats)]
     values = [frechet_distance(task_feats, reference_feats[idx]) for idx in subsets]
@@ -74,13 +82,16 @@ def fid_with_repeats(task_feats: np.ndarray, reference_feats: np.ndarray, n_refe
 @torch.no_grad()
 def _batched(model, images_uint8: torch.Tensor, prepare, batch_size: int, device) -> np.ndarray:
     model.eval().to(device)
-    feats = [model(prepare(images_uint8[start:start + batch_size].to(device))).double().cpu()
-             for start in range(0, len(images_uint8), batch_size)]
+    feats = [
+        model(prepare(images_uint8[start : start + batch_size].to(device))).double().cpu()
+        for start in range(0, len(images_uint8), batch_size)
+    ]
     return torch.cat(feats).flatten(1).numpy() if feats else np.zeros((0, 0))
 
 
-def backbone_features(backbone, images_uint8: torch.Tensor, input_cfg: dict, device,
-                      batch_size: int = 256) -> np.ndarray:
+def backbone_features(
+    backbone, images_uint8: torch.Tensor, input_cfg: dict, device, batch_size: int = 256
+) -> np.ndarray:
     """The backbone's pooled pre-logits (what a linear head reads) of uint8 (N, 3, H, W) images, float64 (N, D)."""
     normalize = Normalize(input_cfg["mean"], input_cfg["std"]).to(device)
     return _batched(_PreLogits(backbone), images_uint8, normalize, batch_size, device)
@@ -100,7 +111,9 @@ def fid_inception_architecture() -> torch.nn.Module:
     import torchvision
     from pytorch_fid import inception as pf
 
-    net = torchvision.models.inception_v3(weights=None, num_classes=1008, aux_logits=False, init_weights=False)
+    net = torchvision.models.inception_v3(
+        weights=None, num_classes=1008, aux_logits=False, init_weights=False
+    )
     net.Mixed_5b = pf.FIDInceptionA(192, pool_features=32)
     net.Mixed_5c = pf.FIDInceptionA(256, pool_features=64)
     net.Mixed_5d = pf.FIDInceptionA(288, pool_features=64)
@@ -127,12 +140,16 @@ def load_fid_inception(weights_path) -> torch.nn.Module:
         try:
             return pf.InceptionV3(block, resize_input=True, normalize_input=True)
         except OSError as err:
-            raise ValueError(f"pytorch-fid could not download its Inception weights ({err}); set config key "
-                             "`fid.inception_weights` to a local copy of pt_inception-2015-12-05-6726825d.pth, or "
-                             "`fid.features: backbone`") from err
+            raise ValueError(
+                f"pytorch-fid could not download its Inception weights ({err}); set config key "
+                "`fid.inception_weights` to a local copy of pt_inception-2015-12-05-6726825d.pth, or "
+                "`fid.features: backbone`"
+            ) from err
     path = Path(weights_path)
-    hint = ("set config key `fid.inception_weights` to a local copy of pytorch-fid's "
-            "pt_inception-2015-12-05-6726825d.pth")
+    hint = (
+        "set config key `fid.inception_weights` to a local copy of pytorch-fid's "
+        "pt_inception-2015-12-05-6726825d.pth"
+    )
     if not path.is_file():
         raise ValueError(f"{path or 'no file'}: FID Inception weights not found; {hint}")
     try:
@@ -140,8 +157,10 @@ def load_fid_inception(weights_path) -> torch.nn.Module:
         net = fid_inception_architecture()
         net.load_state_dict(state, strict=True)
     except Exception as err:  # pickle, zip and key/shape mismatches each raise their own types
-        raise ValueError(f"{path}: not FID Inception weights ({type(err).__name__}: {str(err)[:300]}); "
-                         f"delete it and {hint}") from err
+        raise ValueError(
+            f"{path}: not FID Inception weights ({type(err).__name__}: {str(err)[:300]}); "
+            f"delete it and {hint}"
+        ) from err
     with mock.patch.object(pf, "fid_inception_v3", lambda: net):
         return pf.InceptionV3(block, resize_input=True, normalize_input=True)
 
@@ -177,13 +196,17 @@ def reference_images(benchmark: str, n: int, seed: int, reference_dir: str | Non
 
         return to_uint8_tensor(render_source(n, seed)[0], size)
     if not reference_dir:
-        raise ValueError(f"benchmark {benchmark!r}: FID needs pre-training images; set config key "
-                         "`fid.reference_dir` to a folder of them")
+        raise ValueError(
+            f"benchmark {benchmark!r}: FID needs pre-training images; set config key "
+            "`fid.reference_dir` to a folder of them"
+        )
     root = Path(reference_dir)
     files = _image_files(root) if root.is_dir() else []
     if len(files) < n:
-        raise ValueError(f"{root}: {len(files)} image files (png/jpg/jpeg) where FID needs {n}; point config key "
-                         "`fid.reference_dir` at a folder with enough pre-training images")
+        raise ValueError(
+            f"{root}: {len(files)} image files (png/jpg/jpeg) where FID needs {n}; point config key "
+            "`fid.reference_dir` at a folder with enough pre-training images"
+        )
     from PIL import Image
 
     picked = np.random.default_rng(seed).choice(len(files), n, replace=False)
@@ -211,8 +234,9 @@ def run_fid(spec: dict, manifest_path, backbone_path, out_json) -> dict:
     task_images = load_split(manifest, fid["split"], spec["data_dir"], input_cfg["size"]).images
     n_reference, repeats = fid["n_reference"], fid["repeats"]
     seed = fid["seed"] + (MINI_REFERENCE_SEED if spec["benchmark"] == "mini" else 0)
-    reference = reference_images(spec["benchmark"], n_reference * repeats, seed, fid.get("reference_dir"),
-                                 input_cfg["size"])
+    reference = reference_images(
+        spec["benchmark"], n_reference * repeats, seed, fid.get("reference_dir"), input_cfg["size"]
+    )
     if use_backbone:
         features = f"backbone:{spec['backbone']}"
 
@@ -227,11 +251,21 @@ def run_fid(spec: dict, manifest_path, backbone_path, out_json) -> dict:
 
         def extract(images):
             return _pool3_features(inception, images, device, 64)
+
     result = fid_with_repeats(extract(task_images), extract(reference), n_reference, repeats, fid["seed"])
-    out = {"task": task.name, "group": task.group, "domain": task.domain, "features": features,
-           "fid_mean": result["mean"], "fid_std": result["std"], "fid_values": result["values"],
-           "repeats": repeats, "n_task": len(task_images), "n_reference": n_reference,
-           "seconds": round(time.perf_counter() - t0, 3)}
+    out = {
+        "task": task.name,
+        "group": task.group,
+        "domain": task.domain,
+        "features": features,
+        "fid_mean": result["mean"],
+        "fid_std": result["std"],
+        "fid_values": result["values"],
+        "repeats": repeats,
+        "n_task": len(task_images),
+        "n_reference": n_reference,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     write_json(out_json, out)
     print(f"[fid] {task.name} ({features}): {out['fid_mean']:.3f} +- {out['fid_std']:.3f}", flush=True)
     return out

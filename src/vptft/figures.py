@@ -17,10 +17,22 @@ import pandas as pd
 from vptft import tasks as task_registry
 from vptft.io import atomic_path
 
-COLORS = {"full": "#1f77b4", "vpt_deep": "#ff7f0e", "mixed": "#2ca02c", "ft_then_pt": "#d62728",
-          "linear": "#7f7f7f", "lora": "#9467bd"}
-LABELS = {"full": "FT", "vpt_deep": "VPT", "mixed": "Mixed", "ft_then_pt": "FT-then-PT", "linear": "Linear",
-          "lora": "LoRA"}
+COLORS = {
+    "full": "#1f77b4",
+    "vpt_deep": "#ff7f0e",
+    "mixed": "#2ca02c",
+    "ft_then_pt": "#d62728",
+    "linear": "#7f7f7f",
+    "lora": "#9467bd",
+}
+LABELS = {
+    "full": "FT",
+    "vpt_deep": "VPT",
+    "mixed": "Mixed",
+    "ft_then_pt": "FT-then-PT",
+    "linear": "Linear",
+    "lora": "LoRA",
+}
 GROUP_ORDER = {"natural": 0, "specialized": 1, "structured": 2}
 
 
@@ -64,37 +76,61 @@ def fid_table(fid_files, runs: pd.DataFrame) -> pd.DataFrame:
     fid = pd.DataFrame(rows).set_index("task")
     fid["task_disparity"] = [task_registry.get_task(t).task_disparity for t in fid.index]
     table = fid[["group", "domain", "task_disparity", "features", "fid_mean", "fid_std", "repeats"]].join(
-        winners(runs[runs.regime == "vtab1k"]), how="left")
+        winners(runs[runs.regime == "vtab1k"]), how="left"
+    )
     return table.sort_values("fid_mean")
 
 
 def bar_styles(table: pd.DataFrame) -> list[tuple[str, str | None]]:
     """(colour, hatch) of each task's bar: the winner's colour, hatched where task disparity is high."""
-    return [(color("full" if row.winner == "FT" else "vpt_deep"), "//" if row.task_disparity == "high" else None)
-            for row in table.itertuples()]
+    return [
+        (color("full" if row.winner == "FT" else "vpt_deep"), "//" if row.task_disparity == "high" else None)
+        for row in table.itertuples()
+    ]
 
 
 def figure3(table: pd.DataFrame, path, stamp: dict | None = None) -> None:
     """Bars of FID per task coloured by the winner (FT / VPT), hatched where task disparity is high; below,
     test top-1 of FT, VPT and the linear probe per task in the same order."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6, 0.6 * len(table) + 2), 7), sharex=True,
-                                      height_ratios=[3, 2])
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(max(6, 0.6 * len(table) + 2), 7), sharex=True, height_ratios=[3, 2]
+    )
     x = np.arange(len(table))
     for i, (bar_color, hatch) in enumerate(bar_styles(table)):
         row = table.iloc[i]
-        top.bar(i, row.fid_mean, yerr=row.fid_std, capsize=3, color=bar_color, hatch=hatch, edgecolor="black",
-                linewidth=0.6)
+        top.bar(
+            i,
+            row.fid_mean,
+            yerr=row.fid_std,
+            capsize=3,
+            color=bar_color,
+            hatch=hatch,
+            edgecolor="black",
+            linewidth=0.6,
+        )
     top.set_ylabel(f"FID to pre-training data\n({table.features.iloc[0]})")
     from matplotlib.patches import Patch
 
-    top.legend(handles=[Patch(color=color("full"), label="FT wins"), Patch(color=color("vpt_deep"), label="VPT wins"),
-                        Patch(facecolor="white", edgecolor="black", hatch="//", label="high task disparity")],
-               loc="upper left", frameon=False)
+    top.legend(
+        handles=[
+            Patch(color=color("full"), label="FT wins"),
+            Patch(color=color("vpt_deep"), label="VPT wins"),
+            Patch(facecolor="white", edgecolor="black", hatch="//", label="high task disparity"),
+        ],
+        loc="upper left",
+        frameon=False,
+    )
     top.set_title("Figure 3: distribution disparity (FID) per task and which of FT / VPT wins")
     for strategy, marker in (("full", "o"), ("vpt_deep", "s"), ("linear", "^")):
         if strategy in table.columns:
-            bottom.plot(x, table[strategy], marker=marker, linestyle="none", color=color(strategy),
-                        label=label(strategy))
+            bottom.plot(
+                x,
+                table[strategy],
+                marker=marker,
+                linestyle="none",
+                color=color(strategy),
+                label=label(strategy),
+            )
     bottom.set_ylabel("test top-1 (%)")
     bottom.legend(frameon=False, ncol=3)
     bottom.set_xticks(x, table.index, rotation=45, ha="right")
@@ -103,9 +139,11 @@ def figure3(table: pd.DataFrame, path, stamp: dict | None = None) -> None:
 
 def scaling_means(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean test top-1 over seeds per (task, size, strategy), with group and the capped flag."""
-    return (runs.groupby(["group", "task", "size", "strategy"])
-            .agg(top1=("test_top1", "mean"), std=("test_top1", lambda x: x.std(ddof=0)), capped=("capped", "any"))
-            .reset_index())
+    return (
+        runs.groupby(["group", "task", "size", "strategy"])
+        .agg(top1=("test_top1", "mean"), std=("test_top1", lambda x: x.std(ddof=0)), capped=("capped", "any"))
+        .reset_index()
+    )
 
 
 def figure4(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | None = None) -> pd.DataFrame:
@@ -123,8 +161,14 @@ def figure4(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | None 
                 if line.empty:
                     continue
                 shade = plt.cm.tab10(t % 10)
-                ax.plot(line["size"], line.top1, styles.get(strategy, "--"), color=shade, marker="o",
-                        label=f"{task} {label(strategy)}")
+                ax.plot(
+                    line["size"],
+                    line.top1,
+                    styles.get(strategy, "--"),
+                    color=shade,
+                    marker="o",
+                    label=f"{task} {label(strategy)}",
+                )
                 capped = line[line.capped]
                 ax.plot(capped["size"], capped.top1, "o", color="white", markeredgecolor=shade)
         ax.set_xscale("log")
@@ -135,7 +179,9 @@ def figure4(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | None 
         ax.set_ylabel("test top-1 (%)")
         ax.set_title(group)
         ax.legend(fontsize=7, frameon=False)
-    fig.suptitle("Figure 4: data scaling - FT (solid) vs VPT (dotted); hollow = size capped by the task's data")
+    fig.suptitle(
+        "Figure 4: data scaling - FT (solid) vs VPT (dotted); hollow = size capped by the task's data"
+    )
     save(fig, path, stamp=stamp)
     return means
 
@@ -145,13 +191,28 @@ def read_curves(runs: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for row in runs.itertuples():
         curves = pd.read_csv(row.curves)
-        frames.append(curves.assign(task=row.task, group=row.group, strategy=row.strategy, seed=row.seed,
-                                    size=getattr(row, "size", None), regime=row.regime))
+        frames.append(
+            curves.assign(
+                task=row.task,
+                group=row.group,
+                strategy=row.strategy,
+                seed=row.seed,
+                size=getattr(row, "size", None),
+                regime=row.regime,
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
-def loss_grid(curves: pd.DataFrame, tasks: list[str], strategies: list[str], path, title: str,
-              log: bool = False, stamp: dict | None = None) -> None:
+def loss_grid(
+    curves: pd.DataFrame,
+    tasks: list[str],
+    strategies: list[str],
+    path,
+    title: str,
+    log: bool = False,
+    stamp: dict | None = None,
+) -> None:
     """Train (solid) and test (dashed) loss per epoch, mean over seeds, one panel per task."""
     cols = min(4, len(tasks))
     rows = int(np.ceil(len(tasks) / cols))
@@ -165,13 +226,20 @@ def loss_grid(curves: pd.DataFrame, tasks: list[str], strategies: list[str], pat
             train = s.groupby("epoch").train_loss.mean()
             ax.plot(train.index, train.values, "-", color=color(strategy), label=f"{label(strategy)} train")
             test = s.dropna(subset=["test_loss"]).groupby("epoch").test_loss.mean()
-            ax.plot(test.index, test.values, "--", marker=".", color=color(strategy), label=f"{label(strategy)} test")
+            ax.plot(
+                test.index,
+                test.values,
+                "--",
+                marker=".",
+                color=color(strategy),
+                label=f"{label(strategy)} test",
+            )
         ax.set_title(f"{task} ({task_registry.get_task(task).group})", fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss" + (" (log)" if log else ""))
         if log:
             ax.set_yscale("log")
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize=8, frameon=False)
@@ -184,8 +252,9 @@ def overfitting(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | N
     more data close the train/test gap?"""
     curves = read_curves(runs[runs.strategy.isin(strategies)])
     tasks = sorted(curves.task.unique())
-    fig, axes = plt.subplots(len(strategies), len(tasks), figsize=(4 * len(tasks), 3 * len(strategies)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(strategies), len(tasks), figsize=(4 * len(tasks), 3 * len(strategies)), squeeze=False
+    )
     for r, strategy in enumerate(strategies):
         for c, task in enumerate(tasks):
             ax = axes[r, c]
@@ -209,8 +278,9 @@ def _mean_curve(curves: pd.DataFrame, column: str):
     return series.index, series.values
 
 
-def attribution_panels(maps: dict[str, dict], tasks: list[str], kind: str, path, title: str,
-                       stamp: dict | None = None) -> pd.DataFrame:
+def attribution_panels(
+    maps: dict[str, dict], tasks: list[str], kind: str, path, title: str, stamp: dict | None = None
+) -> pd.DataFrame:
     """Rows of (input | FT map | VPT map) for the chosen examples of each task, with true / predicted labels.
     `maps[task]` holds the arrays of attribution.run_attribution's maps.npz; `kind`: gradcam or ig."""
     rows = []
@@ -229,21 +299,54 @@ def attribution_panels(maps: dict[str, dict], tasks: list[str], kind: str, path,
             heat = data[f"{kind}_{strategy}"][i]
             axes[r, c].imshow(image)
             height, width = image.shape[:2]
-            axes[r, c].imshow(heat, cmap="jet", alpha=0.5, extent=(-0.5, width - 0.5, height - 0.5, -0.5),
-                              interpolation="bilinear")
+            axes[r, c].imshow(
+                heat,
+                cmap="jet",
+                alpha=0.5,
+                extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+                interpolation="bilinear",
+            )
             pred = int(data[f"pred_{strategy}"][i])
-            axes[r, c].set_title(f"{label(strategy)} {kind}: pred {pred}", fontsize=8,
-                                 color="green" if pred == int(data["labels"][i]) else "red")
-        index.append({"task": task, "example": i, "test_index": int(data["index"][i]),
-                      "label": int(data["labels"][i]), "pred_full": int(data["pred_full"][i]),
-                      "pred_vpt_deep": int(data["pred_vpt_deep"][i]), "map": kind,
-                      "wrong_right": "/".join(map(str, data["pair"]))})
+            axes[r, c].set_title(
+                f"{label(strategy)} {kind}: pred {pred}",
+                fontsize=8,
+                color="green" if pred == int(data["labels"][i]) else "red",
+            )
+        index.append(
+            {
+                "task": task,
+                "example": i,
+                "test_index": int(data["index"][i]),
+                "label": int(data["labels"][i]),
+                "pred_full": int(data["pred_full"][i]),
+                "pred_vpt_deep": int(data["pred_vpt_deep"][i]),
+                "map": kind,
+                "wrong_right": "/".join(map(str, data["pair"])),
+            }
+        )
     for ax in axes.flat:
         ax.axis("off")
     if not rows:
-        axes[0, 1].text(0.5, 0.5, "no test image where one strategy is wrong and the other right",
-                        ha="center", va="center", fontsize=9)
+        axes[0, 1].text(
+            0.5,
+            0.5,
+            "no test image where one strategy is wrong and the other right",
+            ha="center",
+            va="center",
+            fontsize=9,
+        )
     fig.suptitle(title, fontsize=10)
     save(fig, path, stamp=stamp)
-    return pd.DataFrame(index, columns=["task", "example", "test_index", "label", "pred_full", "pred_vpt_deep",
-                                        "map", "wrong_right"])
+    return pd.DataFrame(
+        index,
+        columns=[
+            "task",
+            "example",
+            "test_index",
+            "label",
+            "pred_full",
+            "pred_vpt_deep",
+            "map",
+            "wrong_right",
+        ],
+    )

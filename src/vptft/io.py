@@ -58,13 +58,17 @@ def read_json(path, *, check_hash: bool = False) -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: corrupt or truncated JSON ({err}); delete it and rerun the rule that makes it") from None
+        raise ValueError(
+            f"{path}: corrupt or truncated JSON ({err}); delete it and rerun the rule that makes it"
+        ) from None
     if check_hash:
         stored = obj.get("sha256")
         actual = content_hash({k: v for k, v in obj.items() if k != "sha256"})
         if stored != actual:
-            raise ValueError(f"{path}: content hash mismatch (stored {stored}, actual {actual}); "
-                             "the file was edited or corrupted - delete it and rerun the rule that makes it")
+            raise ValueError(
+                f"{path}: content hash mismatch (stored {stored}, actual {actual}); "
+                "the file was edited or corrupted - delete it and rerun the rule that makes it"
+            )
     return obj
 
 

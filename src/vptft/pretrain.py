@@ -40,35 +40,70 @@ def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") ->
     images, labels = render_source(n_train + n_heldout, cfg["seed"])
     print(f"[pretrain] rendered {len(labels)} source images in {time.perf_counter() - t0:.1f}s", flush=True)
     torch.manual_seed(cfg["seed"])  # the initial weights too: the backbone is deterministic from the seed
-    model = timm.create_model(BACKBONES[backbone_key].timm_name, pretrained=False, num_classes=len(SOURCE_SHAPES))
+    model = timm.create_model(
+        BACKBONES[backbone_key].timm_name, pretrained=False, num_classes=len(SOURCE_SHAPES)
+    )
     inputs = input_config(model)
     size = inputs["size"]
     x = to_uint8_tensor(images, size)
     y = torch.as_tensor(labels)
     train, heldout = SplitData(x[:n_train], y[:n_train]), SplitData(x[n_train:], y[n_train:])
-    fit_cfg = engine.FitConfig(optimizer="adamw", lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                               epochs=cfg["epochs"], warmup_epochs=cfg["warmup_epochs"],
-                               batch_size=cfg["batch_size"], seed=cfg["seed"], lr_scale_batch=None,
-                               optimizer_behavior="plain",
-                               eval_epochs=engine.eval_epochs(cfg["epochs"], cfg.get("curve_points", 10)))
-    result = engine.fit(_FlipAugmented(model), train, {"heldout": heldout}, fit_cfg, inputs,
-                        engine.pick_device(device), desc="pretrain")
+    fit_cfg = engine.FitConfig(
+        optimizer="adamw",
+        lr=cfg["lr"],
+        weight_decay=cfg["weight_decay"],
+        epochs=cfg["epochs"],
+        warmup_epochs=cfg["warmup_epochs"],
+        batch_size=cfg["batch_size"],
+        seed=cfg["seed"],
+        lr_scale_batch=None,
+        optimizer_behavior="plain",
+        eval_epochs=engine.eval_epochs(cfg["epochs"], cfg.get("curve_points", 10)),
+    )
+    result = engine.fit(
+        _FlipAugmented(model),
+        train,
+        {"heldout": heldout},
+        fit_cfg,
+        inputs,
+        engine.pick_device(device),
+        desc="pretrain",
+    )
     for row in result["curves"]:
         if "heldout_top1" in row:
-            print(f"[pretrain] epoch {row['epoch']:3d}  train loss {row['train_loss']:.3f}  "
-                  f"held-out top-1 {row['heldout_top1']:.1f}%", flush=True)
+            print(
+                f"[pretrain] epoch {row['epoch']:3d}  train loss {row['train_loss']:.3f}  "
+                f"held-out top-1 {row['heldout_top1']:.1f}%",
+                flush=True,
+            )
     top1 = result["final"]["heldout"]["top1"]
     chance = 100.0 / len(SOURCE_SHAPES)
     if top1 < cfg["min_heldout_top1"]:  # checked before anything is written: no checkpoint of a failed run
-        raise RuntimeError(f"pre-training failed: held-out top-1 {top1:.1f}% is below pretrain.min_heldout_top1 "
-                           f"= {cfg['min_heldout_top1']}% (chance {chance:.1f}%); check the pretrain config")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("head.")}
+        raise RuntimeError(
+            f"pre-training failed: held-out top-1 {top1:.1f}% is below pretrain.min_heldout_top1 "
+            f"= {cfg['min_heldout_top1']}% (chance {chance:.1f}%); check the pretrain config"
+        )
+    state = {
+        k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("head.")
+    }
     with atomic_path(out_dir / "model.safetensors") as tmp:
         save_file(state, str(tmp))
-    report = {"backbone": backbone_key, "num_classes": len(SOURCE_SHAPES), "n_train": n_train,
-              "n_heldout": n_heldout, "heldout_top1": top1, "chance_top1": chance, "epochs": cfg["epochs"],
-              "seconds": round(time.perf_counter() - t0, 1), "curves": result["curves"], "config": cfg}
+    report = {
+        "backbone": backbone_key,
+        "num_classes": len(SOURCE_SHAPES),
+        "n_train": n_train,
+        "n_heldout": n_heldout,
+        "heldout_top1": top1,
+        "chance_top1": chance,
+        "epochs": cfg["epochs"],
+        "seconds": round(time.perf_counter() - t0, 1),
+        "curves": result["curves"],
+        "config": cfg,
+    }
     write_json(out_dir / "pretrain.json", report)
-    print(f"[pretrain] held-out source top-1 {top1:.1f}% (chance {chance:.1f}%) after {cfg['epochs']} epochs, "
-          f"{report['seconds']}s", flush=True)
+    print(
+        f"[pretrain] held-out source top-1 {top1:.1f}% (chance {chance:.1f}%) after {cfg['epochs']} epochs, "
+        f"{report['seconds']}s",
+        flush=True,
+    )
     return report

@@ -16,8 +16,6 @@ import re
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from vptft.io import content_hash, file_sha256, write_json
 
 FIELDS = ("benchmark", "backbone", "config_hash")
@@ -26,11 +24,16 @@ _MARKDOWN_STAMP = re.compile(r"<!-- provenance (\{.*\}) -->")
 
 def of_config(config: dict) -> dict:
     """The stamp of the files a config makes: config_hash = sha256 of the validated config (canonical JSON)."""
-    return {"benchmark": config["benchmark"], "backbone": config["backbone"], "config_hash": content_hash(config)}
+    return {
+        "benchmark": config["benchmark"],
+        "backbone": config["backbone"],
+        "config_hash": content_hash(config),
+    }
 
 
-def with_columns(frame: pd.DataFrame, stamp: dict | None) -> pd.DataFrame:
-    """`frame` with the stamp's fields as trailing columns (unchanged without a stamp)."""
+def with_columns(frame, stamp: dict | None):
+    """A pandas `frame` with the stamp's fields as trailing columns (unchanged without a stamp); this module
+    imports no pandas, since the Snakefile imports it."""
     if not stamp:
         return frame
     if clash := [field for field in FIELDS if field in frame.columns]:
@@ -85,10 +88,20 @@ def note_foreign_copy(alias, source, note) -> dict | None:
         return None
     try:
         found = read(alias)
-    except (OSError, ValueError, UnicodeDecodeError):  # damaged: it is replaced all the same
+    except (
+        OSError,
+        ValueError,
+        UnicodeDecodeError,
+        ImportError,
+    ):  # damaged, or no PIL here: replaced all the same
         found = None
-    content = {"alias": str(alias), "source": str(source), "found": found, "sha256": file_sha256(alias),
-               "noted_at": time.time()}
+    content = {
+        "alias": str(alias),
+        "source": str(source),
+        "found": found,
+        "sha256": file_sha256(alias),
+        "noted_at": time.time(),
+    }
     write_json(note, content)
     noted = Path(note).stat().st_mtime
     if alias.stat().st_mtime >= noted:  # copied from a machine whose clock runs ahead: the note must be newer

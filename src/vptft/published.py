@@ -40,7 +40,9 @@ def vs_paper(name: str, table: pd.DataFrame, backbone: str, metric: str = "top1"
     number = int(re.fullmatch(r"table(\d+)", name).group(1))
     ref = han2024()
     ref = ref[(ref.table == number) & (ref.backbone == backbone) & (ref.metric == metric)]
-    columns = [c for c in table.columns if not c.startswith(("wins_", "tuned_pct", "seeds", "capped", "draws"))]
+    columns = [
+        c for c in table.columns if not c.startswith(("wins_", "tuned_pct", "seeds", "capped", "draws"))
+    ]
     ours = _long(table, columns)
     ref = ref.rename(columns={"value": "published"})
     keys = ["strategy", "task"]
@@ -64,8 +66,14 @@ def _vs_jia(table: pd.DataFrame, backbone: str) -> pd.DataFrame:
             published = ref[(ref.strategy == strategy) & (ref.group == ref_group)]
             if published.empty:
                 continue
-            rows.append({"strategy": strategy, "task": f"mean_{group}", "ours": table.loc[strategy, f"mean_{group}"],
-                         "published": float(published.value.iloc[0])})
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "task": f"mean_{group}",
+                    "ours": table.loc[strategy, f"mean_{group}"],
+                    "published": float(published.value.iloc[0]),
+                }
+            )
     merged = pd.DataFrame(rows, columns=["strategy", "task", "ours", "published"])
     merged["delta"] = merged.ours - merged.published
     return merged

@@ -28,7 +28,9 @@ SETTING_COLUMNS = {"vtab1k": [], "scaling": ["size"], "fewshot": ["shots", "sele
 
 def ordered_strategies(strategies: list[str]) -> list[str]:
     """The study's own rows first (FT, VPT, Mixed, FT-then-PT), then the other strategies in config order."""
-    return [s for s in STUDY_STRATEGIES if s in strategies] + [s for s in strategies if s not in STUDY_STRATEGIES]
+    return [s for s in STUDY_STRATEGIES if s in strategies] + [
+        s for s in strategies if s not in STUDY_STRATEGIES
+    ]
 
 
 def regime_setting(regime: str, vtab1k_n_train: int | None = None) -> dict:
@@ -39,8 +41,12 @@ def regime_setting(regime: str, vtab1k_n_train: int | None = None) -> dict:
         return {"size": int(match.group(1)), "shots": None, "selection": None, "draw": None}
     if match := FEWSHOT_RE.match(regime):
         k, draw, prototype = match.groups()
-        return {"size": None, "shots": int(k), "selection": "prototype" if prototype else "random",
-                "draw": None if prototype else int(draw)}
+        return {
+            "size": None,
+            "shots": int(k),
+            "selection": "prototype" if prototype else "random",
+            "draw": None if prototype else int(draw),
+        }
     raise ValueError(f"unknown regime {regime!r}")
 
 
@@ -51,19 +57,37 @@ def run_row(metrics_path, family: str, vtab1k_n_train: int | None = None) -> dic
     task = task_registry.get_task(m["task"])
     data = m.get("data") or {}
     capped = data.get("capped")
-    return {"family": family, "task": m["task"], "group": task.group, "domain": task.domain,
-            "task_disparity": task.task_disparity, "regime": m["regime"],
-            **regime_setting(m["regime"], vtab1k_n_train), "strategy": m["strategy"], "seed": m["seed"],
-            "test_top1": m["test_top1"], "test_loss": m.get("test_loss"), "train_loss": m.get("train_loss"),
-            "tuned_pct": m["tuned_pct"], "task_params": m.get("task_params"),
-            "backbone_params": m.get("backbone_params"), "epochs": m["epochs"], "batch_size": m.get("batch_size"),
-            "prompt_length": m["hparams"].get("prompt_length"), "lr": m["hparams"].get("lr"),
-            "wd": m["hparams"].get("wd"), "hparams": json.dumps(m["hparams"], sort_keys=True),
-            "n_trainval": m.get("n_train"), "capped": bool(capped),
-            "capped_to": capped["used"][0] if capped else None,
-            "summary": json.dumps(m.get("summary") or {}, sort_keys=True),
-            "config_hash": m["provenance"]["config_hash"], "curves": str(path.with_name("curves.csv")),
-            "tuned": str(path.with_name("tuned.safetensors")), "metrics": str(path)}
+    return {
+        "family": family,
+        "task": m["task"],
+        "group": task.group,
+        "domain": task.domain,
+        "task_disparity": task.task_disparity,
+        "regime": m["regime"],
+        **regime_setting(m["regime"], vtab1k_n_train),
+        "strategy": m["strategy"],
+        "seed": m["seed"],
+        "test_top1": m["test_top1"],
+        "test_loss": m.get("test_loss"),
+        "train_loss": m.get("train_loss"),
+        "tuned_pct": m["tuned_pct"],
+        "task_params": m.get("task_params"),
+        "backbone_params": m.get("backbone_params"),
+        "epochs": m["epochs"],
+        "batch_size": m.get("batch_size"),
+        "prompt_length": m["hparams"].get("prompt_length"),
+        "lr": m["hparams"].get("lr"),
+        "wd": m["hparams"].get("wd"),
+        "hparams": json.dumps(m["hparams"], sort_keys=True),
+        "n_trainval": m.get("n_train"),
+        "capped": bool(capped),
+        "capped_to": capped["used"][0] if capped else None,
+        "summary": json.dumps(m.get("summary") or {}, sort_keys=True),
+        "config_hash": m["provenance"]["config_hash"],
+        "curves": str(path.with_name("curves.csv")),
+        "tuned": str(path.with_name("tuned.safetensors")),
+        "metrics": str(path),
+    }
 
 
 def collect(metrics_paths, family: str, out_csv, vtab1k_n_train: int | None = None) -> pd.DataFrame:
@@ -92,18 +116,38 @@ def _cell_values(runs: pd.DataFrame, family: str, metric: str) -> pd.DataFrame:
     if metric == "prompt_length":
         first = runs.groupby(keys, dropna=False).prompt_length.first().rename("value").reset_index()
         return first.assign(spread=0.0, seeds=runs.groupby(keys, dropna=False).seed.nunique().values)
-    per_draw = (runs.groupby([*keys, "draw"], dropna=False)
-                .agg(value=("test_top1", "mean"), spread=("test_top1", lambda x: x.std(ddof=0)),
-                     seeds=("seed", "nunique")).reset_index())
-    cells = per_draw.groupby(keys, dropna=False).agg(
-        value=("value", "mean"), draws=("value", "size"), draw_std=("value", lambda x: x.std(ddof=0)),
-        seed_std=("spread", "mean"), seeds=("seeds", "min")).reset_index()
+    per_draw = (
+        runs.groupby([*keys, "draw"], dropna=False)
+        .agg(
+            value=("test_top1", "mean"),
+            spread=("test_top1", lambda x: x.std(ddof=0)),
+            seeds=("seed", "nunique"),
+        )
+        .reset_index()
+    )
+    cells = (
+        per_draw.groupby(keys, dropna=False)
+        .agg(
+            value=("value", "mean"),
+            draws=("value", "size"),
+            draw_std=("value", lambda x: x.std(ddof=0)),
+            seed_std=("spread", "mean"),
+            seeds=("seeds", "min"),
+        )
+        .reset_index()
+    )
     cells["spread"] = cells.draw_std.where(cells.draws > 1, cells.seed_std)
     return cells[[*keys, "value", "spread", "seeds", "draws"]]
 
 
-def study_table(runs: pd.DataFrame, family: str, groups: list[str], tasks: list[str], strategies: list[str],
-                metric: str = "top1") -> tuple[pd.DataFrame, pd.DataFrame]:
+def study_table(
+    runs: pd.DataFrame,
+    family: str,
+    groups: list[str],
+    tasks: list[str],
+    strategies: list[str],
+    metric: str = "top1",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The paper's table layout and its spread table (same rows, task columns)."""
     by_group = {g: [t for t in tasks if task_registry.get_task(t).group == g] for g in groups}
     by_group = {g: ts for g, ts in by_group.items() if ts}
@@ -113,11 +157,20 @@ def study_table(runs: pd.DataFrame, family: str, groups: list[str], tasks: list[
         raise ValueError(f"no runs of tasks {ordered} and strategies {strategies}")
     cells = _cell_values(runs, family, metric)
     index = [*SETTING_COLUMNS[family], "strategy"]
-    table = cells.pivot_table(index=index, columns="task", values="value", dropna=False).reindex(columns=ordered)
-    spread = cells.pivot_table(index=index, columns="task", values="spread", dropna=False).reindex(columns=ordered)
+    table = cells.pivot_table(index=index, columns="task", values="value", dropna=False).reindex(
+        columns=ordered
+    )
+    spread = cells.pivot_table(index=index, columns="task", values="spread", dropna=False).reindex(
+        columns=ordered
+    )
     rank = {s: i for i, s in enumerate(ordered_strategies(strategies))}
-    order = sorted(table.index, key=lambda key: (*(key[:-1] if isinstance(key, tuple) else ()),
-                                                 rank[key[-1] if isinstance(key, tuple) else key]))
+    order = sorted(
+        table.index,
+        key=lambda key: (
+            *(key[:-1] if isinstance(key, tuple) else ()),
+            rank[key[-1] if isinstance(key, tuple) else key],
+        ),
+    )
     table, spread = table.reindex(order), spread.reindex(order)
     for group, group_tasks in by_group.items():
         table[f"mean_{group}"] = table[group_tasks].mean(axis=1)
@@ -127,8 +180,10 @@ def study_table(runs: pd.DataFrame, family: str, groups: list[str], tasks: list[
         table["tuned_pct"] = runs.groupby(index, dropna=False).tuned_pct.mean().reindex(table.index)
     table["seeds"] = cells.groupby(index, dropna=False).seeds.min().reindex(table.index)
     if family == "scaling":
-        capped = {key: " ".join(sorted({f"{t}:{int(n)}" for t, n in zip(g.task, g.capped_to)}))
-                  for key, g in runs[runs.capped.astype(bool)].groupby(index, dropna=False)}
+        capped = {
+            key: " ".join(sorted({f"{t}:{int(n)}" for t, n in zip(g.task, g.capped_to)}))
+            for key, g in runs[runs.capped.astype(bool)].groupby(index, dropna=False)
+        }
         table["capped"] = [capped.get(key, "") for key in table.index]
     if family == "fewshot":
         table["draws"] = cells.groupby(index, dropna=False).draws.max().reindex(table.index)
@@ -148,7 +203,9 @@ def _wins(table: pd.DataFrame, tasks: list[str]) -> pd.Series:
     return wins
 
 
-def vpt_table1(runs: pd.DataFrame, groups: list[str], tasks: list[str], strategies: list[str]) -> pd.DataFrame:
+def vpt_table1(
+    runs: pd.DataFrame, groups: list[str], tasks: list[str], strategies: list[str]
+) -> pd.DataFrame:
     """The VPT paper's Table 1 layout: per strategy the group means of test top-1, the number of tasks won against
     full finetuning per group, and the parameters all configured tasks need together, as multiples of one
     backbone (a strategy that keeps its own backbone copy per task pays one per task, the others share one)."""
@@ -171,8 +228,13 @@ def write_csv(frame: pd.DataFrame, path, index: bool = True, stamp: dict | None 
         provenance.with_columns(frame.round(2), stamp).to_csv(tmp, index=index)
 
 
-def write_table(table: pd.DataFrame, runs: pd.DataFrame, out_csv, spread: pd.DataFrame | None = None,
-                stamp: dict | None = None) -> None:
+def write_table(
+    table: pd.DataFrame,
+    runs: pd.DataFrame,
+    out_csv,
+    spread: pd.DataFrame | None = None,
+    stamp: dict | None = None,
+) -> None:
     """{table}.csv, {table}_std.csv (both stamped), {table}_runs.csv (every run it aggregates, each with its own
     config hash)."""
     out_csv = Path(out_csv)
@@ -191,7 +253,13 @@ def make_table(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFr
     if spec["table"].startswith("vpt_"):
         table, spread = vpt_table1(runs, spec["groups"], spec["tasks"], spec["strategies"]), None
     else:
-        table, spread = study_table(runs, spec["family"], spec["groups"], spec["tasks"], spec["strategies"],
-                                    spec.get("metric", "top1"))
+        table, spread = study_table(
+            runs,
+            spec["family"],
+            spec["groups"],
+            spec["tasks"],
+            spec["strategies"],
+            spec.get("metric", "top1"),
+        )
     write_table(table, runs, spec["out_csv"], spread, spec.get("provenance"))
     return table, spread, runs

@@ -55,8 +55,10 @@ def merge_sweep(chunk_csvs: list, out_csv, expected_points: int | None = None) -
     """Merge chunk CSVs into sweep.csv with a `selected` column; return the selected row."""
     rows = [row for path in chunk_csvs for row in read_csv(path)]
     if expected_points is not None and len(rows) != expected_points:
-        raise ValueError(f"sweep chunks hold {len(rows)} grid points, expected {expected_points}: "
-                         f"{', '.join(map(str, chunk_csvs))}")
+        raise ValueError(
+            f"sweep chunks hold {len(rows)} grid points, expected {expected_points}: "
+            f"{', '.join(map(str, chunk_csvs))}"
+        )
     rows.sort(key=lambda r: int(r["grid_index"]))
     best = select(rows)
     for row in rows:
@@ -70,9 +72,13 @@ def selected_point(sweep_csv, grid: dict) -> dict:
     values keep their config types; the CSV's text must name the same point, else the sweep is stale)."""
     rows = [r for r in read_csv(sweep_csv) if r.get("selected") == "1"]
     if len(rows) != 1:
-        raise ValueError(f"{sweep_csv}: expected exactly one selected row, found {len(rows)}; rerun the sweep")
+        raise ValueError(
+            f"{sweep_csv}: expected exactly one selected row, found {len(rows)}; rerun the sweep"
+        )
     points, index = grid_points(grid), int(rows[0]["grid_index"])
     if index >= len(points) or any(str(value) != rows[0].get(key) for key, value in points[index].items()):
-        raise ValueError(f"{sweep_csv}: selected row {rows[0]} is not grid point {index} of the configured grid "
-                         f"{grid}; the sweep is from another grid, rerun it")
+        raise ValueError(
+            f"{sweep_csv}: selected row {rows[0]} is not grid point {index} of the configured grid "
+            f"{grid}; the sweep is from another grid, rerun it"
+        )
     return points[index]

@@ -61,14 +61,24 @@ def family_of(regime: str) -> str:
 def regime_spec(regime: str, regimes: dict) -> dict:
     """The sizes of one named regime, from the config's `regimes` section."""
     if regime not in regime_names(regimes):
-        raise ValueError(f"regime {regime!r} is not configured; configured regimes: "
-                         f"{', '.join(regime_names(regimes))}")
+        raise ValueError(
+            f"regime {regime!r} is not configured; configured regimes: {', '.join(regime_names(regimes))}"
+        )
     if regime == "vtab1k":
-        return {"kind": "vtab1k", "n_train": regimes["vtab1k"]["n_train"], "n_val": regimes["vtab1k"]["n_val"]}
+        return {
+            "kind": "vtab1k",
+            "n_train": regimes["vtab1k"]["n_train"],
+            "n_val": regimes["vtab1k"]["n_val"],
+        }
     if match := SCALE_RE.match(regime):
         n, scaling = int(match.group(1)), regimes["scaling"]
-        return {"kind": "scaling", "n_train": n, "n_val": n // scaling["ratio"], "ratio": scaling["ratio"],
-                "seed": scaling["seed"]}
+        return {
+            "kind": "scaling",
+            "n_train": n,
+            "n_val": n // scaling["ratio"],
+            "ratio": scaling["ratio"],
+            "seed": scaling["seed"],
+        }
     k, draw, prototype = FEWSHOT_RE.match(regime).groups()
     fewshot = regimes["fewshot"]
     if prototype:
@@ -85,14 +95,18 @@ def _vtab1k(task, split_sizes: dict, n_train: int, n_val: int) -> dict:
     def block(split, start, n):
         available = split_sizes.get(split, 0) - start
         if n > available:
-            raise ValueError(f"task {task.name}: needs {n} records from {split}[{start}:] but only "
-                             f"{max(available, 0)} exist; lower the regime size in the config")
+            raise ValueError(
+                f"task {task.name}: needs {n} records from {split}[{start}:] but only "
+                f"{max(available, 0)} exist; lower the regime size in the config"
+            )
         return list(range(start, start + n))
 
     train = block(task.train_split, 0, n_train)
     val = block(task.val_split, task.val_start, n_val)
     if task.train_split == task.val_split and task.val_start < n_train:
-        raise ValueError(f"task {task.name}: train[:{n_train}] overlaps the val slice starting at {task.val_start}")
+        raise ValueError(
+            f"task {task.name}: train[:{n_train}] overlaps the val slice starting at {task.val_start}"
+        )
     return {"train": {task.train_split: train}, "val": {task.val_split: val}}
 
 
@@ -101,8 +115,11 @@ def non_test_pool(task, split_sizes: dict) -> list[tuple[str, int]]:
     test_split, test_start, test_stop = _test_range(task, split_sizes)
     pool = []
     for split in dict.fromkeys((task.train_split, task.val_split)):
-        pool += [(split, i) for i in range(split_sizes[split]) if not (split == test_split and
-                                                                       test_start <= i < test_stop)]
+        pool += [
+            (split, i)
+            for i in range(split_sizes[split])
+            if not (split == test_split and test_start <= i < test_stop)
+        ]
     return pool
 
 
@@ -127,7 +144,7 @@ def _scaling(task, split_sizes: dict, n_train: int, n_val: int, ratio: int, seed
         n_train = len(pool) - n_val
         capped["used"] = [n_train, n_val]
     order = _seeded_order(task, pool, seed)
-    return {"train": _group(order[:n_train]), "val": _group(order[len(order) - n_val:]), "capped": capped}
+    return {"train": _group(order[:n_train]), "val": _group(order[len(order) - n_val :]), "capped": capped}
 
 
 def _fewshot(task, order: list, labels: dict, per_class: int) -> dict:
@@ -141,9 +158,14 @@ def _fewshot(task, order: list, labels: dict, per_class: int) -> dict:
             seen[label] += 1
         if (seen == 2 * per_class).all():
             break
-    return {"train": _group(picked["train"]), "val": _group(picked["val"]),
-            "missing_classes": {"train": [c for c in range(task.num_classes) if seen[c] < per_class],
-                                "val": [c for c in range(task.num_classes) if seen[c] < 2 * per_class]}}
+    return {
+        "train": _group(picked["train"]),
+        "val": _group(picked["val"]),
+        "missing_classes": {
+            "train": [c for c in range(task.num_classes) if seen[c] < per_class],
+            "val": [c for c in range(task.num_classes) if seen[c] < 2 * per_class],
+        },
+    }
 
 
 def prototype_order(pool: list, labels: dict, features, num_classes: int) -> list:
@@ -159,8 +181,9 @@ def prototype_order(pool: list, labels: dict, features, num_classes: int) -> lis
     return [pool[i] for i in np.lexsort((np.arange(len(pool)), distance))]
 
 
-def build_manifest(task_name: str, regime: str, spec: dict, data_info: dict, data_dir: str,
-                   pool_features=None) -> dict:
+def build_manifest(
+    task_name: str, regime: str, spec: dict, data_info: dict, data_dir: str, pool_features=None
+) -> dict:
     """The manifest of one task and regime, with per-split class counts and a content hash.
 
     `pool_features(task, pool)` -> (len(pool), D) backbone features: needed only by the prototype selection.
@@ -173,11 +196,15 @@ def build_manifest(task_name: str, regime: str, spec: dict, data_info: dict, dat
         parts = _scaling(task, sizes, spec["n_train"], spec["n_val"], spec["ratio"], spec["seed"])
     elif spec["kind"] == "fewshot":
         pool = non_test_pool(task, sizes)
-        labels = {name: task_registry.load_labels(task, name, data_dir) for name in dict.fromkeys(
-            split for split, _ in pool)}
+        labels = {
+            name: task_registry.load_labels(task, name, data_dir)
+            for name in dict.fromkeys(split for split, _ in pool)
+        }
         if spec["selection"] == "prototype":
             if pool_features is None:
-                raise ValueError(f"{regime}: the prototype selection needs the backbone's features of the pool")
+                raise ValueError(
+                    f"{regime}: the prototype selection needs the backbone's features of the pool"
+                )
             order = prototype_order(pool, labels, pool_features(task, pool), task.num_classes)
         else:
             order = _seeded_order(task, pool, spec["seed"])
@@ -185,8 +212,11 @@ def build_manifest(task_name: str, regime: str, spec: dict, data_info: dict, dat
     else:
         raise ValueError(f"unknown regime kind {spec['kind']!r}")
     test_split, test_start, test_stop = _test_range(task, sizes)
-    splits = {"train": parts.pop("train"), "val": parts.pop("val"),
-              "test": {test_split: list(range(test_start, test_stop))}}
+    splits = {
+        "train": parts.pop("train"),
+        "val": parts.pop("val"),
+        "test": {test_split: list(range(test_start, test_stop))},
+    }
     trainval: dict = {}
     for part in (splits["train"], splits["val"]):
         for split, indices in part.items():
@@ -195,15 +225,24 @@ def build_manifest(task_name: str, regime: str, spec: dict, data_info: dict, dat
     class_counts = {}
     for name in ("train", "val", "test"):  # trainval's labels are train's and val's: not read again
         part = splits[name]
-        y = np.concatenate([task_registry.load_labels(task, src, data_dir, idx) for src, idx in part.items()]
-                           or [np.zeros(0, np.int64)])
+        y = np.concatenate(
+            [task_registry.load_labels(task, src, data_dir, idx) for src, idx in part.items()]
+            or [np.zeros(0, np.int64)]
+        )
         if len(y) and (y.min() < 0 or y.max() >= task.num_classes):
             raise ValueError(f"task {task.name}: label outside 0..{task.num_classes - 1} in split {name}")
         class_counts[name] = np.bincount(y, minlength=task.num_classes).tolist()
     class_counts["trainval"] = [a + b for a, b in zip(class_counts["train"], class_counts["val"])]
-    return {"task": task.name, "regime": regime, "spec": spec, "num_classes": task.num_classes,
-            "data": {"source": data_info["source"], "split_sizes": sizes}, "splits": splits,
-            "class_counts": class_counts, **parts}
+    return {
+        "task": task.name,
+        "regime": regime,
+        "spec": spec,
+        "num_classes": task.num_classes,
+        "data": {"source": data_info["source"], "split_sizes": sizes},
+        "splits": splits,
+        "class_counts": class_counts,
+        **parts,
+    }
 
 
 def write_manifest(path, manifest: dict) -> None:

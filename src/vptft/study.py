@@ -34,7 +34,11 @@ def table_family(config: dict, table: str) -> str:
 def table_tasks(config: dict, table: str) -> list[str]:
     entry = config["tables"][table]
     chosen = entry.get("tasks")
-    pool = family_tasks(config, entry["regime"]) if chosen is None else [t for t in config["tasks"] if t in chosen]
+    pool = (
+        family_tasks(config, entry["regime"])
+        if chosen is None
+        else [t for t in config["tasks"] if t in chosen]
+    )
     known = task_registry.TASKS  # unknown names are reported by the config check, not here
     return [t for t in pool if t in known and known[t].group in entry["groups"]]
 
@@ -90,15 +94,18 @@ def problems(config: dict) -> list[str]:
                     errors.append(f"$.regimes.{family}.{key}[{i}]: {name!r} is not in the config's `{key}`")
     for table, entry in config["tables"].items():
         if entry["regime"] not in config["regimes"]:
-            errors.append(f"$.tables.{table}.regime: regime family {entry['regime']!r} is not configured in "
-                          "`regimes`")
+            errors.append(
+                f"$.tables.{table}.regime: regime family {entry['regime']!r} is not configured in `regimes`"
+            )
             continue
         for key, known in (("tasks", tasks), ("strategies", strategies)):
             for i, name in enumerate(entry.get(key) or []):
                 if name not in known:
                     errors.append(f"$.tables.{table}.{key}[{i}]: {name!r} is not in the config's `{key}`")
         if not table_tasks(config, table):
-            errors.append(f"$.tables.{table}.groups: no task of this table's family is in groups {entry['groups']}")
+            errors.append(
+                f"$.tables.{table}.groups: no task of this table's family is in groups {entry['groups']}"
+            )
         if entry.get("metric") == "prompt_length":
             for s in table_strategies(config, table):
                 if "prompt_length" not in config["strategies"].get(s, {}).get("grid", {}):
@@ -111,7 +118,9 @@ def problems(config: dict) -> list[str]:
     attribution = analyses.get("attribution", {})
     missing = [s for s in ("full", "vpt_deep") if s not in family_strategies(config, "vtab1k")]
     if missing and (attribution.get("tasks") or attribution.get("quadrant_tasks")):
-        errors.append(f"$.analyses.attribution: compares full and vpt_deep on vtab1k; {missing} not trained there")
+        errors.append(
+            f"$.analyses.attribution: compares full and vpt_deep on vtab1k; {missing} not trained there"
+        )
     for i, name in enumerate(analyses.get("curves", {}).get("tasks") or []):
         if name not in tasks:
             errors.append(f"$.analyses.curves.tasks[{i}]: {name!r} is not in the config's `tasks`")
@@ -140,7 +149,11 @@ def draws_curves(config: dict, task: str, regime: str, strategy: str) -> bool:
     family = family_of(regime)
     if family == "vtab1k":
         scaling = config["regimes"].get("scaling") or {}
-        in_figure6 = bool(scaling) and scaling.get("include_vtab1k", True) and strategy in family_strategies(
-            config, "scaling") and task in family_tasks(config, "scaling")
+        in_figure6 = (
+            bool(scaling)
+            and scaling.get("include_vtab1k", True)
+            and strategy in family_strategies(config, "scaling")
+            and task in family_tasks(config, "scaling")
+        )
         return strategy in curve_strategies(config) or in_figure6
     return family == "scaling" and strategy in family_strategies(config, "scaling")

@@ -39,7 +39,9 @@ class Job:
         self.manifest_path = Path(manifest_path)
         self.manifest = read_manifest(manifest_path)
         self.device = engine.pick_device(spec["train"]["device"])
-        if self.device.type == "cpu":  # CPU runs are bit-reproducible, so a resumed run ends where a straight one does
+        if (
+            self.device.type == "cpu"
+        ):  # CPU runs are bit-reproducible, so a resumed run ends where a straight one does
             torch.use_deterministic_algorithms(True)
         self.strategy = get_strategy(spec["strategy"])
         dropout = spec["train"]["backbone_dropout"] if self.strategy.trains_backbone else 0.0
@@ -52,7 +54,9 @@ class Job:
 
     def split(self, name: str):
         if name not in self._splits:
-            self._splits[name] = load_split(self.manifest, name, self.spec["data_dir"], self.input_cfg["size"])
+            self._splits[name] = load_split(
+                self.manifest, name, self.spec["data_dir"], self.input_cfg["size"]
+            )
         return self._splits[name]
 
     def values(self, point: dict) -> dict:
@@ -64,12 +68,19 @@ class Job:
         batch = self.strategy.batch_size(self.values(point), self.spec, t["batch_size"])
         epochs = engine.epochs_for(n_train, batch, t["epochs"], t["min_steps"])
         cfg = engine.FitConfig(
-            optimizer=self.strategy.optimizer, lr=float(point["lr"]), weight_decay=float(point["wd"]),
-            epochs=epochs, warmup_epochs=max(1, round(t["warmup_fraction"] * epochs)) if t["warmup_fraction"] else 0,
-            batch_size=batch, seed=seed, lr_scale_batch=t["lr_scale_batch"],
+            optimizer=self.strategy.optimizer,
+            lr=float(point["lr"]),
+            weight_decay=float(point["wd"]),
+            epochs=epochs,
+            warmup_epochs=max(1, round(t["warmup_fraction"] * epochs)) if t["warmup_fraction"] else 0,
+            batch_size=batch,
+            seed=seed,
+            lr_scale_batch=t["lr_scale_batch"],
             eval_epochs=engine.eval_epochs(epochs, curve_points),
-            optimizer_behavior=t["optimizer_behavior"], precision=t["precision"],
-            checkpoint_interval_s=60.0 * t.get("checkpoint_minutes", 0))
+            optimizer_behavior=t["optimizer_behavior"],
+            precision=t["precision"],
+            checkpoint_interval_s=60.0 * t.get("checkpoint_minutes", 0),
+        )
         steps = epochs * math.ceil(n_train / batch)
         depth = len(self.backbone.blocks)
         if (problem := self.strategy.schedule_problem(self.values(point), epochs, steps, depth)) is not None:
@@ -84,13 +95,26 @@ class Job:
         if self.strategy.continues:
             load_backbone_of_run(backbone, self.start_file(seed))
         torch.manual_seed(seed)
-        return self.strategy.build(backbone, self.manifest["num_classes"], head_init=self.spec["train"]["head_init"],
-                                   **self.values(point))
+        return self.strategy.build(
+            backbone,
+            self.manifest["num_classes"],
+            head_init=self.spec["train"]["head_init"],
+            **self.values(point),
+        )
 
     def fit(self, model, train: str, evals: list[str], cfg: engine.FitConfig, checkpoint=None, desc=""):
-        return engine.fit(model, self.split(train), {name: self.split(name) for name in evals}, cfg, self.input_cfg,
-                          self.device, cache_features=self.strategy.cache_features, feature_cache=self.feature_cache
-                          if self.strategy.cache_features else None, checkpoint=checkpoint, desc=desc)
+        return engine.fit(
+            model,
+            self.split(train),
+            {name: self.split(name) for name in evals},
+            cfg,
+            self.input_cfg,
+            self.device,
+            cache_features=self.strategy.cache_features,
+            feature_cache=self.feature_cache if self.strategy.cache_features else None,
+            checkpoint=checkpoint,
+            desc=desc,
+        )
 
 
 def load_backbone_of_run(backbone, path) -> None:
@@ -98,12 +122,18 @@ def load_backbone_of_run(backbone, path) -> None:
     from safetensors.torch import load_file
 
     if path is None or not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: the run this strategy continues from has no weights file; run it first")
-    state = {k.removeprefix("backbone."): v for k, v in load_file(str(path)).items() if k.startswith("backbone.")}
+        raise FileNotFoundError(
+            f"{path}: the run this strategy continues from has no weights file; run it first"
+        )
+    state = {
+        k.removeprefix("backbone."): v for k, v in load_file(str(path)).items() if k.startswith("backbone.")
+    }
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"{path}: not a whole backbone of this architecture (missing {missing[:3]}..., "
-                           f"unexpected {unexpected[:3]}...); it must come from a run that tunes every weight")
+        raise RuntimeError(
+            f"{path}: not a whole backbone of this architecture (missing {missing[:3]}..., "
+            f"unexpected {unexpected[:3]}...); it must come from a run that tunes every weight"
+        )
 
 
 def save_tuned(model, path) -> None:
@@ -113,7 +143,9 @@ def save_tuned(model, path) -> None:
         save_file({k: v.detach().cpu().contiguous() for k, v in tuned_state_dict(model).items()}, str(tmp))
 
 
-def run_sweep_chunk(spec: dict, manifest_path, backbone_path, out_csv, chunk: int = 0, start_from=None) -> list[dict]:
+def run_sweep_chunk(
+    spec: dict, manifest_path, backbone_path, out_csv, chunk: int = 0, start_from=None
+) -> list[dict]:
     """Train the grid points of one chunk on train -> val and write one CSV row per point."""
     job = Job(spec, manifest_path, backbone_path, start_from)
     points = grid_points(spec["grid"])
@@ -124,22 +156,39 @@ def run_sweep_chunk(spec: dict, manifest_path, backbone_path, out_csv, chunk: in
         model = job.build(point, seed)
         cfg = job.fit_config(point, seed, len(job.split("train")), curve_points=1)
         result = job.fit(model, "train", ["val"], cfg, desc=f"{spec['task']}/{spec['strategy']} {point}")
-        rows.append({"grid_index": index, **point, "batch_size": cfg.batch_size, "lr_scaled": cfg.scaled_lr,
-                     "epochs": cfg.epochs,
-                     "val_top1": result["final"]["val"]["top1"], "val_loss": result["final"]["val"]["loss"],
-                     "train_loss": result["train"]["loss"], "seconds": round(result["seconds"], 3),
-                     **parameter_counts(model)})
-        print(f"[sweep] {spec['task']} {spec['strategy']} {point}: val top-1 {rows[-1]['val_top1']:.2f} "
-              f"({cfg.epochs} epochs, {result['seconds']:.1f}s)", flush=True)
+        rows.append(
+            {
+                "grid_index": index,
+                **point,
+                "batch_size": cfg.batch_size,
+                "lr_scaled": cfg.scaled_lr,
+                "epochs": cfg.epochs,
+                "val_top1": result["final"]["val"]["top1"],
+                "val_loss": result["final"]["val"]["loss"],
+                "train_loss": result["train"]["loss"],
+                "seconds": round(result["seconds"], 3),
+                **parameter_counts(model),
+            }
+        )
+        print(
+            f"[sweep] {spec['task']} {spec['strategy']} {point}: val top-1 {rows[-1]['val_top1']:.2f} "
+            f"({cfg.epochs} epochs, {result['seconds']:.1f}s)",
+            flush=True,
+        )
     write_csv(out_csv, rows)
     return rows
 
 
 def training_facts(job: Job, cfg: engine.FitConfig) -> dict:
     """How a run trained, as recorded beside its result."""
-    return {"lr_scaled": cfg.scaled_lr, "batch_size": cfg.batch_size, "optimizer": job.strategy.optimizer,
-            "optimizer_behavior": cfg.optimizer_behavior, "precision": cfg.precision,
-            "backbone_dropout": job.spec["train"]["backbone_dropout"] if job.strategy.trains_backbone else 0.0}
+    return {
+        "lr_scaled": cfg.scaled_lr,
+        "batch_size": cfg.batch_size,
+        "optimizer": job.strategy.optimizer,
+        "optimizer_behavior": cfg.optimizer_behavior,
+        "precision": cfg.precision,
+        "backbone_dropout": job.spec["train"]["backbone_dropout"] if job.strategy.trains_backbone else 0.0,
+    }
 
 
 def storage_counts(job: Job, model) -> dict:
@@ -152,10 +201,16 @@ def storage_counts(job: Job, model) -> dict:
 
 def provenance(job: Job, seed: int) -> dict:
     """What a result was made from: config hash, code and package versions, device, seed, input hashes."""
+
     def git_commit():
         try:
-            return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                                  cwd=Path(__file__).parent).stdout.strip()
+            return subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=Path(__file__).parent,
+            ).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return None
 
@@ -166,41 +221,84 @@ def provenance(job: Job, seed: int) -> dict:
     device = str(job.device)
     if job.device.type == "cuda":
         device += f" ({torch.cuda.get_device_name(job.device)})"
-    return {"config_hash": content_hash(job.spec), "seed": seed, "manifest": str(job.manifest_path),
-            "manifest_sha256": job.manifest["sha256"], "backbone_checkpoint": str(job.backbone_path),
-            "start_from": str(job.start_file(seed)) if job.strategy.continues else None,
-            "device": device, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "git_commit": git_commit(),
-            "python": platform.python_version(), "host": platform.node(),
-            "packages": {"vptft": vptft.__version__, "torch": torch.__version__, "timm": timm.__version__}}
+    return {
+        "config_hash": content_hash(job.spec),
+        "seed": seed,
+        "manifest": str(job.manifest_path),
+        "manifest_sha256": job.manifest["sha256"],
+        "backbone_checkpoint": str(job.backbone_path),
+        "start_from": str(job.start_file(seed)) if job.strategy.continues else None,
+        "device": device,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "packages": {"vptft": vptft.__version__, "torch": torch.__version__, "timm": timm.__version__},
+    }
 
 
 def _final_run(job: Job, point: dict, seed: int, out_dir: Path) -> dict:
     spec = job.spec
     model = job.build(point, seed)
-    cfg = job.fit_config(point, seed, len(job.split("trainval")), curve_points=spec["train"].get("curve_points"))
-    result = job.fit(model, "trainval", ["test"], cfg, checkpoint=out_dir / "checkpoint.pt",
-                     desc=f"{spec['task']}/{spec['strategy']} seed {seed}")
+    cfg = job.fit_config(
+        point, seed, len(job.split("trainval")), curve_points=spec["train"].get("curve_points")
+    )
+    result = job.fit(
+        model,
+        "trainval",
+        ["test"],
+        cfg,
+        checkpoint=out_dir / "checkpoint.pt",
+        desc=f"{spec['task']}/{spec['strategy']} seed {seed}",
+    )
     write_csv(out_dir / "curves.csv", result["curves"])
     save_tuned(model, out_dir / "tuned.safetensors")
-    metrics = {"task": spec["task"], "regime": spec["regime"], "strategy": spec["strategy"],
-               "backbone": spec["backbone"], "seed": seed, "hparams": point, "options": spec.get("options", {}),
-               "data": {"n_train": sum(job.manifest["class_counts"]["train"]),
-                        "n_val": sum(job.manifest["class_counts"]["val"]), "capped": job.manifest.get("capped")}, **training_facts(job, cfg),
-               "epochs": cfg.epochs, "test_top1": result["final"]["test"]["top1"],
-               "test_loss": result["final"]["test"]["loss"], "train_loss": result["train"]["loss"],
-               "train_top1": result["train"]["top1"], "n_train": len(job.split("trainval")),
-               "n_test": len(job.split("test")), **parameter_counts(model), **storage_counts(job, model),
-               "summary": model.summary(), "seconds": round(result["seconds"], 3),
-               "checkpoints": result["checkpoints"], "checkpoint_bytes": result["checkpoint_bytes"],
-               "provenance": provenance(job, seed)}
+    metrics = {
+        "task": spec["task"],
+        "regime": spec["regime"],
+        "strategy": spec["strategy"],
+        "backbone": spec["backbone"],
+        "seed": seed,
+        "hparams": point,
+        "options": spec.get("options", {}),
+        "data": {
+            "n_train": sum(job.manifest["class_counts"]["train"]),
+            "n_val": sum(job.manifest["class_counts"]["val"]),
+            "capped": job.manifest.get("capped"),
+        },
+        **training_facts(job, cfg),
+        "epochs": cfg.epochs,
+        "test_top1": result["final"]["test"]["top1"],
+        "test_loss": result["final"]["test"]["loss"],
+        "train_loss": result["train"]["loss"],
+        "train_top1": result["train"]["top1"],
+        "n_train": len(job.split("trainval")),
+        "n_test": len(job.split("test")),
+        **parameter_counts(model),
+        **storage_counts(job, model),
+        "summary": model.summary(),
+        "seconds": round(result["seconds"], 3),
+        "checkpoints": result["checkpoints"],
+        "checkpoint_bytes": result["checkpoint_bytes"],
+        "provenance": provenance(job, seed),
+    }
     write_json(out_dir / "metrics.json", metrics)
-    print(json.dumps({k: metrics[k] for k in ("task", "strategy", "seed", "hparams", "test_top1")}), flush=True)
+    print(
+        json.dumps({k: metrics[k] for k in ("task", "strategy", "seed", "hparams", "test_top1")}), flush=True
+    )
     return metrics
 
 
-def run_final(spec: dict, manifest_path, backbone_path, sweep_csv, runs_dir, seeds: list[int],
-              start_from: dict | None = None) -> list[dict]:
+def run_final(
+    spec: dict,
+    manifest_path,
+    backbone_path,
+    sweep_csv,
+    runs_dir,
+    seeds: list[int],
+    start_from: dict | None = None,
+) -> list[dict]:
     """Train the selected point on trainval once per seed (data and backbone loaded once); each seed writes
     seed{s}/metrics.json, curves.csv and tuned.safetensors under runs_dir.
 
@@ -226,6 +324,8 @@ def run_stage1(spec: dict, manifest_path, backbone_path, sweep_csv, out) -> dict
     cfg = job.fit_config(point, seed, len(job.split("train")), curve_points=1)
     result = job.fit(model, "train", ["val"], cfg, desc=f"{spec['task']}/{spec['strategy']} stage 1 {point}")
     save_tuned(model, out)
-    print(f"[stage1] {spec['task']} {spec['strategy']} {point}: val top-1 {result['final']['val']['top1']:.2f}",
-          flush=True)
+    print(
+        f"[stage1] {spec['task']} {spec['strategy']} {point}: val top-1 {result['final']['val']['top1']:.2f}",
+        flush=True,
+    )
     return result

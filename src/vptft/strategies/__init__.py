@@ -62,13 +62,27 @@ BASE_OPTIONS = {"lr": LR, "wd": WD}
 
 PROMPT_OPTIONS = {
     "prompt_length": Option(int, 10, minimum=1, help="prompt tokens per prompted layer"),
-    "prompt_dropout": Option(float, 0.0, minimum=0.0, maximum=1.0, help="dropout on the prompts (VPT code: 0.0)"),
-    "location": Option(str, "prepend", choices=("prepend", "add"),
-                       help="prepend tokens, or add one prompt to each patch embedding (VPT ablation)"),
-    "pooling": Option(str, "cls", choices=("cls", "image_pool", "prompt_pool", "global_pool"),
-                      help="the feature the head reads (VPT ablation)"),
-    "layers": Option(str, "all", pattern=r"all|\d+:\d+",
-                     help="blocks that receive prompts, 'all' or a slice 'start:stop' (VPT depth ablation)"),
+    "prompt_dropout": Option(
+        float, 0.0, minimum=0.0, maximum=1.0, help="dropout on the prompts (VPT code: 0.0)"
+    ),
+    "location": Option(
+        str,
+        "prepend",
+        choices=("prepend", "add"),
+        help="prepend tokens, or add one prompt to each patch embedding (VPT ablation)",
+    ),
+    "pooling": Option(
+        str,
+        "cls",
+        choices=("cls", "image_pool", "prompt_pool", "global_pool"),
+        help="the feature the head reads (VPT ablation)",
+    ),
+    "layers": Option(
+        str,
+        "all",
+        pattern=r"all|\d+:\d+",
+        help="blocks that receive prompts, 'all' or a slice 'start:stop' (VPT depth ablation)",
+    ),
 }
 KV_PROMPT_OPTIONS = {
     "prompt_length": Option(int, 10, minimum=1, help="key/value prompt tokens per layer"),
@@ -77,7 +91,9 @@ KV_PROMPT_OPTIONS = {
 ADAPT_OPTIONS = {
     "context_length": Option(int, 16, minimum=1, help="xi: key/value prompt tokens per layer at the start"),
     "target_length": Option(int, 32, minimum=1, help="T_target: kept tokens summed over layers at the end"),
-    "saliency": Option(str, "snip", choices=("snip", "grad_norm", "l2"), help="what ranks tokens for pruning"),
+    "saliency": Option(
+        str, "snip", choices=("snip", "grad_norm", "l2"), help="what ranks tokens for pruning"
+    ),
     "prune_every": Option(int, 80, minimum=1, help="n_k: minibatches between pruning steps"),
     "prune_tokens": Option(int, 4, minimum=1, help="r_p: tokens pruned per pruning step"),
     "warmup_epochs": Option(int, 5, minimum=0, help="epochs before the first pruning step"),
@@ -101,26 +117,39 @@ def _prompt_problems(values: dict, depth: int) -> list[str]:
 
 def _depth_problems(key: str):
     def problems(values: dict, depth: int) -> list[str]:
-        return [f"{key} {values[key]} exceeds the backbone's {depth} blocks"] if values.get(key, 0) > depth else []
+        return (
+            [f"{key} {values[key]} exceeds the backbone's {depth} blocks"]
+            if values.get(key, 0) > depth
+            else []
+        )
+
     return problems
 
 
 def _adapt_problems(values: dict, depth: int) -> list[str]:
     total = depth * values["context_length"]
     if values["target_length"] > total:
-        return [(f"target_length {values['target_length']} exceeds the {total} tokens of {depth} blocks x "
-                 f"context_length {values['context_length']}")]
+        return [
+            (
+                f"target_length {values['target_length']} exceeds the {total} tokens of {depth} blocks x "
+                f"context_length {values['context_length']}"
+            )
+        ]
     return []
 
 
 def _adapt_schedule(values: dict, epochs: int, steps: int) -> str | None:
     """Whether pruning can reach the budget within the run: Adapt's result is defined by that budget."""
-    prunes = -(-(values["context_length"] * values["depth"] - values["target_length"]) // values["prune_tokens"])
+    prunes = -(
+        -(values["context_length"] * values["depth"] - values["target_length"]) // values["prune_tokens"]
+    )
     after_warmup = steps * max(0, epochs - values["warmup_epochs"]) // max(1, epochs)
     if prunes * values["prune_every"] > after_warmup:
-        return (f"reaching target_length {values['target_length']} takes {prunes} pruning steps x prune_every "
-                f"{values['prune_every']} = {prunes * values['prune_every']} minibatches after warm-up, but the "
-                f"run has about {after_warmup}; lower prune_every, raise prune_tokens or shorten warmup_epochs")
+        return (
+            f"reaching target_length {values['target_length']} takes {prunes} pruning steps x prune_every "
+            f"{values['prune_every']} = {prunes * values['prune_every']} minibatches after warm-up, but the "
+            f"run has about {after_warmup}; lower prune_every, raise prune_tokens or shorten warmup_epochs"
+        )
     return None
 
 
@@ -132,7 +161,9 @@ class StrategySpec:
     options: dict = field(default_factory=dict)  # name -> Option (besides lr and wd)
     cache_features: bool = False  # only a head trains on the frozen backbone's pre-logits: compute them once
     trains_backbone: bool = False  # backbone weights train, so it runs in train mode (its dropout is on)
-    continues: str | None = None  # a strategy whose final runs (and selected sweep point) this one starts from
+    continues: str | None = (
+        None  # a strategy whose final runs (and selected sweep point) this one starts from
+    )
     stores_backbone: bool = False  # a task needs its own copy of the whole backbone (total-parameter count)
     description: str = ""
     combination_problems: Any = None  # (values, backbone depth) -> list of what cannot be built
@@ -151,8 +182,10 @@ class StrategySpec:
             for key, value in values.items():
                 option = self.all_options.get(key)
                 if option is None or (where == "options" and key in BASE_OPTIONS):
-                    errors.append(f"{path}.{where}.{key}: {self.name!r} has no hyper-parameter {key!r} "
-                                  f"(allowed: {allowed})")
+                    errors.append(
+                        f"{path}.{where}.{key}: {self.name!r} has no hyper-parameter {key!r} "
+                        f"(allowed: {allowed})"
+                    )
                     continue
                 items = enumerate(value) if where == "grid" else [(None, value)]
                 for i, item in items:
@@ -160,7 +193,9 @@ class StrategySpec:
                         where_i = f"{path}.{where}.{key}" + (f"[{i}]" if i is not None else "")
                         errors.append(f"{where_i}: {problem}")
         both = set(grid) & set(options)
-        errors += [f"{path}.options.{key}: {key!r} is also in the grid; give it in one place" for key in sorted(both)]
+        errors += [
+            f"{path}.options.{key}: {key!r} is also in the grid; give it in one place" for key in sorted(both)
+        ]
         if errors or depth is None or self.combination_problems is None:
             return errors
         extras = {k: v for k, v in grid.items() if k not in BASE_OPTIONS}
@@ -175,17 +210,24 @@ class StrategySpec:
         """What a run of `epochs` epochs and `steps` optimiser steps cannot deliver for these values."""
         if self.schedule is None:
             return None
-        return self.schedule({**self.resolve({k: v for k, v in values.items() if k not in BASE_OPTIONS}),
-                              "depth": depth}, epochs, steps)
+        return self.schedule(
+            {**self.resolve({k: v for k, v in values.items() if k not in BASE_OPTIONS}), "depth": depth},
+            epochs,
+            steps,
+        )
 
     def resolve(self, values: dict) -> dict:
         """Options with defaults filled in and values cast to their declared type (lr and wd excluded)."""
         unknown = set(values) - set(self.all_options)
         if unknown:
-            raise TypeError(f"strategy {self.name!r} has no hyper-parameters {sorted(unknown)}; "
-                            f"it takes {sorted(self.options)}")
-        return {key: option.cast(values[key]) if key in values else option.default
-                for key, option in self.options.items()}
+            raise TypeError(
+                f"strategy {self.name!r} has no hyper-parameters {sorted(unknown)}; "
+                f"it takes {sorted(self.options)}"
+            )
+        return {
+            key: option.cast(values[key]) if key in values else option.default
+            for key, option in self.options.items()
+        }
 
     def batch_size(self, point: dict, entry: dict, default: int) -> int:
         """The VPT paper's rule: the strategy's batch, the smaller long-prompt batch from LONG_PROMPT tokens."""
@@ -198,55 +240,142 @@ class StrategySpec:
         """The tuned model: `backbone` wrapped with a new `head_init` head and the strategy's parameters."""
         options = self.resolve({k: v for k, v in values.items() if k not in BASE_OPTIONS})
         module, function = self.builder.split(":")
-        return getattr(importlib.import_module(module), function)(backbone, num_classes, head_init=head_init,
-                                                                  **options)
+        return getattr(importlib.import_module(module), function)(
+            backbone, num_classes, head_init=head_init, **options
+        )
 
 
 def _k(name: str, default: int, help: str) -> dict:
     return {name: Option(int, default, minimum=1, help=help)}
 
 
-STRATEGIES = {s.name: s for s in [
-    StrategySpec("full", "adamw", "vptft.strategies.backbone_tuning:build_full", trains_backbone=True,
-                 stores_backbone=True, description="every backbone weight + head"),
-    StrategySpec("linear", "sgd", "vptft.strategies.head_only:build_linear", cache_features=True,
-                 description="a new head on frozen features"),
-    StrategySpec("vpt_shallow", "sgd", "vptft.strategies.prompts:build_prompted",
-                 {**PROMPT_OPTIONS, "layers": Option(str, "0:1", pattern=PROMPT_OPTIONS["layers"].pattern,
-                                                     help=PROMPT_OPTIONS["layers"].help)},
-                 description="p prompts at the first layer + head", combination_problems=_prompt_problems),
-    StrategySpec("vpt_deep", "sgd", "vptft.strategies.prompts:build_prompted", PROMPT_OPTIONS,
-                 description="p fresh prompts at every layer + head", combination_problems=_prompt_problems),
-    StrategySpec("mixed", "sgd", "vptft.strategies.prompts:build_mixed", PROMPT_OPTIONS, trains_backbone=True,
-                 stores_backbone=True, combination_problems=_prompt_problems,
-                 description="deep prompts + the whole backbone + head, with the prompt-tuning optimiser"),
-    StrategySpec("ft_then_pt", "sgd", "vptft.strategies.prompts:build_prompted", PROMPT_OPTIONS, continues="full",
-                 stores_backbone=True, combination_problems=_prompt_problems,
-                 description="deep prompts + head on the backbone of a finished full finetuning run"),
-    StrategySpec("partial", "adamw", "vptft.strategies.backbone_tuning:build_partial",
-                 _k("k", 1, "the last k blocks (+ final norm) train"), trains_backbone=True,
-                 combination_problems=_depth_problems("k"), description="the last k blocks + final norm + head"),
-    StrategySpec("mlp", "sgd", "vptft.strategies.head_only:build_mlp",
-                 _k("k", 2, "linear layers of the head (k - 1 hidden layers of the feature width)"),
-                 cache_features=True, description="a k-layer MLP head on frozen features"),
-    StrategySpec("bias", "adamw", "vptft.strategies.backbone_tuning:build_bias", trains_backbone=True,
-                 description="every bias of the backbone + head (BitFit / TinyTL)"),
-    StrategySpec("adapter", "adamw", "vptft.strategies.backbone_tuning:build_adapter",
-                 _k("reduction", 8, "r: bottleneck width = feature width / r"), trains_backbone=True,
-                 description="bottleneck adapters after each FFN + head"),
-    StrategySpec("sidetune", "sgd", "vptft.strategies.sidetune:build_sidetune",
-                 _k("side_width", 64, "channels of the side network's last conv layer"),
-                 description="a side network blended with the frozen features + head"),
-    StrategySpec("lora", "adamw", "vptft.strategies.backbone_tuning:build_lora",
-                 {**_k("rank", 8, "r of the low-rank updates"), "alpha": Option(float, 8.0, minimum=0.0,
-                                                                                help="LoRA scaling alpha")},
-                 trains_backbone=True, description="peft LoRA on the attention qkv projections + head"),
-    StrategySpec("vpt_prefix", "sgd", "vptft.strategies.kv_prompts:build_prefix", KV_PROMPT_OPTIONS,
-                 description="prompts prepended to every layer's keys and values only + head"),
-    StrategySpec("adapt", "sgd", "vptft.strategies.kv_prompts:build_adapt", ADAPT_OPTIONS,
-                 description="key/value prompts pruned by saliency to a total budget + head",
-                 combination_problems=_adapt_problems, schedule=_adapt_schedule),
-]}
+STRATEGIES = {
+    s.name: s
+    for s in [
+        StrategySpec(
+            "full",
+            "adamw",
+            "vptft.strategies.backbone_tuning:build_full",
+            trains_backbone=True,
+            stores_backbone=True,
+            description="every backbone weight + head",
+        ),
+        StrategySpec(
+            "linear",
+            "sgd",
+            "vptft.strategies.head_only:build_linear",
+            cache_features=True,
+            description="a new head on frozen features",
+        ),
+        StrategySpec(
+            "vpt_shallow",
+            "sgd",
+            "vptft.strategies.prompts:build_prompted",
+            {
+                **PROMPT_OPTIONS,
+                "layers": Option(
+                    str, "0:1", pattern=PROMPT_OPTIONS["layers"].pattern, help=PROMPT_OPTIONS["layers"].help
+                ),
+            },
+            description="p prompts at the first layer + head",
+            combination_problems=_prompt_problems,
+        ),
+        StrategySpec(
+            "vpt_deep",
+            "sgd",
+            "vptft.strategies.prompts:build_prompted",
+            PROMPT_OPTIONS,
+            description="p fresh prompts at every layer + head",
+            combination_problems=_prompt_problems,
+        ),
+        StrategySpec(
+            "mixed",
+            "sgd",
+            "vptft.strategies.prompts:build_mixed",
+            PROMPT_OPTIONS,
+            trains_backbone=True,
+            stores_backbone=True,
+            combination_problems=_prompt_problems,
+            description="deep prompts + the whole backbone + head, with the prompt-tuning optimiser",
+        ),
+        StrategySpec(
+            "ft_then_pt",
+            "sgd",
+            "vptft.strategies.prompts:build_prompted",
+            PROMPT_OPTIONS,
+            continues="full",
+            stores_backbone=True,
+            combination_problems=_prompt_problems,
+            description="deep prompts + head on the backbone of a finished full finetuning run",
+        ),
+        StrategySpec(
+            "partial",
+            "adamw",
+            "vptft.strategies.backbone_tuning:build_partial",
+            _k("k", 1, "the last k blocks (+ final norm) train"),
+            trains_backbone=True,
+            combination_problems=_depth_problems("k"),
+            description="the last k blocks + final norm + head",
+        ),
+        StrategySpec(
+            "mlp",
+            "sgd",
+            "vptft.strategies.head_only:build_mlp",
+            _k("k", 2, "linear layers of the head (k - 1 hidden layers of the feature width)"),
+            cache_features=True,
+            description="a k-layer MLP head on frozen features",
+        ),
+        StrategySpec(
+            "bias",
+            "adamw",
+            "vptft.strategies.backbone_tuning:build_bias",
+            trains_backbone=True,
+            description="every bias of the backbone + head (BitFit / TinyTL)",
+        ),
+        StrategySpec(
+            "adapter",
+            "adamw",
+            "vptft.strategies.backbone_tuning:build_adapter",
+            _k("reduction", 8, "r: bottleneck width = feature width / r"),
+            trains_backbone=True,
+            description="bottleneck adapters after each FFN + head",
+        ),
+        StrategySpec(
+            "sidetune",
+            "sgd",
+            "vptft.strategies.sidetune:build_sidetune",
+            _k("side_width", 64, "channels of the side network's last conv layer"),
+            description="a side network blended with the frozen features + head",
+        ),
+        StrategySpec(
+            "lora",
+            "adamw",
+            "vptft.strategies.backbone_tuning:build_lora",
+            {
+                **_k("rank", 8, "r of the low-rank updates"),
+                "alpha": Option(float, 8.0, minimum=0.0, help="LoRA scaling alpha"),
+            },
+            trains_backbone=True,
+            description="peft LoRA on the attention qkv projections + head",
+        ),
+        StrategySpec(
+            "vpt_prefix",
+            "sgd",
+            "vptft.strategies.kv_prompts:build_prefix",
+            KV_PROMPT_OPTIONS,
+            description="prompts prepended to every layer's keys and values only + head",
+        ),
+        StrategySpec(
+            "adapt",
+            "sgd",
+            "vptft.strategies.kv_prompts:build_adapt",
+            ADAPT_OPTIONS,
+            description="key/value prompts pruned by saliency to a total budget + head",
+            combination_problems=_adapt_problems,
+            schedule=_adapt_schedule,
+        ),
+    ]
+}
 
 # The study's own four strategies: its tables show them first, in this order.
 STUDY_STRATEGIES = ("full", "vpt_deep", "mixed", "ft_then_pt")

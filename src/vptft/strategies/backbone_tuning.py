@@ -25,14 +25,17 @@ def build_partial(backbone, num_classes, head_init, k):
     """Partial-k: the last k blocks, the final norm (and fc_norm where there is one) and the head."""
     depth = len(backbone.blocks)
     tuned = tuple(f"blocks.{i}." for i in range(depth - k, depth)) + ("norm.", "fc_norm.")
-    return _tune_only(TunedModel(backbone, num_classes, head_init, trains_backbone=True),
-                      lambda name: name.startswith(tuned))
+    return _tune_only(
+        TunedModel(backbone, num_classes, head_init, trains_backbone=True),
+        lambda name: name.startswith(tuned),
+    )
 
 
 def build_bias(backbone, num_classes, head_init):
     """Bias (BitFit / TinyTL): every bias term of the backbone and the head."""
-    return _tune_only(TunedModel(backbone, num_classes, head_init, trains_backbone=True),
-                      lambda name: name.endswith("bias"))
+    return _tune_only(
+        TunedModel(backbone, num_classes, head_init, trains_backbone=True), lambda name: name.endswith("bias")
+    )
 
 
 class Adapter(nn.Module):

@@ -37,8 +37,14 @@ class TunedModel(nn.Module):
     """backbone -> tokens -> pooled feature -> head. The backbone trains only where `trains_backbone` says so;
     otherwise it is frozen and kept in eval mode (no dropout), as in the VPT code."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, head_init: str = "vpt", trains_backbone: bool = False,
-                 head: nn.Module | None = None):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        head_init: str = "vpt",
+        trains_backbone: bool = False,
+        head: nn.Module | None = None,
+    ):
         super().__init__()
         self.backbone = backbone
         self.trains_backbone = trains_backbone

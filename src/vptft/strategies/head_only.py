@@ -16,4 +16,6 @@ def build_mlp(backbone, num_classes, head_init, k):
     """Mlp-k (VPT paper): k linear layers, the k - 1 hidden ones of the feature width with ReLU."""
     dim = backbone.num_features
     hidden = [layer for _ in range(k - 1) for layer in (nn.Linear(dim, dim), nn.ReLU())]
-    return TunedModel(backbone, num_classes, head=nn.Sequential(*hidden, make_head(dim, num_classes, head_init)))
+    return TunedModel(
+        backbone, num_classes, head=nn.Sequential(*hidden, make_head(dim, num_classes, head_init))
+    )

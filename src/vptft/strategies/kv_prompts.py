@@ -45,9 +45,19 @@ SALIENCY = {
 
 
 class AdaptModel(KVPromptModel):
-
-    def __init__(self, backbone, num_classes, head_init, context_length, target_length, saliency, prune_every,
-                 prune_tokens, warmup_epochs, prompt_dropout):
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        head_init,
+        context_length,
+        target_length,
+        saliency,
+        prune_every,
+        prune_tokens,
+        warmup_epochs,
+        prompt_dropout,
+    ):
         super().__init__(backbone, num_classes, head_init, context_length, prompt_dropout)
         self.target_length, self.saliency = target_length, saliency
         self.prune_every, self.prune_tokens, self.warmup_epochs = prune_every, prune_tokens, warmup_epochs
@@ -56,7 +66,11 @@ class AdaptModel(KVPromptModel):
         self.register_buffer("batches", torch.zeros((), dtype=torch.int64))
 
     def after_backward(self, epoch: int) -> None:
-        if epoch < self.warmup_epochs or int(self.keep.sum()) <= self.target_length or self.prompts.grad is None:
+        if (
+            epoch < self.warmup_epochs
+            or int(self.keep.sum()) <= self.target_length
+            or self.prompts.grad is None
+        ):
             return
         with torch.no_grad():
             self.score += SALIENCY[self.saliency](self.prompts, self.prompts.grad).double()
@@ -77,8 +91,11 @@ class AdaptModel(KVPromptModel):
         return super().stored_parameters() - int((~self.keep).sum()) * self.prompts.shape[-1]
 
     def summary(self) -> dict:
-        return {"context_lengths": self.keep.sum(1).tolist(), "active_tokens": int(self.keep.sum()),
-                "target_reached": int(self.keep.sum()) == self.target_length}
+        return {
+            "context_lengths": self.keep.sum(1).tolist(),
+            "active_tokens": int(self.keep.sum()),
+            "target_reached": int(self.keep.sum()) == self.target_length,
+        }
 
 
 def build_prefix(backbone, num_classes, head_init, **options):

@@ -32,8 +32,18 @@ def prompted_blocks(layers: str, depth: int) -> list[int]:
 
 
 class PromptedModel(TunedModel):
-    def __init__(self, backbone: nn.Module, num_classes: int, head_init: str, prompt_length: int,
-                 prompt_dropout: float, location: str, pooling: str, layers: str, trains_backbone: bool = False):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        head_init: str,
+        prompt_length: int,
+        prompt_dropout: float,
+        location: str,
+        pooling: str,
+        layers: str,
+        trains_backbone: bool = False,
+    ):
         super().__init__(backbone, num_classes, head_init, trains_backbone)
         self.tokens = token_interface(backbone)
         self.location, self.pooling = location, pooling
@@ -41,8 +51,9 @@ class PromptedModel(TunedModel):
         self.prompted = prompted_blocks(layers, self.tokens.depth)
         tokens_per_block = self.tokens.num_patches if location == "add" else prompt_length
         bound = prompt_init_bound(self.tokens.patch_size, self.tokens.dim)
-        self.prompts = nn.Parameter(torch.empty(len(self.prompted), tokens_per_block, self.tokens.dim)
-                                    .uniform_(-bound, bound))
+        self.prompts = nn.Parameter(
+            torch.empty(len(self.prompted), tokens_per_block, self.tokens.dim).uniform_(-bound, bound)
+        )
         self.prompt_dropout = nn.Dropout(prompt_dropout)
 
     def _prompts(self, slot: int, x: torch.Tensor) -> torch.Tensor:
@@ -66,8 +77,12 @@ class PromptedModel(TunedModel):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         n, p = self.tokens.num_prefix_tokens, self.prompt_length
-        x = {"cls": lambda: x[:, 0], "image_pool": lambda: x[:, n + p:].mean(1),
-             "prompt_pool": lambda: x[:, n:n + p].mean(1), "global_pool": lambda: x[:, n:].mean(1)}[self.pooling]()
+        x = {
+            "cls": lambda: x[:, 0],
+            "image_pool": lambda: x[:, n + p :].mean(1),
+            "prompt_pool": lambda: x[:, n : n + p].mean(1),
+            "global_pool": lambda: x[:, n:].mean(1),
+        }[self.pooling]()
         return x if pre_logits else self.head(x)
 
 

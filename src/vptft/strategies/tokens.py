@@ -52,9 +52,12 @@ class ViTTokens:
         k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
         mask = None
         if keep is not None:
-            mask = torch.cat([keep.to(x.device), torch.ones(n, dtype=torch.bool, device=x.device)])[None, None, None]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                             dropout_p=attn.attn_drop.p if attn.training else 0.0)
+            mask = torch.cat([keep.to(x.device), torch.ones(n, dtype=torch.bool, device=x.device)])[
+                None, None, None
+            ]
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=attn.attn_drop.p if attn.training else 0.0
+        )
         out = out.transpose(1, 2).reshape(b, n, d)
         out = attn.proj_drop(attn.proj(getattr(attn, "norm", torch.nn.Identity())(out)))
         x = x + block.drop_path1(block.ls1(out))
@@ -65,5 +68,7 @@ def token_interface(backbone) -> ViTTokens:
     """The token-insertion point of `backbone`'s family."""
     if isinstance(backbone, VisionTransformer):
         return ViTTokens(backbone)
-    raise TypeError(f"{type(backbone).__name__}: no token-insertion point for this backbone family; "
-                    "add one in vptft/strategies/tokens.py")
+    raise TypeError(
+        f"{type(backbone).__name__}: no token-insertion point for this backbone family; "
+        "add one in vptft/strategies/tokens.py"
+    )

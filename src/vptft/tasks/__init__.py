@@ -81,6 +81,8 @@ def load_images(task: Task, split: str, indices, data_dir: str):
     """Decoded uint8 images (N, H, W, 3) and int64 labels of the given records of one split."""
     images, labels = _module(task).load_images(task, split, indices, data_dir)
     if len(labels) and (labels.min() < 0 or labels.max() >= task.num_classes):
-        raise ValueError(f"task {task.name}: label outside 0..{task.num_classes - 1} in split {split!r}; "
-                         f"the prepared data under {data_dir} does not match the task definition")
+        raise ValueError(
+            f"task {task.name}: label outside 0..{task.num_classes - 1} in split {split!r}; "
+            f"the prepared data under {data_dir} does not match the task definition"
+        )
     return images, labels

@@ -90,10 +90,15 @@ SOURCE_SHAPES = {
 NEW_SHAPES = {  # never seen in pre-training
     "heart": _heart,
     "arrow": _arrow,
-    "l_shape": lambda u, v: ((u > -0.8) & (u < -0.3) & (np.abs(v) < 0.85))
-    | ((np.abs(u) < 0.8) & (v > -0.85) & (v < -0.35)),
-    "t_shape": lambda u, v: ((v > 0.4) & (v < 0.85) & (np.abs(u) < 0.85)) | ((np.abs(u) < 0.25) & (np.abs(v) < 0.85)),
-    "hollow_square": lambda u, v: (np.maximum(np.abs(u), np.abs(v)) > 0.5) & (np.maximum(np.abs(u), np.abs(v)) < 0.85),
+    "l_shape": lambda u, v: (
+        ((u > -0.8) & (u < -0.3) & (np.abs(v) < 0.85)) | ((np.abs(u) < 0.8) & (v > -0.85) & (v < -0.35))
+    ),
+    "t_shape": lambda u, v: (
+        ((v > 0.4) & (v < 0.85) & (np.abs(u) < 0.85)) | ((np.abs(u) < 0.25) & (np.abs(v) < 0.85))
+    ),
+    "hollow_square": lambda u, v: (
+        (np.maximum(np.abs(u), np.abs(v)) > 0.5) & (np.maximum(np.abs(u), np.abs(v)) < 0.85)
+    ),
     "star4": _star(4, 0.35),
     "teardrop": _teardrop,
     "trapezoid": lambda u, v: (np.abs(v) < 0.6) & (np.abs(u) < 0.5 + 0.4 * (0.6 - v) / 1.2),
@@ -169,7 +174,9 @@ class _Canvas:
     def clutter(self, n):
         for _ in range(n):
             mask = _clutter_mask(self.rng)
-            colour = self.rng.uniform(0, 1, 3) if self.style == "src" else np.full(3, self.rng.uniform(0, 0.3))
+            colour = (
+                self.rng.uniform(0, 1, 3) if self.style == "src" else np.full(3, self.rng.uniform(0, 0.3))
+            )
             self.img[mask] = colour
 
     def draw(self, shape, cx, cy, scale, angle):
@@ -201,7 +208,9 @@ def _invnoise(rng, img):
 def _single_object(rng, shapes, label, style):
     canvas = _Canvas(rng, style)
     canvas.clutter(rng.integers(0, 4))
-    canvas.draw(shapes[label], *rng.uniform(-0.45, 0.45, 2), rng.uniform(0.3, 0.6), rng.uniform(-MAX_TILT, MAX_TILT))
+    canvas.draw(
+        shapes[label], *rng.uniform(-0.45, 0.45, 2), rng.uniform(0.3, 0.6), rng.uniform(-MAX_TILT, MAX_TILT)
+    )
     return canvas.finish()
 
 
@@ -228,8 +237,13 @@ def _location(rng, label, style):
     canvas.clutter(rng.integers(0, 2))
     shapes = list(SOURCE_SHAPES.values())
     cx = rng.uniform(LOCATION_BINS[label], LOCATION_BINS[label + 1])
-    canvas.draw(shapes[rng.integers(len(shapes))], cx, rng.uniform(-0.75, 0.75), rng.uniform(0.18, 0.28),
-                rng.uniform(-MAX_TILT, MAX_TILT))
+    canvas.draw(
+        shapes[rng.integers(len(shapes))],
+        cx,
+        rng.uniform(-0.75, 0.75),
+        rng.uniform(0.18, 0.28),
+        rng.uniform(-MAX_TILT, MAX_TILT),
+    )
     return canvas.finish()
 
 
@@ -257,7 +271,9 @@ def render(kind: str, style: str, num_classes: int, n: int, seed: int, stream: s
     rng = np.random.default_rng([seed, zlib.crc32(stream.encode())])
     labels = rng.integers(0, num_classes, n)
     draw = _renderer(kind, style)
-    images = np.stack([draw(rng, int(label)) for label in labels]) if n else np.zeros((0, SIZE, SIZE, 3), np.uint8)
+    images = (
+        np.stack([draw(rng, int(label)) for label in labels]) if n else np.zeros((0, SIZE, SIZE, 3), np.uint8)
+    )
     return images, labels.astype(np.int64)
 
 
@@ -284,9 +300,19 @@ def _digits():
 
 # ---------------------------------------------------------------------------------------------- tasks
 def _task(name, group, domain, kind, style, num_classes, description):
-    return Task(name=name, benchmark="mini", group=group, num_classes=num_classes, train_split="train",
-                val_split="train", val_start=VAL_START, test_split="test", domain=domain, description=description,
-                extra={"kind": kind, "style": style})
+    return Task(
+        name=name,
+        benchmark="mini",
+        group=group,
+        num_classes=num_classes,
+        train_split="train",
+        val_split="train",
+        val_start=VAL_START,
+        test_split="test",
+        domain=domain,
+        description=description,
+        extra={"kind": kind, "style": style},
+    )
 
 
 # Groups follow VTAB: "natural" = classification rendered like the source, "specialized" = classification in a
@@ -294,12 +320,31 @@ def _task(name, group, domain, kind, style, num_classes, description):
 TASKS = [
     _task("source", "natural", "source", "source", "src", 12, "the 12 pre-training shapes, fresh images"),
     _task("newshapes_src", "natural", "source", "newshapes", "src", 8, "8 unseen shapes, source style"),
-    _task("newshapes_invnoise", "natural", "source", "newshapes", "invnoise", 8,
-          "8 unseen shapes, colours inverted + noise (mild shift)"),
-    _task("newshapes_sketch", "specialized", "shifted", "newshapes", "sketch", 8, "8 unseen shapes as outlines"),
-    Task(name="digits", benchmark="mini", group="specialized", num_classes=10, train_split="train",
-         val_split="train", val_start=VAL_START, test_split="test", domain="shifted",
-         description="scikit-learn handwritten digits (real images)", extra={"kind": "digits"}),
+    _task(
+        "newshapes_invnoise",
+        "natural",
+        "source",
+        "newshapes",
+        "invnoise",
+        8,
+        "8 unseen shapes, colours inverted + noise (mild shift)",
+    ),
+    _task(
+        "newshapes_sketch", "specialized", "shifted", "newshapes", "sketch", 8, "8 unseen shapes as outlines"
+    ),
+    Task(
+        name="digits",
+        benchmark="mini",
+        group="specialized",
+        num_classes=10,
+        train_split="train",
+        val_split="train",
+        val_start=VAL_START,
+        test_split="test",
+        domain="shifted",
+        description="scikit-learn handwritten digits (real images)",
+        extra={"kind": "digits"},
+    ),
     _task("count_src", "structured", "source", "count", "src", 6, "count 1-6 objects, source style"),
     _task("orient_src", "structured", "source", "orientation", "src", 8, "pointer direction, 8 bins"),
     _task("location_src", "structured", "source", "location", "src", 6, "object x position, 6 bins"),
@@ -317,21 +362,31 @@ def render_task(task: Task) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """All splits of a mini task, as {split: (images, labels)}."""
     if task.extra["kind"] == "digits":
         return _digits()
-    return {split: render(task.extra["kind"], task.extra["style"], task.num_classes, n,
-                          RENDER_SEED + 1000 * i, task.name)
-            for i, (split, n) in enumerate(SPLIT_SIZES.items())}
+    return {
+        split: render(
+            task.extra["kind"], task.extra["style"], task.num_classes, n, RENDER_SEED + 1000 * i, task.name
+        )
+        for i, (split, n) in enumerate(SPLIT_SIZES.items())
+    }
 
 
 def prepare(task: Task, data_dir) -> dict:
     from vptft.io import atomic_path
 
     splits = render_task(task)
-    arrays = {f"{split}_{key}": arr for split, (images, labels) in splits.items()
-              for key, arr in (("images", images), ("labels", labels))}
+    arrays = {
+        f"{split}_{key}": arr
+        for split, (images, labels) in splits.items()
+        for key, arr in (("images", images), ("labels", labels))
+    }
     with atomic_path(_path(task, data_dir)) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    return {"task": task.name, "source": "rendered (vptft.tasks.mini)", "path": str(_path(task, data_dir)),
-            "split_sizes": {split: len(labels) for split, (_, labels) in splits.items()}}
+    return {
+        "task": task.name,
+        "source": "rendered (vptft.tasks.mini)",
+        "path": str(_path(task, data_dir)),
+        "split_sizes": {split: len(labels) for split, (_, labels) in splits.items()},
+    }
 
 
 @functools.lru_cache(maxsize=4)
@@ -347,8 +402,10 @@ def _read(path: Path, mtime_ns: int) -> dict:
 def _load(task: Task, data_dir):
     path = _path(task, data_dir)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: mini task {task.name!r} is not prepared; run the `download` rule "
-                                f"(snakemake {path.with_suffix('.json')})")
+        raise FileNotFoundError(
+            f"{path}: mini task {task.name!r} is not prepared; run the `download` rule "
+            f"(snakemake {path.with_suffix('.json')})"
+        )
     return _read(path, path.stat().st_mtime_ns)
 
 

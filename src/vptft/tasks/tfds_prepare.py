@@ -25,8 +25,9 @@ NEEDS_MODULES = {
     "svhn_cropped": ["scipy"],
 }
 PIP_NAME = {"tensorflow": "tensorflow-cpu", "cv2": "opencv-python-headless"}
-INSTALL_HINT = ("run the data jobs with `snakemake --sdm conda` (envs/data.yaml has them) or "
-                "`pip install -e '.[data]'`")
+INSTALL_HINT = (
+    "run the data jobs with `snakemake --sdm conda` (envs/data.yaml has them) or `pip install -e '.[data]'`"
+)
 
 
 @dataclass(frozen=True)
@@ -82,13 +83,19 @@ def check_ready(task_name: str, builder_spec: str, data_dir) -> None:
     modules = missing_modules(builder_spec)
     if modules:
         packages = ", ".join(PIP_NAME.get(m, m) for m in modules)
-        raise RuntimeError(f"{task_name}: preparing TFDS {builder_spec} needs {packages} (not installed here); "
-                           + INSTALL_HINT + ". Training does not need them.")
+        raise RuntimeError(
+            f"{task_name}: preparing TFDS {builder_spec} needs {packages} (not installed here); "
+            + INSTALL_HINT
+            + ". Training does not need them."
+        )
     missing = missing_manual_files(builder_spec, data_dir)
     if missing:
         how = MANUAL[family(builder_spec)].how.format(manual_dir=manual_dir(data_dir))
-        raise RuntimeError(f"{task_name}: TFDS cannot download {family(builder_spec)} by itself; missing "
-                           + ", ".join(map(str, missing)) + f". To fix: {how}; then rerun the download job.")
+        raise RuntimeError(
+            f"{task_name}: TFDS cannot download {family(builder_spec)} by itself; missing "
+            + ", ".join(map(str, missing))
+            + f". To fix: {how}; then rerun the download job."
+        )
 
 
 def explain_failure(task_name: str, builder_spec: str, data_dir, err: Exception) -> str | None:
@@ -96,14 +103,18 @@ def explain_failure(task_name: str, builder_spec: str, data_dir, err: Exception)
     import requests
 
     if isinstance(err, requests.exceptions.ConnectionError):
-        return (f"{task_name}: could not download TFDS {builder_spec} ({err.__class__.__name__}: {err}). This "
-                f"machine cannot reach the dataset's host: run the download job where there is network, or copy "
-                f"a prepared {tfds_dir(data_dir)}/{family(builder_spec)}/ here and rerun.")
+        return (
+            f"{task_name}: could not download TFDS {builder_spec} ({err.__class__.__name__}: {err}). This "
+            f"machine cannot reach the dataset's host: run the download job where there is network, or copy "
+            f"a prepared {tfds_dir(data_dir)}/{family(builder_spec)}/ here and rerun."
+        )
     if family(builder_spec) == "sun397" and "could not be decoded" in str(err):
-        return (f"{task_name}: an image in SUN397.tar.gz could not be decoded ({err}). TFDS already skips the "
-                f"archive's known bad images, so the archive is damaged: delete "
-                f"{tfds_dir(data_dir)}/downloads/*SUN397* and rerun the download job (TFDS checks the sha256 of "
-                f"the new download).")
+        return (
+            f"{task_name}: an image in SUN397.tar.gz could not be decoded ({err}). TFDS already skips the "
+            f"archive's known bad images, so the archive is damaged: delete "
+            f"{tfds_dir(data_dir)}/downloads/*SUN397* and rerun the download job (TFDS checks the sha256 of "
+            f"the new download)."
+        )
     return None
 
 
@@ -177,11 +188,17 @@ def plan_table(plans: list[DownloadPlan], tasks_of: dict[str, list[str]], bandwi
     gib = 2**30
     lines = ["| TFDS builder | tasks | download (GiB) | manual step |", "|---|---|---:|---|"]
     for plan in sorted(plans, key=lambda p: -p.bytes):
-        manual = "yes: " + ", ".join(MANUAL[family(plan.builder)].paths) + " in manual_dir" if plan.manual else ""
-        lines.append(f"| {plan.builder} | {', '.join(tasks_of[plan.builder])} | {plan.bytes / gib:.2f} | {manual} |")
+        manual = (
+            "yes: " + ", ".join(MANUAL[family(plan.builder)].paths) + " in manual_dir" if plan.manual else ""
+        )
+        lines.append(
+            f"| {plan.builder} | {', '.join(tasks_of[plan.builder])} | {plan.bytes / gib:.2f} | {manual} |"
+        )
     total = sum(p.bytes for p in plans)
     hours = total / (bandwidth_mb_s * 1e6) / 3600
-    lines.append(f"\nTotal automatic download: {total / gib:.1f} GiB ({len(plans)} builders), about {hours:.1f} h "
-                 f"at {bandwidth_mb_s:g} MB/s. Sizes are the ones TFDS registers in its checksum files; manual "
-                 "archives are not registered there and come on top.")
+    lines.append(
+        f"\nTotal automatic download: {total / gib:.1f} GiB ({len(plans)} builders), about {hours:.1f} h "
+        f"at {bandwidth_mb_s:g} MB/s. Sizes are the ones TFDS registers in its checksum files; manual "
+        "archives are not registered there and come on top."
+    )
     return "\n".join(lines)

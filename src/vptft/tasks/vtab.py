@@ -25,7 +25,9 @@ def clevr_count(record) -> int:
 
 
 def clevr_distance(record) -> int:
-    return threshold_label(np.min(np.asarray(record["objects"]["pixel_coords"])[:, 2]), CLEVR_DISTANCE_THRESHOLDS)
+    return threshold_label(
+        np.min(np.asarray(record["objects"]["pixel_coords"])[:, 2]), CLEVR_DISTANCE_THRESHOLDS
+    )
 
 
 def kitti_distance(record) -> int:
@@ -46,9 +48,18 @@ def label_field(key: str):
 def _vtab(name, group, builder, classes, val, test, label=None, image="image"):
     val_split, val_start = val
     test_split, test_start = test
-    return Task(name=name, benchmark="vtab", group=group, num_classes=classes, train_split="train",
-                val_split=val_split, val_start=val_start, test_split=test_split, test_start=test_start,
-                extra={"builder": builder, "label": label or label_field("label"), "image": image})
+    return Task(
+        name=name,
+        benchmark="vtab",
+        group=group,
+        num_classes=classes,
+        train_split="train",
+        val_split=val_split,
+        val_start=val_start,
+        test_split=test_split,
+        test_start=test_start,
+        extra={"builder": builder, "label": label or label_field("label"), "image": image},
+    )
 
 
 TASKS = [
@@ -63,22 +74,67 @@ TASKS = [
     _vtab("patch_camelyon", "specialized", "patch_camelyon:2.*.*", 2, ("validation", 0), ("test", 0)),
     _vtab("eurosat", "specialized", "eurosat/rgb:2.*.*", 10, ("train", 16200), ("train", 21600)),
     _vtab("resisc45", "specialized", "resisc45:3.*.*", 45, ("train", 18900), ("train", 25200)),
-    _vtab("diabetic_retinopathy", "specialized", "diabetic_retinopathy_detection/btgraham-300:3.*.*", 5,
-          ("validation", 0), ("test", 0)),
-    _vtab("clevr_count", "structured", "clevr:3.*.*", 8, ("train", 63000), ("validation", 0), label=clevr_count),
-    _vtab("clevr_distance", "structured", "clevr:3.*.*", 6, ("train", 63000), ("validation", 0),
-          label=clevr_distance),
+    _vtab(
+        "diabetic_retinopathy",
+        "specialized",
+        "diabetic_retinopathy_detection/btgraham-300:3.*.*",
+        5,
+        ("validation", 0),
+        ("test", 0),
+    ),
+    _vtab(
+        "clevr_count", "structured", "clevr:3.*.*", 8, ("train", 63000), ("validation", 0), label=clevr_count
+    ),
+    _vtab(
+        "clevr_distance",
+        "structured",
+        "clevr:3.*.*",
+        6,
+        ("train", 63000),
+        ("validation", 0),
+        label=clevr_distance,
+    ),
     _vtab("dmlab", "structured", "dmlab:2.0.1", 6, ("validation", 0), ("test", 0)),
-    _vtab("kitti_distance", "structured", "kitti:3.2.0", 4, ("validation", 0), ("test", 0), label=kitti_distance),
-    _vtab("dsprites_location", "structured", "dsprites:2.*.*", 16, ("train", 589824), ("train", 663552),
-          label=binned("label_x_position", 32)),
-    _vtab("dsprites_orientation", "structured", "dsprites:2.*.*", 16, ("train", 589824), ("train", 663552),
-          label=binned("label_orientation", 40)),
+    _vtab(
+        "kitti_distance", "structured", "kitti:3.2.0", 4, ("validation", 0), ("test", 0), label=kitti_distance
+    ),
+    _vtab(
+        "dsprites_location",
+        "structured",
+        "dsprites:2.*.*",
+        16,
+        ("train", 589824),
+        ("train", 663552),
+        label=binned("label_x_position", 32),
+    ),
+    _vtab(
+        "dsprites_orientation",
+        "structured",
+        "dsprites:2.*.*",
+        16,
+        ("train", 589824),
+        ("train", 663552),
+        label=binned("label_orientation", 40),
+    ),
     # test[50%:] of smallnorb's 24,300 test records
-    _vtab("smallnorb_azimuth", "structured", "smallnorb:2.*.*", 18, ("test", 0), ("test", 12150),
-          label=label_field("label_azimuth")),
-    _vtab("smallnorb_elevation", "structured", "smallnorb:2.*.*", 9, ("test", 0), ("test", 12150),
-          label=label_field("label_elevation")),
+    _vtab(
+        "smallnorb_azimuth",
+        "structured",
+        "smallnorb:2.*.*",
+        18,
+        ("test", 0),
+        ("test", 12150),
+        label=label_field("label_azimuth"),
+    ),
+    _vtab(
+        "smallnorb_elevation",
+        "structured",
+        "smallnorb:2.*.*",
+        9,
+        ("test", 0),
+        ("test", 12150),
+        label=label_field("label_elevation"),
+    ),
 ]
 
 
@@ -97,21 +153,29 @@ def prepare(task: Task, data_dir) -> dict:
     spec = task.extra["builder"]
     check_ready(task.name, spec, data_dir)
     builder = _builder(task, data_dir)
-    lock = tfds_dir(data_dir) / f".{family(spec)}.lock"  # tasks sharing a builder (clevr, dsprites, smallnorb)
+    lock = (
+        tfds_dir(data_dir) / f".{family(spec)}.lock"
+    )  # tasks sharing a builder (clevr, dsprites, smallnorb)
     lock.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(lock):  # prepare it once; the second job finds it prepared
             builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir(data_dir))))
+                download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir(data_dir)))
+            )
     except Exception as err:
         message = explain_failure(task.name, spec, data_dir, err)
         if message is None:
             raise
         raise RuntimeError(message) from err
     info = builder.info
-    return {"task": task.name, "source": f"tfds {info.full_name}", "path": builder.data_dir,
-            "split_sizes": {name: split.num_examples for name, split in info.splits.items()},
-            "download_bytes": int(info.download_size), "prepared_bytes": int(info.dataset_size)}
+    return {
+        "task": task.name,
+        "source": f"tfds {info.full_name}",
+        "path": builder.data_dir,
+        "split_sizes": {name: split.num_examples for name, split in info.splits.items()},
+        "download_bytes": int(info.download_size),
+        "prepared_bytes": int(info.dataset_size),
+    }
 
 
 def _source(task: Task, split: str, data_dir, decode_images: bool = True):
@@ -120,11 +184,18 @@ def _source(task: Task, split: str, data_dir, decode_images: bool = True):
     # labels only: leave the image bytes undecoded (a one-shot manifest reads every record's label)
     decoders = None if decode_images else {task.extra["image"]: tfds.decode.SkipDecoding()}
     try:
-        return tfds.data_source(task.extra["builder"], split=split, data_dir=str(tfds_dir(data_dir)), download=False,
-                                decoders=decoders)
+        return tfds.data_source(
+            task.extra["builder"],
+            split=split,
+            data_dir=str(tfds_dir(data_dir)),
+            download=False,
+            decoders=decoders,
+        )
     except Exception as err:
-        raise FileNotFoundError(f"{task.name}: TFDS dataset {task.extra['builder']} is not prepared under "
-                                f"{data_dir}/tfds; run the `download` rule for it ({err})") from err
+        raise FileNotFoundError(
+            f"{task.name}: TFDS dataset {task.extra['builder']} is not prepared under "
+            f"{data_dir}/tfds; run the `download` rule for it ({err})"
+        ) from err
 
 
 def _image(record, key):
