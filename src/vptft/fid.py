@@ -3,7 +3,8 @@ Figure 3, which places each downstream task by how far its images lie from what 
 
 The distance is pytorch-fid's (`calculate_frechet_distance` on float64 means and covariances) of features from
 either the backbone itself (its pooled pre-logits) or pytorch-fid's FID InceptionV3 (pool3, 2048-d). The
-Inception weights are read from a local file (config key `fid.inception_weights`): a job never downloads.
+Inception weights come from a local file (config key `fid.inception_weights`) or, when that is null, from
+pytorch-fid's own download (machines without network must set the file).
 The reference set is a fresh sample of the pre-training distribution (the mini benchmark renders one with its
 FID seed) or image files from `fid.reference_dir`; FID is averaged over `repeats` reference subsets.
 """
