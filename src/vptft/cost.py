@@ -21,6 +21,7 @@ from vptft.schedule import epochs_for, eval_epochs
 from vptft.selection import chunk_indices, grid_points
 from vptft.splits import regime_spec
 from vptft.strategies import get_strategy
+from vptft.tasks.vtab import TEST_SIZES
 
 PAPER_BATCH = 64  # the batch the VPT paper's latency figures were taken at
 # VPT paper, ViT-B/16 on an A100 (ms per batch of 64 -> ms per image); prompt rows at p = 1 and p = 200
@@ -34,30 +35,7 @@ PAPER_A100_MS = {
 }
 PAPER_SOURCE = "VPT paper, ViT-B/16 on an A100 (its ms/img figures read per batch of 64)"
 PATCH_TOKENS = {"vit_b16_in21k": 196, "mini_vit": 16}
-# VTAB-1k test sets (records in each task's test slice); the mini tasks render 1,000 (digits: 797 real ones)
-TEST_SIZES = {
-    "cifar100": 10000,
-    "caltech101": 6084,
-    "dtd": 1880,
-    "oxford_flowers102": 6149,
-    "oxford_iiit_pet": 3669,
-    "svhn": 26032,
-    "sun397": 21750,
-    "patch_camelyon": 32768,
-    "eurosat": 5400,
-    "resisc45": 6300,
-    "diabetic_retinopathy": 42670,
-    "clevr_count": 15000,
-    "clevr_distance": 15000,
-    "dmlab": 22735,
-    "kitti_distance": 711,
-    "dsprites_location": 73728,
-    "dsprites_orientation": 73728,
-    "smallnorb_azimuth": 12150,
-    "smallnorb_elevation": 12150,
-    "digits": 797,
-}
-MINI_TEST_SIZE = 1000
+MINI_TEST_SIZE = 1000  # a rendered mini task's test split (digits: 797 real images)
 PROMPT_STRATEGIES = ("vpt_deep", "vpt_shallow", "ft_then_pt", "mixed", "vpt_prefix", "adapt")
 
 
@@ -134,6 +112,8 @@ def step_times(config: dict, path=None) -> StepTimes | None:
 
 
 def test_size(task: str) -> int:
+    if task == "digits":
+        return 797
     if task in TEST_SIZES:
         return TEST_SIZES[task]
     return MINI_TEST_SIZE if task_registry.TASKS[task].benchmark == "mini" else 10000

@@ -62,6 +62,29 @@ def _vtab(name, group, builder, classes, val, test, label=None, image="image"):
     )
 
 
+# Records in each task's VTAB-1k test slice (the VPT paper's data table): what a test pass costs (vptft.cost)
+TEST_SIZES = {
+    "cifar100": 10000,
+    "caltech101": 6084,
+    "dtd": 1880,
+    "oxford_flowers102": 6149,
+    "oxford_iiit_pet": 3669,
+    "svhn": 26032,
+    "sun397": 21750,
+    "patch_camelyon": 32768,
+    "eurosat": 5400,
+    "resisc45": 6300,
+    "diabetic_retinopathy": 42670,
+    "clevr_count": 15000,
+    "clevr_distance": 15000,
+    "dmlab": 22735,
+    "kitti_distance": 711,
+    "dsprites_location": 73728,
+    "dsprites_orientation": 73728,
+    "smallnorb_azimuth": 12150,
+    "smallnorb_elevation": 12150,
+}
+
 TASKS = [
     _vtab("cifar100", "natural", "cifar100:3.*.*", 100, ("train", 45000), ("test", 0)),
     _vtab("caltech101", "natural", "caltech101:3.*.*", 102, ("train", 2754), ("test", 0)),
