@@ -159,6 +159,7 @@ SWEEP_TRAIN_KEYS = (
     "device",
     "optimizer_behavior",
     "precision",
+    "compile",
     "backbone_dropout",
 )
 STRATEGY_ENTRY_KEYS = ("grid", "options", "batch_size", "batch_size_long_prompts")

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from overlays import SMOKE_SIZE_KEYS, leaves, merged, size_changes
 from vptft.config import ConfigError, load_config, validate_config
 
 
@@ -18,6 +19,26 @@ def default_config():
 def test_shipped_configs_are_valid(path):
     config = load_config(f"{ROOT}/{path}")
     assert config["train"]["seeds"]
+
+
+# What config/mini-full.yaml may change in the default config: sizes only (the smoke overlay's keys and these)
+MINI_FULL_SIZE_KEYS = [
+    *SMOKE_SIZE_KEYS,
+    ("pretrain", "epochs"),
+    ("train", "min_steps"),
+    ("regimes", "*", "tasks"),
+]
+
+
+def test_mini_full_overlay_changes_only_sizes_and_only_adds():
+    default = dict(leaves(merged(f"{ROOT}/config/config.yaml")))
+    full = dict(leaves(merged(f"{ROOT}/config/config.yaml", f"{ROOT}/config/mini-full.yaml")))
+    for path in size_changes(default, full, MINI_FULL_SIZE_KEYS):
+        if isinstance(default[path], list):  # more tasks, seeds, grid points: every default one kept
+            assert set(default[path]) < set(full[path]), path
+        else:
+            assert full[path] > default[path], path
+    validate_config(merged(f"{ROOT}/config/config.yaml", f"{ROOT}/config/mini-full.yaml"))
 
 
 def test_defaults_are_filled():

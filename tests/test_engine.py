@@ -150,3 +150,67 @@ def test_interrupted_run_resumes_from_checkpoint_to_identical_curves(mini_vit, t
     monkeypatch.setattr(engine, "lr_factor", real_factor)
     resumed = run(checkpoint)
     assert resumed["curves"] == straight["curves"]
+
+
+@pytest.mark.parametrize("behavior", ["vpt_code", "plain"])
+def test_linear_grid_in_lockstep_matches_one_point_after_another(mini_vit, behavior):
+    """The sweep trains linear heads of a grid together (head_grid): same curves as engine.fit point by point,
+    each point with its own lr, decay and momentum (the VPT code's rules leave the classifier bias undecayed)."""
+    import copy
+
+    from vptft import head_grid
+
+    spec = get_strategy("linear")
+    points = grid_points({"lr": [0.5, 2.0, 8.0], "wd": [0.0, 0.01]})
+    cfgs = [
+        engine.FitConfig(
+            "sgd",
+            lr=p["lr"],
+            weight_decay=p["wd"],
+            epochs=4,
+            warmup_epochs=1,
+            batch_size=16,
+            seed=2,
+            eval_epochs={1, 3},
+            optimizer_behavior=behavior,
+        )
+        for p in points
+    ]
+    train, test = _toy_data(), _toy_data(seed=1)
+
+    def models(backbone):
+        built = []
+        for _ in points:
+            torch.manual_seed(0)
+            built.append(spec.build(backbone, 4, head_init="vpt"))
+        return built
+
+    alone = [
+        engine.fit(model, train, {"test": test}, cfg, INPUT, torch.device("cpu"), cache_features=True)
+        for model, cfg in zip(models(mini_vit), cfgs)
+    ]
+    shared = models(copy.deepcopy(mini_vit))
+    features = engine.cached_features(
+        shared[0], {"train": train, "test": test}, None, INPUT, torch.device("cpu")
+    )
+    together = head_grid.fit_heads(
+        shared, cfgs, features["train"], {"test": features["test"]}, torch.device("cpu")
+    )
+    assert len({round(r["final"]["test"]["loss"], 3) for r in alone}) == len(points)  # the points differ
+    for a, b in zip(alone, together):
+        assert [set(row) for row in a["curves"]] == [set(row) for row in b["curves"]]
+        for row_a, row_b in zip(a["curves"], b["curves"]):
+            assert row_b == pytest.approx(row_a, rel=1e-4, abs=1e-6)
+
+
+def test_lockstep_refuses_heads_of_different_schedules(mini_vit):
+    from vptft import head_grid
+
+    heads = [torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)]
+    cfg = engine.FitConfig("sgd", lr=1.0, weight_decay=0.0, epochs=3, warmup_epochs=1, batch_size=16, seed=0)
+    assert head_grid.can_stack(heads, [cfg, cfg])
+    other = engine.FitConfig(
+        "sgd", lr=1.0, weight_decay=0.0, epochs=4, warmup_epochs=1, batch_size=16, seed=0
+    )
+    assert not head_grid.can_stack(heads, [cfg, other])
+    assert not head_grid.can_stack([heads[0], torch.nn.Sequential(heads[1])], [cfg, cfg])

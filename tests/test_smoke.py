@@ -15,62 +15,14 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from overlays import SMOKE_SIZE_KEYS, is_size_key, leaves, merged, size_changes
 
 PAPER, SMOKE = f"{ROOT}/config/paper.yaml", f"{ROOT}/config/smoke.yaml"
-# Key paths (lists of keys; "*" = any key) whose values the smoke overlay may change: how much, never how.
-SIZE_KEYS = [
-    ("tasks",),
-    ("regimes", "*", "n_train"),
-    ("regimes", "*", "n_val"),
-    ("regimes", "*", "draws"),
-    ("regimes", "*", "shots"),
-    ("train", "epochs"),
-    ("train", "seeds"),
-    ("strategies", "*", "grid", "*"),
-    ("tables", "*", "tasks"),
-    ("analyses", "*", "tasks"),
-    ("analyses", "*", "quadrant_tasks"),
-    ("analyses", "fid", "n_reference"),
-    ("analyses", "fid", "repeats"),
-    ("analyses", "attribution", "n_images"),
-    ("analyses", "attribution", "ig_steps"),
-]
-
-
-def merged(*paths):
-    def merge(base, extra):
-        for key, value in extra.items():
-            base[key] = merge(dict(base.get(key) or {}), value) if isinstance(value, dict) else value
-        return base
-
-    config = {}
-    for path in paths:
-        config = merge(config, yaml.safe_load(Path(path).read_text()))
-    return config
-
-
-def leaves(node, path=()):
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from leaves(value, (*path, key))
-    else:
-        yield path, node
-
-
-def is_size_key(path):
-    return any(
-        len(path) == len(pattern) and all(p in ("*", k) for p, k in zip(pattern, path))
-        for pattern in SIZE_KEYS
-    )
 
 
 def test_smoke_overlay_changes_only_sizes():
     paper, smoke = dict(leaves(merged(PAPER))), dict(leaves(merged(PAPER, SMOKE)))
-    assert set(smoke) == set(paper), "the overlay adds or removes keys"
-    changed = sorted(path for path in paper if paper[path] != smoke[path])
-    assert changed, "the overlay changes nothing"
-    assert [p for p in changed if not is_size_key(p)] == []
-    for path in changed:
+    for path in size_changes(paper, smoke, SMOKE_SIZE_KEYS):
         if path[0] == "strategies":  # fewer grid points, each one of the paper's own (same value and type)
             assert len(smoke[path]) <= len(paper[path])
             assert all(any(v == w and type(v) is type(w) for w in paper[path]) for v in smoke[path]), path
@@ -79,8 +31,9 @@ def test_smoke_overlay_changes_only_sizes():
 
 
 def test_a_change_outside_sizes_is_caught():
-    assert not is_size_key(("train", "batch_size")) and not is_size_key(("strategies", "full", "batch_size"))
-    assert is_size_key(("strategies", "vpt_deep", "grid", "prompt_length"))
+    assert not is_size_key(("train", "batch_size"), SMOKE_SIZE_KEYS)
+    assert not is_size_key(("strategies", "full", "batch_size"), SMOKE_SIZE_KEYS)
+    assert is_size_key(("strategies", "vpt_deep", "grid", "prompt_length"), SMOKE_SIZE_KEYS)
 
 
 CLASSES = 5  # of RESISC45's 45: each gets one colour

@@ -173,12 +173,14 @@ def test_rerun_has_nothing_to_do(workdir):
 
 
 def test_dry_runs_of_both_shipped_configs():
-    for configfile, target in (
-        ("config/config.yaml", "all"),
-        ("config/mini-all.yaml", "all"),
-        ("config/paper.yaml", "results/table2.csv"),
+    for configfiles, target in (
+        (["config/config.yaml"], "all"),
+        (["config/config.yaml", "config/mini-full.yaml"], "all"),
+        (["config/mini-all.yaml"], "all"),
+        (["config/paper.yaml"], "results/table2.csv"),
     ):
-        proc = snakemake("-n", "-c1", "-d", f"{ROOT}", f"--configfile={ROOT}/{configfile}", target, cwd=ROOT)
+        paths = [f"{ROOT}/{path}" for path in configfiles]
+        proc = snakemake("-n", "-c1", "-d", f"{ROOT}", target, "--configfile", *paths, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
     assert "clevr_count" in out and "cifar100" not in out  # table2 = the structured tasks only

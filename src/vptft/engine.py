@@ -41,6 +41,7 @@ class FitConfig:
     momentum: float = 0.9
     optimizer_behavior: str = "plain"  # "vpt_code" (the public VPT code's rules) or "plain" (torch defaults)
     precision: str = "fp32"  # "bf16": autocast on CUDA (a speed option; fp32 is the protocol)
+    compile: bool = False  # torch.compile the training forward (a speed option; same arithmetic up to fusion)
     checkpoint_interval_s: float = (
         0.0  # seconds between checkpoints at epoch ends (0: every epoch); + on SIGTERM
     )
@@ -132,6 +133,18 @@ def extract_features(
     return SplitData(torch.cat(feats), data.labels.to(device))
 
 
+def cached_features(
+    model, splits: dict[str, SplitData], cache: dict | None, input_cfg: dict, device, precision: str = "fp32"
+) -> dict[str, SplitData]:
+    """Each split's frozen features, computed once and kept in `cache` (keyed by split name) across calls."""
+    cache = cache if cache is not None else {}
+    normalize = Normalize(input_cfg["mean"], input_cfg["std"]).to(device)
+    for name, data in splits.items():
+        if name not in cache:
+            cache[name] = extract_features(model, data, normalize, device, precision)
+    return {name: cache[name] for name in splits}
+
+
 @torch.no_grad()
 def evaluate(forward, data: SplitData, prepare, device, precision: str = "fp32") -> dict:
     loss, correct = 0.0, 0
@@ -204,6 +217,11 @@ def _load_checkpoint(path: Path, model, optimizer) -> dict | None:
     return state
 
 
+def _running(sums: torch.Tensor) -> dict:
+    loss_sum, correct = sums.tolist()
+    return {"loss_sum": loss_sum, "correct": round(correct)}
+
+
 def fit(
     model,
     train: SplitData,
@@ -227,14 +245,15 @@ def fit(
     model.to(device)
     normalize = Normalize(input_cfg["mean"], input_cfg["std"]).to(device)
     if cache_features:
-        cache = feature_cache if feature_cache is not None else {}
-        for name, data in {"train": train, **evals}.items():
-            if name not in cache:
-                cache[name] = extract_features(model, data, normalize, device, cfg.precision)
-        train, evals = cache["train"], {name: cache[name] for name in evals}
+        cached = cached_features(
+            model, {"train": train, **evals}, feature_cache, input_cfg, device, cfg.precision
+        )
+        train, evals = cached["train"], {name: cached[name] for name in evals}
         forward, prepare = model.head, (lambda x: x)
     else:
         forward, prepare = model, normalize
+    if cfg.compile:  # the module itself stays plain: its state dict and the optimiser see the same parameters
+        forward = torch.compile(forward)
     train = train.to(device)
     optimizer = make_optimizer(model, cfg)
     after_backward = getattr(model, "after_backward", lambda epoch: None)
@@ -286,6 +305,10 @@ def fit(
             model.train()
             generator.set_state(position["generator"])
             order = torch.randperm(len(train), generator=generator)
+            # running loss and correct count of this epoch, on the device: read once an epoch, not every step
+            sums = torch.tensor(
+                [position["loss_sum"], position["correct"]], dtype=torch.float64, device=device
+            )
             starts = range(0, len(train), cfg.batch_size)
             for batch in range(position["next_batch"], len(starts)):
                 idx = order[starts[batch] : starts[batch] + cfg.batch_size].to(device)
@@ -297,12 +320,12 @@ def fit(
                 loss.backward()
                 after_backward(epoch)
                 optimizer.step()
-                position["loss_sum"] += loss.item() * len(y)
-                position["correct"] += (logits.argmax(1) == y).sum().item()
+                sums += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double()])
                 if term.received:
                     if checkpoint:
-                        save({**position, "next_epoch": epoch, "next_batch": batch + 1})
+                        save({**position, **_running(sums), "next_epoch": epoch, "next_batch": batch + 1})
                     raise Terminated()
+            position.update(_running(sums))
             row = {
                 "epoch": epoch + 1,
                 "lr": lr,

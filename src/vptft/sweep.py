@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from vptft import engine
+from vptft import engine, head_grid
 from vptft.backbones import create_backbone, input_config
 from vptft.data import load_split
 from vptft.io import atomic_path, content_hash, write_json
@@ -79,6 +79,7 @@ class Job:
             eval_epochs=engine.eval_epochs(epochs, curve_points),
             optimizer_behavior=t["optimizer_behavior"],
             precision=t["precision"],
+            compile=t["compile"],
             checkpoint_interval_s=60.0 * t.get("checkpoint_minutes", 0),
         )
         steps = epochs * math.ceil(n_train / batch)
@@ -90,8 +91,10 @@ class Job:
     def start_file(self, seed: int):
         return self.start_from.get(seed) if isinstance(self.start_from, dict) else self.start_from
 
-    def build(self, point: dict, seed: int):
-        backbone = copy.deepcopy(self.backbone)
+    def build(self, point: dict, seed: int, share_backbone: bool = False):
+        """The model of one grid point. share_backbone: use the job's backbone itself (only for strategies
+        that freeze it), not a copy."""
+        backbone = self.backbone if share_backbone else copy.deepcopy(self.backbone)
         if self.strategy.continues:
             load_backbone_of_run(backbone, self.start_file(seed))
         torch.manual_seed(seed)
@@ -115,6 +118,32 @@ class Job:
             checkpoint=checkpoint,
             desc=desc,
         )
+
+    def fit_points(self, points: list[dict], seed: int, curve_points=1, desc: str = ""):
+        """Train every grid point on train -> val, yielding (point, model, cfg, result). Heads on cached features
+        train in lockstep (`head_grid`); anything else one point after another."""
+        n_train = len(self.split("train"))
+        cfgs = [self.fit_config(point, seed, n_train, curve_points) for point in points]
+        if self.strategy.cache_features:  # a frozen backbone: the heads can share one copy of it
+            models = [self.build(point, seed, share_backbone=True) for point in points]
+            if head_grid.can_stack([m.head for m in models], cfgs):
+                splits = {"train": self.split("train"), "val": self.split("val")}
+                cached = engine.cached_features(
+                    models[0].to(self.device),
+                    splits,
+                    self.feature_cache,
+                    self.input_cfg,
+                    self.device,
+                    cfgs[0].precision,
+                )
+                results = head_grid.fit_heads(
+                    models, cfgs, cached["train"], {"val": cached["val"]}, self.device
+                )
+                yield from zip(points, models, cfgs, results)
+                return
+        for point, cfg in zip(points, cfgs):  # lazily: one model in memory at a time
+            model = self.build(point, seed)
+            yield point, model, cfg, self.fit(model, "train", ["val"], cfg, desc=f"{desc} {point}")
 
 
 def load_backbone_of_run(backbone, path) -> None:
@@ -150,12 +179,11 @@ def run_sweep_chunk(
     job = Job(spec, manifest_path, backbone_path, start_from)
     points = grid_points(spec["grid"])
     rows = []
-    for index in chunk_indices(len(points), chunk, spec["train"]["sweep_chunk_size"]):
-        point = points[index]
-        seed = spec["train"]["sweep_seed"]
-        model = job.build(point, seed)
-        cfg = job.fit_config(point, seed, len(job.split("train")), curve_points=1)
-        result = job.fit(model, "train", ["val"], cfg, desc=f"{spec['task']}/{spec['strategy']} {point}")
+    indices = list(chunk_indices(len(points), chunk, spec["train"]["sweep_chunk_size"]))
+    trained = job.fit_points(
+        [points[i] for i in indices], spec["train"]["sweep_seed"], desc=f"{spec['task']}/{spec['strategy']}"
+    )
+    for index, (point, model, cfg, result) in zip(indices, trained):
         rows.append(
             {
                 "grid_index": index,
@@ -187,6 +215,7 @@ def training_facts(job: Job, cfg: engine.FitConfig) -> dict:
         "optimizer": job.strategy.optimizer,
         "optimizer_behavior": cfg.optimizer_behavior,
         "precision": cfg.precision,
+        "compile": cfg.compile,
         "backbone_dropout": job.spec["train"]["backbone_dropout"] if job.strategy.trains_backbone else 0.0,
     }
 
