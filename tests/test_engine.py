@@ -214,3 +214,15 @@ def test_lockstep_refuses_heads_of_different_schedules(mini_vit):
     )
     assert not head_grid.can_stack(heads, [cfg, other])
     assert not head_grid.can_stack([heads[0], torch.nn.Sequential(heads[1])], [cfg, cfg])
+    adamw = engine.FitConfig(
+        "adamw", lr=1.0, weight_decay=0.0, epochs=3, warmup_epochs=1, batch_size=16, seed=0
+    )
+    assert not head_grid.can_stack(heads, [adamw, adamw])
+
+
+def test_precision_switches_tf32_on_cuda_only_and_refuses_unknown_values():
+    before = torch.backends.cuda.matmul.allow_tf32
+    engine.set_precision(torch.device("cpu"), "tf32")  # the CPU computes in fp32 whatever the switch
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        engine.set_precision(torch.device("cpu"), "fp16")

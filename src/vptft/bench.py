@@ -496,6 +496,7 @@ def bench_gpu() -> list[dict]:
     ]
     switches = {  # variant -> (train.precision, train.compile)
         "fp32": ("fp32", False),
+        "tf32": ("tf32", False),
         "bf16": ("bf16", False),
         "bf16_compile": ("bf16", True),
     }

@@ -40,7 +40,7 @@ class FitConfig:
     eval_epochs: set[int] | None = None  # epochs (0-based) with an eval pass; None = every epoch
     momentum: float = 0.9
     optimizer_behavior: str = "plain"  # "vpt_code" (the public VPT code's rules) or "plain" (torch defaults)
-    precision: str = "fp32"  # "bf16": autocast on CUDA (a speed option; fp32 is the protocol)
+    precision: str = "fp32"  # "tf32": TF32 matmuls on CUDA (the VPT code on A100s); "bf16": autocast on CUDA
     compile: bool = False  # torch.compile the training forward (a speed option; same arithmetic up to fusion)
     checkpoint_interval_s: float = (
         0.0  # seconds between checkpoints at epoch ends (0: every epoch); + on SIGTERM
@@ -108,8 +108,21 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def set_precision(device: torch.device, precision: str) -> None:
+    """The float32 matmul precision of CUDA jobs: "tf32" lets matmuls and convolutions use TF32 tensor cores, as
+    the PyTorch the VPT code ran on did by default on A100s; "fp32" keeps full fp32 (today's torch default);
+    "bf16" autocasts (see `_autocast`) and keeps fp32 outside it. No effect on the CPU."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; one of {PRECISIONS}")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+
+
 def _autocast(device: torch.device, precision: str = "fp32"):
-    """bf16 autocast on CUDA when asked for; fp32 (the VPT code's precision) otherwise."""
+    """bf16 autocast on CUDA when asked for; fp32 / tf32 matmuls (set_precision) otherwise."""
     enabled = precision == "bf16" and device.type == "cuda"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
@@ -138,6 +151,7 @@ def cached_features(
 ) -> dict[str, SplitData]:
     """Each split's frozen features, computed once and kept in `cache` (keyed by split name) across calls."""
     cache = cache if cache is not None else {}
+    set_precision(device, precision)
     normalize = Normalize(input_cfg["mean"], input_cfg["std"]).to(device)
     for name, data in splits.items():
         if name not in cache:
@@ -242,6 +256,7 @@ def fit(
     (a whole ViT-B with AdamW's moments is ~1 GB: every epoch would write ~100 GB per run) and on SIGTERM.
     """
     torch.manual_seed(cfg.seed)
+    set_precision(device, cfg.precision)
     model.to(device)
     normalize = Normalize(input_cfg["mean"], input_cfg["std"]).to(device)
     if cache_features:
