@@ -88,7 +88,7 @@ class Profile:
 
 
 PROFILES = {
-    "mini_vit": Profile(batch=64, repeats=5, steps=5, config="config/config.yaml"),
+    "mini_vit": Profile(batch=64, repeats=3, steps=20, config="config/config.yaml"),
     "vit_b16_in21k": Profile(batch=8, repeats=2, steps=1, config="config/paper.yaml", feature_images=16),
 }
 
