@@ -56,9 +56,10 @@ def test_measured_step_times_come_before_the_paper_and_fill_gaps(tmp_path):
 def test_a_final_run_costs_its_epochs_and_evaluations(tmp_path):
     config = validate_config(yaml.safe_load(Path(ROOT, "config", "config.yaml").read_text()))
     times = cost.read_step_times(step_times_csv(tmp_path / "s.csv"), "mini_vit")
-    # 160 + 40 trainval images at batch 64: 4 steps per epoch, raised to 150 steps -> 38 epochs
+    # 160 + 40 trainval images at batch 64: 4 steps per epoch, raised to min_steps (100: 25 epochs)
     estimate = cost.final_estimate(config, times, "source", "vtab1k", "full", seeds=3, curves=True)
-    epochs = math.ceil(150 / 4)
+    epochs = math.ceil(config["train"]["min_steps"] / 4)
+    assert epochs > config["train"]["epochs"]  # the floor is what sets the epochs here
     evals = config["train"]["curve_points"] * 1000  # the mini tasks' 1,000 test images
     assert estimate.steps == 3 * epochs * 4 and estimate.images == 3 * (epochs * 200 + evals)
     assert estimate.seconds == pytest.approx(3 * (epochs * 200 * 2.0 + evals * 0.5) / 1000)

@@ -57,8 +57,10 @@ def test_the_dag_feeds_ft_then_pt_the_full_jobs_outputs(tmp_path):
             f"{ROOT}/Snakefile",
             "-d",
             str(tmp_path),
-            f"--configfile={ROOT}/config/config.yaml",
             target,
+            "--configfile",  # the calibrated sizes: three seeds, each continuing its own full run
+            f"{ROOT}/config/config.yaml",
+            f"{ROOT}/config/mini-full.yaml",
         ],
         capture_output=True,
         text=True,
