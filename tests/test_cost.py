@@ -134,9 +134,19 @@ def test_paper_jobs_request_at_most_the_limit_and_split_seeds_where_needed(tmp_p
 @pytest.mark.workflow
 def test_cost_prices_every_job_of_the_dry_run(tmp_path):
     rows, table = cost_report.run(
-        [TEST_CONFIG], [], step_times_csv(tmp_path / "s.csv"), every_job=True, cores=2
+        [TEST_CONFIG],
+        [],
+        step_times_csv(tmp_path / "s.csv"),
+        every_job=True,
+        cores=2,
+        job_seconds=7.0,
+        light_job_seconds=0.5,
     )
     by_rule = {row["rule"]: row for row in rows}
+    # a job that loads a model pays the model start-up, a collect / select / table job the light one
+    assert by_rule["select"]["seconds"] == pytest.approx(0.5 * by_rule["select"]["jobs"])
+    assert by_rule["fid"]["seconds"] == pytest.approx(7.0 * by_rule["fid"]["jobs"])
+    assert by_rule["sweep"]["seconds"] > 7.0 * by_rule["sweep"]["jobs"]
     assert (
         by_rule["train"]["steps"] > 0 and by_rule["sweep"]["images"] > 0 and by_rule["pretrain"]["steps"] > 0
     )

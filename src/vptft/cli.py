@@ -147,6 +147,7 @@ def cmd_cost(args, spec):
         args.job_seconds,
         args.snakefile,
         args.directory,
+        args.light_job_seconds,
     )
     print(table)
 
@@ -297,7 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--job-seconds",
         type=float,
         default=10.0,
-        help="fixed seconds per job (start-up, imports, data decoding)",
+        help="fixed seconds per job that loads a model (start-up, imports, data decoding)",
+    )
+    p.add_argument(
+        "--light-job-seconds",
+        type=float,
+        default=1.0,
+        help="fixed seconds per other job (collect, select, tables)",
     )
     p.add_argument("--snakefile", default="Snakefile")
     p.add_argument("--directory", default=None, help="Snakemake's working directory")

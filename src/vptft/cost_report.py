@@ -62,7 +62,14 @@ def dry_run_jobs(
     return [job for job in jobs if job["rule"] != "all"]
 
 
-def price(config: dict, jobs: list[dict], times: cost.StepTimes, job_seconds: float) -> list[dict]:
+# Rules whose jobs load a model (torch + timm imports, a backbone, a task's images) before any work: they pay
+# `job_seconds`; every other rule (collect, select, tables, file naming) only `light_job_seconds`.
+MODEL_RULES = frozenset({"pretrain", "sweep", "train", "train_seed", "stage1", "fid", "attribution"})
+
+
+def price(
+    config: dict, jobs: list[dict], times: cost.StepTimes, job_seconds: float, light_job_seconds: float = 1.0
+) -> list[dict]:
     """Per rule: jobs, optimiser steps, images, device-hours (GPU where the rule asks for one), hours
     requested from the scheduler."""
     limit = int(
@@ -88,7 +95,9 @@ def price(config: dict, jobs: list[dict], times: cost.StepTimes, job_seconds: fl
         row["jobs"] += 1
         row["steps"] += estimate.steps
         row["images"] += estimate.images
-        row["seconds"] += estimate.seconds + job_seconds
+        row["seconds"] += estimate.seconds + (
+            job_seconds if job["rule"] in MODEL_RULES else light_job_seconds
+        )
         row["eval_seconds"] += estimate.eval_seconds
         row["requested_min"] += float(job["resources"].get("runtime", 0) or 0)
         row["gpu"] |= int(job["resources"].get("gpu", 0) or 0) > 0
@@ -130,6 +139,7 @@ def run(
     job_seconds=10.0,
     snakefile="Snakefile",
     workdir=None,
+    light_job_seconds=1.0,
 ) -> tuple[list[dict], str]:
     config = merged_config(configfiles)
     times = cost.step_times(config, step_times_file)
@@ -140,5 +150,5 @@ def run(
             "(or set cost.step_times)"
         )
     jobs = dry_run_jobs(snakefile, configfiles, targets, every_job, workdir)
-    rows = price(config, jobs, times, job_seconds)
+    rows = price(config, jobs, times, job_seconds, light_job_seconds)
     return rows, format_table(rows, times.source, cores)
