@@ -72,6 +72,24 @@ def test_step_times_hold_every_strategy_and_prompt_length(bench_files):
         assert steps[column].map(math.isfinite).all() and (steps[column] > 0).all(), column
 
 
+def test_copies_side_by_side_give_each_step_time_its_median(tmp_path):
+    from vptft import cost
+
+    files = []
+    for i, full in enumerate((3.0, 1.0, 2.0)):  # three copies of the bench, run at once
+        rows = [{"backbone": "mini_vit", "strategy": "full", "prompt_length": None, "batch_size": 64}]
+        rows += [{"backbone": "mini_vit", "strategy": "vpt_deep", "prompt_length": 1, "batch_size": 64}]
+        frame = pd.DataFrame(rows).assign(device="cpu", ms_per_image_train=[full, 10 * full], concurrent=1)
+        files.append(tmp_path / f"steps{i}.csv")
+        frame.assign(ms_per_image_eval=0.5 + i)[list(bench.STEP_COLUMNS)].to_csv(files[-1], index=False)
+    merged = bench.median_step_times(files)
+    assert tuple(merged.columns) == bench.STEP_COLUMNS and (merged.concurrent == 3).all()
+    assert merged.ms_per_image_train.tolist() == [2.0, 20.0] and (merged.ms_per_image_eval == 1.5).all()
+    merged.to_csv(tmp_path / "merged.csv", index=False)
+    times = cost.read_step_times(tmp_path / "merged.csv", "mini_vit")
+    assert times.ms("train", "full") == 2.0 and "3 bench copies side by side" in times.source
+
+
 def test_job_count_reads_the_dry_run_total():
     output = (
         "Building DAG of jobs...\nJob stats:\njob         count\n--------  -------\nall             1\n"

@@ -55,6 +55,7 @@ STEP_COLUMNS = (
     "device",
     "ms_per_image_train",
     "ms_per_image_eval",
+    "concurrent",
 )
 PROMPT_LENGTHS = (1, 50, 200)
 NUM_CLASSES = 10  # the head's size barely matters to the step time
@@ -391,6 +392,7 @@ def bench_backbone(bench: Bench, strategies: list[str]) -> tuple[list[dict], lis
                 "device": str(bench.device),
                 "ms_per_image_train": train[name, p] * ms / bench.batch,
                 "ms_per_image_eval": seconds * ms / bench.batch,
+                "concurrent": 1,
             }
         )
         print(
@@ -578,6 +580,44 @@ def bench_dag(configfiles=DAG_CONFIGFILES, target: str = "all") -> list[dict]:
         _row("", "dag_dry_run_seconds", seconds, "s", DAG_SECONDS, 1.0, what),
         _row("", "dag_jobs", jobs, "jobs", DAG_JOBS, 1.0, what),
     ]
+
+
+def median_step_times(step_files) -> pd.DataFrame:
+    """One row per (backbone, strategy, prompt length) of step-time files written side by side: the median over
+    the files, `concurrent` = how many there were."""
+    keys = ["backbone", "strategy", "prompt_length", "batch_size", "device"]
+    steps = pd.concat(pd.read_csv(path) for path in step_files)
+    steps = steps.groupby(keys, dropna=False, sort=False, as_index=False)[
+        ["ms_per_image_train", "ms_per_image_eval"]
+    ].median()
+    return steps.assign(concurrent=len(step_files))[list(STEP_COLUMNS)]
+
+
+def run_side_by_side(copies: int, bench_args: list[str], out, steps_out) -> pd.DataFrame:
+    """`copies` bench processes at once, as `snakemake -c<copies>` runs one-thread jobs side by side: the step
+    times a local run meets (two jobs sharing two cores step slower than one job on an idle machine). The step
+    file gets each row's median over the copies; the result rows are every copy's, the note saying which."""
+    with tempfile.TemporaryDirectory() as scratch:
+        outs = [(Path(scratch, f"bench{i}.csv"), Path(scratch, f"steps{i}.csv")) for i in range(copies)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "vptft", "bench", *bench_args, "--out", str(o), "--steps-out", str(s)]
+            )
+            for o, s in outs
+        ]
+        failed = [i for i, proc in enumerate(procs) if proc.wait()]
+        if failed:
+            raise RuntimeError(f"bench copies {failed} of {copies} failed (their output is above)")
+        steps = median_step_times([s for _, s in outs])
+        rows = pd.concat(
+            pd.read_csv(o).assign(note=lambda t, i=i: t.note.fillna("") + f" [copy {i + 1} of {copies} side by side]")
+            for i, (o, _) in enumerate(outs)
+        )
+    _write_csv(out, rows.to_dict("records"), ROW_COLUMNS)
+    _write_csv(steps_out, steps.to_dict("records"), STEP_COLUMNS)
+    print(steps.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"{copies} copies side by side; results -> {out}, median step times -> {steps_out}")
+    return steps
 
 
 def _write_csv(path, rows: list[dict], columns) -> None:

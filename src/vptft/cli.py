@@ -195,8 +195,16 @@ def cmd_attribution(args, spec):
 
 
 def cmd_bench(args, spec):
-    from vptft.bench import run_bench
+    from vptft.bench import run_bench, run_side_by_side
 
+    if args.side_by_side > 1:
+        if args.dag:
+            raise ValueError("--dag times the DAG alone: run it without --side-by-side")
+        sizes = [f"--{k}={v}" for k, v in (("batch", args.batch), ("repeats", args.repeats)) if v is not None]
+        copy_args = ["--backbones", *args.backbones, "--strategies", *args.strategies, *sizes]
+        copy_args += ["--device", args.device, "--threads", str(args.threads or 1)]
+        run_side_by_side(args.side_by_side, copy_args, args.out, args.steps_out)
+        return
     run_bench(
         args.backbones,
         args.out,
@@ -347,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (the GPU rows always use the GPU)")
     p.add_argument("--dag", action="store_true", help="also time a dry run of the paper setup's whole DAG")
+    p.add_argument(
+        "--side-by-side",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N copies at once (each --threads, default 1), as `snakemake -cN` runs jobs: step times under "
+        "a local run's own load, for `vptft cost`",
+    )
     p.add_argument("--out", default="results/bench/bench.csv")
     p.add_argument("--steps-out", default="results/bench/step_times.csv")
     return parser

@@ -90,7 +90,8 @@ def read_step_times(path, backbone: str) -> StepTimes | None:
                 continue
             key = (row["strategy"], int(float(row["prompt_length"] or 0)))
             train[key], evals[key] = float(row["ms_per_image_train"]), float(row["ms_per_image_eval"])
-            devices.add(row["device"])
+            copies = int(row.get("concurrent") or 1)  # files of older benches have no such column
+            devices.add(row["device"] + (f", {copies} bench copies side by side" if copies > 1 else ""))
     if not train:
         return None
     return StepTimes(
