@@ -610,7 +610,9 @@ def run_side_by_side(copies: int, bench_args: list[str], out, steps_out) -> pd.D
             raise RuntimeError(f"bench copies {failed} of {copies} failed (their output is above)")
         steps = median_step_times([s for _, s in outs])
         rows = pd.concat(
-            pd.read_csv(o).assign(note=lambda t, i=i: t.note.fillna("") + f" [copy {i + 1} of {copies} side by side]")
+            pd.read_csv(o).assign(
+                note=lambda t, i=i: t.note.fillna("") + f" [copy {i + 1} of {copies} side by side]"
+            )
             for i, (o, _) in enumerate(outs)
         )
     _write_csv(out, rows.to_dict("records"), ROW_COLUMNS)
