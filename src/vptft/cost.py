@@ -239,12 +239,16 @@ class Planner:
 
         def compute():
             n_train, n_val = regime_sizes(self.config, task, regime)
-            return [
-                run_estimate(self.config, self.times, task, strategy, point, n_train, 1, n_val)
-                for point in self.points(strategy)
-            ]
+            by_shape = {}  # lr and wd change no run's cost: points differing only there share an estimate
+            for point in self.points(strategy):
+                shape = tuple(sorted((k, v) for k, v in point.items() if k not in ("lr", "wd")))
+                if shape not in by_shape:
+                    by_shape[shape] = run_estimate(
+                        self.config, self.times, task, strategy, point, n_train, 1, n_val
+                    )
+                yield by_shape[shape]
 
-        return self._cached(("point_estimates", task, regime, strategy), compute)
+        return self._cached(("point_estimates", task, regime, strategy), lambda: list(compute()))
 
     def chunk_size(self, task: str, regime: str, strategy: str) -> int | None:
         """Grid points per sweep job: the config's number, or with "auto" as many as fit the limit."""
