@@ -57,6 +57,19 @@ def test_result_rows_compare_each_target_with_a_positive_finite_ratio(bench_file
         assert "no GPU on this machine" in set(rows.note)
 
 
+def test_checkpoint_size_is_reported_per_strategy(bench_files):
+    from vptft.backbones import create_backbone
+
+    rows, _ = bench_files
+    sizes = rows.set_index("measure").value
+    params = sum(p.numel() for p in create_backbone("mini_vit", pretrained=False).parameters())
+    # full: every weight and AdamW's two moments, float32; linear: the head only; VPT: prompts + head + SGD momentum
+    assert 3 * 4 * params <= sizes["checkpoint_mb_full"] * 1e6 <= 3.3 * 4 * params
+    assert (
+        0 < sizes["checkpoint_mb_linear"] < sizes["checkpoint_mb_vpt_deep"] < sizes["checkpoint_mb_full"] / 10
+    )
+
+
 def test_step_times_hold_every_strategy_and_prompt_length(bench_files):
     _, steps = bench_files
     assert tuple(steps.columns) == bench.STEP_COLUMNS

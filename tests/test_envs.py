@@ -2,10 +2,10 @@
 (CI cannot reach conda channels, so building them is left to `snakemake --sdm conda` on a user's machine.)"""
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 import yaml
 
 from conftest import ROOT

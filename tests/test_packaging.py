@@ -6,11 +6,11 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import tomllib
 import yaml
 
 from conftest import ROOT

@@ -228,6 +228,23 @@ class Bench:
 
         return run
 
+    def checkpoint_bytes(self, name: str, model) -> int:
+        """Bytes of one resume checkpoint as a final run writes it (tuned weights, optimiser state, position):
+        a one-epoch fit through the engine, which checkpoints a run at its end."""
+        with tempfile.TemporaryDirectory() as scratch:
+            result = engine.fit(
+                model,
+                self.images,
+                {},
+                self.fit_config(name),
+                self.input_cfg,
+                self.device,
+                cache_features=get_strategy(name).cache_features,
+                feature_cache={},
+                checkpoint=Path(scratch, "checkpoint.pt"),
+            )
+        return result["checkpoint_bytes"]
+
     def eval_run(self, name: str, model, data: SplitData | None = None):
         """A forward pass over one batch (or `data`): the engine's evaluation, or for a cached-feature strategy
         its feature extraction (its evaluation then reads the cached features)."""
@@ -430,6 +447,20 @@ def bench_backbone(bench: Bench, strategies: list[str]) -> tuple[list[dict], lis
                         f"full step x (1 + {p} + {n}) / (1 + {n}) = x{tokens:.3f}",
                     )
                 )
+    minutes = bench.train.get("checkpoint_minutes")
+    for (name, p), model in models.items():
+        if p in (None, PROMPT_LENGTHS[0]):  # prompts add kilobytes: one length per strategy
+            rows.append(
+                _row(
+                    key,
+                    f"checkpoint_mb_{name}",
+                    bench.checkpoint_bytes(name, model) / 1e6,
+                    "MB",
+                    note=f"one resume checkpoint (tuned weights + optimiser state); a final run writes one at "
+                    f"its end, one every train.checkpoint_minutes ({minutes} in {bench.profile.config}) "
+                    "and one on SIGTERM",
+                )
+            )
     if "linear" in bench.config["strategies"]:
         lin = bench.linear_grid()
         scaled = (
