@@ -110,7 +110,7 @@ rule train:
 ruleorder: train_seed > train
 
 
-rule train_seed:
+use rule train as train_seed with:
     input:
         manifest=lambda wc: f"{RESULTS}/splits/{run_of(wc).task}/{run_of(wc).regime}.json",
         backbone=backbone_checkpoint,
@@ -126,9 +126,6 @@ rule train_seed:
         f"{BENCHMARKS}/train/{{run}}/seed{{seed}}.tsv"
     wildcard_constraints:
         run="|".join(map(re.escape, SPLIT_RUNS)) or "(?!)",
-    conda:
-        "../envs/train.yaml"
-    threads: stage_resources("train")["threads"]
     resources:
         mem_mb=stage_resources("train")["mem_mb"],
         runtime=lambda wc: requested_runtime(run_of(wc), "train", seeds=1),
@@ -137,9 +134,6 @@ rule train_seed:
     params:
         spec=lambda wc: run_spec(run_of(wc), "train"),
         backbone=lambda wc, input: backbone_arg(input),
+        seeds=lambda wc: wc.seed,
         runs_dir=lambda wc: f"{RUNS}/{wc.run}",
         start_from=lambda wc, input: start_from_arg(input),
-    shell:
-        "python -m vptft train --spec {params.spec:q} --threads {threads} --manifest {input.manifest:q} "
-        "{params.backbone} {params.start_from} --sweep {input.sweep:q} --seeds {wildcards.seed} "
-        "--runs-dir {params.runs_dir:q} --checkpoint-minutes {resources.checkpoint_minutes} > {log:q} 2>&1"

@@ -226,6 +226,9 @@ def _rules():
             ]
             assert len(extras) == 1, f"rule {name}: its env installs vptft {len(extras)} times"
             found[name] = body, extras[0]
+    for smk in Path(ROOT, "rules").glob("*.smk"):  # `use rule A as B with:` runs A's command in A's env
+        for parent, name in re.findall(r"^use rule (\w+) as (\w+) with:", smk.read_text(), re.MULTILINE):
+            found[name] = found[parent]
     return found
 
 
