@@ -371,8 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     spec = json.loads(args.spec) if "spec" in args else {}
+    t0 = time.perf_counter()  # before torch's import (in _set_threads): a job's time includes it
     _set_threads(args.threads)
-    t0 = time.perf_counter()
     try:
         args.func(args, spec)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
