@@ -99,6 +99,19 @@ def test_a_job_over_the_limit_is_refused_naming_it():
         planner.runtime(five, "the train job of dsprites_location/vtab1k/vpt_deep")
 
 
+def test_a_scaling_size_a_task_cannot_fill_is_priced_as_the_splits_cap_it():
+    config = paper_config()
+    assert cost.regime_sizes(config, "cifar100", "scale20000") == (20000, 5000)  # 50,000 records: enough
+    # caltech101 has 3,060 non-test records: every size from 5,000 up gets all of them at 4:1, alike
+    assert {cost.regime_sizes(config, "caltech101", f"scale{n}") for n in (5000, 10000, 20000)} == {
+        (2448, 612)
+    }
+    assert cost.regime_sizes(config, "kitti_distance", "scale10000") == (
+        5416,
+        1354,
+    )  # as test_vtab's manifest
+
+
 def test_every_evaluation_epoch_costs_more_than_training_on_dsprites():
     """Why train.curve_points is a choice: the test set of 73,728 images after each of 100 epochs."""
     times = cost.paper_step_times("vit_b16_in21k")

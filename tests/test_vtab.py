@@ -5,30 +5,12 @@ import numpy as np
 import pytest
 
 from vptft import tasks
-from vptft.splits import build_manifest, regime_spec
+from vptft.splits import build_manifest, non_test_pool, pool_size, regime_spec
 from vptft.tasks import vtab
 
 tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is a declared dependency")
 
-# Split sizes of the TFDS versions VTAB uses (TFDS catalog); the mock data sources have these lengths.
-SPLIT_SIZES = {
-    "cifar100": {"train": 50000, "test": 10000},
-    "caltech101": {"train": 3060, "test": 6084},
-    "dtd": {"train": 1880, "validation": 1880, "test": 1880},
-    "oxford_flowers102": {"train": 1020, "validation": 1020, "test": 6149},
-    "oxford_iiit_pet": {"train": 3680, "test": 3669},
-    "svhn_cropped": {"train": 73257, "test": 26032, "extra": 531131},
-    "sun397": {"train": 76128, "validation": 10875, "test": 21750},
-    "patch_camelyon": {"train": 262144, "validation": 32768, "test": 32768},
-    "eurosat": {"train": 27000},
-    "resisc45": {"train": 31500},
-    "diabetic_retinopathy_detection": {"train": 35126, "validation": 10906, "test": 42670},
-    "clevr": {"train": 70000, "validation": 15000, "test": 15000},
-    "dmlab": {"train": 65550, "validation": 22628, "test": 22735},
-    "kitti": {"train": 6347, "validation": 423, "test": 711},
-    "dsprites": {"train": 737280},
-    "smallnorb": {"train": 24300, "test": 24300},
-}
+SPLIT_SIZES = vtab.TFDS_SPLIT_SIZES  # the mock data sources have these lengths
 TEST_SIZES = vtab.TEST_SIZES  # the VPT paper's data table, which the test slices must reproduce
 VTAB = tasks.tasks_of("vtab")
 
@@ -140,6 +122,13 @@ def test_scaling_and_oneshot_on_mock_data(mocked_tfds, name, tmp_path):
     )
     assert oneshot["class_counts"]["train"] == [1] * task.num_classes == oneshot["class_counts"]["val"]
     assert not _indices(oneshot, "trainval") & _indices(oneshot, "test")
+
+
+@pytest.mark.parametrize("name", VTAB)
+def test_pool_size_counts_the_non_test_records(name):
+    task = tasks.get_task(name)
+    sizes = vtab.catalog_split_sizes(task)
+    assert pool_size(task, sizes) == len(non_test_pool(task, sizes))
 
 
 def test_scaling_size_beyond_the_task_is_capped(mocked_tfds, tmp_path):

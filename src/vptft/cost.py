@@ -19,9 +19,9 @@ from pathlib import Path
 from vptft import tasks as task_registry
 from vptft.schedule import epochs_for, eval_epochs
 from vptft.selection import chunk_indices, grid_points
-from vptft.splits import regime_spec
+from vptft.splits import capped_sizes, pool_size, regime_spec
 from vptft.strategies import get_strategy
-from vptft.tasks.vtab import TEST_SIZES
+from vptft.tasks.vtab import TEST_SIZES, catalog_split_sizes
 
 PAPER_BATCH = 64  # the batch the VPT paper's latency figures were taken at
 # VPT paper, ViT-B/16 on an A100 (ms per batch of 64 -> ms per image); prompt rows at p = 1 and p = 200
@@ -121,12 +121,19 @@ def test_size(task: str) -> int:
 
 
 def regime_sizes(config: dict, task: str, regime: str) -> tuple[int, int]:
-    """Nominal train and val records of a regime (scaling sizes a task cannot fill are capped when the splits
-    are built: the estimate is then an upper bound)."""
+    """Train and val records of a regime: a scaling size a VTAB task cannot fill as the splits will cap it (from
+    the TFDS catalog's split sizes); other tasks' sizes as configured."""
     spec = regime_spec(regime, config["regimes"])
+    declared = task_registry.TASKS[task]
     if spec["kind"] == "fewshot":
-        n = spec["per_class"] * task_registry.TASKS[task].num_classes
+        n = spec["per_class"] * declared.num_classes
         return n, n
+    if spec["kind"] == "scaling" and declared.benchmark == "vtab":
+        available = pool_size(declared, catalog_split_sizes(declared))
+        return capped_sizes(spec["n_train"], spec["n_val"], available, spec["ratio"]) or (
+            spec["n_train"],
+            spec["n_val"],
+        )
     return spec["n_train"], spec["n_val"]
 
 

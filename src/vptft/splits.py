@@ -123,6 +123,23 @@ def non_test_pool(task, split_sizes: dict) -> list[tuple[str, int]]:
     return pool
 
 
+def pool_size(task, split_sizes: dict) -> int:
+    """len(non_test_pool(task, split_sizes)), by arithmetic."""
+    test_split, test_start, test_stop = _test_range(task, split_sizes)
+    splits = dict.fromkeys((task.train_split, task.val_split))
+    overlap = max(0, min(test_stop, split_sizes[test_split]) - test_start) if test_split in splits else 0
+    return sum(split_sizes[split] for split in splits) - overlap
+
+
+def capped_sizes(n_train: int, n_val: int, available: int, ratio: int) -> tuple[int, int] | None:
+    """The train and val sizes a scaling regime gets where the task has fewer than n_train + n_val records (the
+    same train:val ratio over all it has); None where it has enough."""
+    if n_train + n_val <= available:
+        return None
+    n_val = available // (ratio + 1)
+    return available - n_val, n_val
+
+
 def _seeded_order(task, pool: list, seed: int) -> list:
     rng = np.random.default_rng([seed, zlib.crc32(task.name.encode())])
     return [pool[i] for i in rng.permutation(len(pool))]
@@ -138,11 +155,9 @@ def _group(records) -> dict:
 def _scaling(task, split_sizes: dict, n_train: int, n_val: int, ratio: int, seed: int) -> dict:
     pool = non_test_pool(task, split_sizes)
     capped = None
-    if n_train + n_val > len(pool):  # capped by what the task has, at the same train:val ratio
-        capped = {"requested": [n_train, n_val], "available": len(pool)}
-        n_val = len(pool) // (ratio + 1)
-        n_train = len(pool) - n_val
-        capped["used"] = [n_train, n_val]
+    if used := capped_sizes(n_train, n_val, len(pool), ratio):  # capped by what the task has
+        capped = {"requested": [n_train, n_val], "available": len(pool), "used": list(used)}
+        n_train, n_val = used
     order = _seeded_order(task, pool, seed)
     return {"train": _group(order[:n_train]), "val": _group(order[len(order) - n_val :]), "capped": capped}
 

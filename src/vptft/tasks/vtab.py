@@ -85,6 +85,27 @@ TEST_SIZES = {
     "smallnorb_elevation": 12150,
 }
 
+# Split sizes of the TFDS versions VTAB uses (the TFDS catalog), by builder family: what the scaling regimes can
+# draw from, known before anything is downloaded (vptft.cost prices a capped size as the splits will cap it)
+TFDS_SPLIT_SIZES = {
+    "cifar100": {"train": 50000, "test": 10000},
+    "caltech101": {"train": 3060, "test": 6084},
+    "dtd": {"train": 1880, "validation": 1880, "test": 1880},
+    "oxford_flowers102": {"train": 1020, "validation": 1020, "test": 6149},
+    "oxford_iiit_pet": {"train": 3680, "test": 3669},
+    "svhn_cropped": {"train": 73257, "test": 26032, "extra": 531131},
+    "sun397": {"train": 76128, "validation": 10875, "test": 21750},
+    "patch_camelyon": {"train": 262144, "validation": 32768, "test": 32768},
+    "eurosat": {"train": 27000},
+    "resisc45": {"train": 31500},
+    "diabetic_retinopathy_detection": {"train": 35126, "validation": 10906, "test": 42670},
+    "clevr": {"train": 70000, "validation": 15000, "test": 15000},
+    "dmlab": {"train": 65550, "validation": 22628, "test": 22735},
+    "kitti": {"train": 6347, "validation": 423, "test": 711},
+    "dsprites": {"train": 737280},
+    "smallnorb": {"train": 24300, "test": 24300},
+}
+
 TASKS = [
     _vtab("cifar100", "natural", "cifar100:3.*.*", 100, ("train", 45000), ("test", 0)),
     _vtab("caltech101", "natural", "caltech101:3.*.*", 102, ("train", 2754), ("test", 0)),
@@ -159,6 +180,10 @@ TASKS = [
         label=label_field("label_elevation"),
     ),
 ]
+
+
+def catalog_split_sizes(task: Task) -> dict:
+    return TFDS_SPLIT_SIZES[family(task.extra["builder"])]
 
 
 def _builder(task: Task, data_dir):
