@@ -200,50 +200,39 @@ class Bench:
             precision=self.train["precision"],
         )
 
+    def _fit(self, name: str, model, cfg: engine.FitConfig, checkpoint: Path | None = None) -> dict:
+        """One engine.fit of the bench's images; a cached-feature strategy's head trains on random features."""
+        cache = None
+        if get_strategy(name).cache_features:
+            features = torch.randn(len(self.images), model.backbone.num_features)
+            cache = {"train": SplitData(features, self.images.labels).to(self.device)}
+        return engine.fit(
+            model,
+            self.images,
+            {},
+            cfg,
+            self.input_cfg,
+            self.device,
+            cache_features=cache is not None,
+            feature_cache=cache,
+            checkpoint=checkpoint,
+        )
+
     def train_run(self, name: str, model, precision: str | None = None, compile: bool = False):
         """A run of `steps` engine optimiser steps (forward, backward, hook, step) at the bench batch, returning
         the engine's own seconds per step."""
         cfg = self.fit_config(name)
         cfg.precision = precision or cfg.precision
         cfg.compile = compile
-        cache = None
-        if get_strategy(name).cache_features:  # the head trains on cached features: give it features
-            features = torch.randn(len(self.images), model.backbone.num_features)
-            cache = {"train": SplitData(features, self.images.labels).to(self.device)}
-
-        def run():
-            return (
-                engine.fit(
-                    model,
-                    self.images,
-                    {},
-                    cfg,
-                    self.input_cfg,
-                    self.device,
-                    cache_features=cache is not None,
-                    feature_cache=cache,
-                )["seconds"]
-                / self.steps
-            )
-
-        return run
+        return lambda: self._fit(name, model, cfg)["seconds"] / self.steps
 
     def checkpoint_bytes(self, name: str, model) -> int:
         """Bytes of one resume checkpoint as a final run writes it (tuned weights, optimiser state, position):
         a one-epoch fit through the engine, which checkpoints a run at its end."""
         with tempfile.TemporaryDirectory() as scratch:
-            result = engine.fit(
-                model,
-                self.images,
-                {},
-                self.fit_config(name),
-                self.input_cfg,
-                self.device,
-                cache_features=get_strategy(name).cache_features,
-                feature_cache={},
-                checkpoint=Path(scratch, "checkpoint.pt"),
-            )
-        return result["checkpoint_bytes"]
+            return self._fit(name, model, self.fit_config(name), Path(scratch, "checkpoint.pt"))[
+                "checkpoint_bytes"
+            ]
 
     def eval_run(self, name: str, model, data: SplitData | None = None):
         """A forward pass over one batch (or `data`): the engine's evaluation, or for a cached-feature strategy

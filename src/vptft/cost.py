@@ -128,13 +128,11 @@ def regime_sizes(config: dict, task: str, regime: str) -> tuple[int, int]:
     if spec["kind"] == "fewshot":
         n = spec["per_class"] * declared.num_classes
         return n, n
+    n_train, n_val = spec["n_train"], spec["n_val"]
     if spec["kind"] == "scaling" and declared.benchmark == "vtab":
         available = pool_size(declared, catalog_split_sizes(declared))
-        return capped_sizes(spec["n_train"], spec["n_val"], available, spec["ratio"]) or (
-            spec["n_train"],
-            spec["n_val"],
-        )
-    return spec["n_train"], spec["n_val"]
+        return capped_sizes(n_train, n_val, available, spec["ratio"]) or (n_train, n_val)
+    return n_train, n_val
 
 
 @dataclass
