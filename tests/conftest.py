@@ -3,8 +3,24 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# pytest-xdist workers share the cores: each in-process torch test gets its share (2 cores, 2 workers: 1 thread)
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // WORKERS))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# pytest-xdist hands the files to its workers in collection order (--no-loadscope-reorder): the longest first, each
+# with its longest tests first, so the ~10 min smoke pass starts at once instead of running alone at the end.
+SLOWEST_FILES = ("test_smoke.py", "test_workflow.py", "test_slurm.py", "test_interrupt.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        first = SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+        return first, item.get_closest_marker("workflow") is None
+
+    items.sort(key=rank)
 
 
 @pytest.fixture

@@ -19,14 +19,14 @@ def _family(task):
     return task.extra["builder"].split(":")[0].split("/")[0]
 
 
-def fake_record(family: str, index: int, num_classes: int) -> dict:
-    """A record with the fields the VTAB label rules read, in range, cycling through every class."""
-    rng = np.random.default_rng(index)
-    channels = 1 if family in ("dsprites", "smallnorb") else 3
-    record = {
-        "image": rng.integers(0, 2 if family == "dsprites" else 256, (12, 10, channels), dtype=np.uint8),
-        "label": index % num_classes,
-    }
+def fake_record(family: str, index: int, num_classes: int, with_image: bool = True) -> dict:
+    """A record with the fields the VTAB label rules read, in range, cycling through every class; the image only
+    when the source decodes images (labels-only reads skip it, as TFDS's SkipDecoding does)."""
+    record = {"label": index % num_classes}
+    if with_image:
+        channels = 1 if family in ("dsprites", "smallnorb") else 3
+        high = 2 if family == "dsprites" else 256
+        record["image"] = np.random.default_rng(index).integers(0, high, (12, 10, channels), dtype=np.uint8)
     if family == "dsprites":
         record.update(label_x_position=index % 32, label_orientation=index % 40)
     elif family == "smallnorb":
@@ -47,8 +47,9 @@ def fake_record(family: str, index: int, num_classes: int) -> dict:
 
 
 class FakeSource:
-    def __init__(self, family, split, num_classes):
+    def __init__(self, family, split, num_classes, with_image=True):
         self.family, self.size, self.num_classes = family, SPLIT_SIZES[family][split], num_classes
+        self.with_image = with_image
 
     def __len__(self):
         return self.size
@@ -56,16 +57,16 @@ class FakeSource:
     def __getitem__(self, index):
         if not 0 <= index < self.size:
             raise IndexError(index)
-        return fake_record(self.family, index, self.num_classes)
+        return fake_record(self.family, index, self.num_classes, self.with_image)
 
 
 @pytest.fixture
 def mocked_tfds():
     by_family = {_family(tasks.get_task(t)): tasks.get_task(t).num_classes for t in VTAB}
 
-    def as_data_source(builder, split, **kwargs):
+    def as_data_source(builder, split, decoders=None, **kwargs):
         family = builder.name.split("/")[0]
-        return FakeSource(family, split, by_family[family])
+        return FakeSource(family, split, by_family[family], with_image=not decoders)
 
     with tfds.testing.mock_data(as_data_source_fn=as_data_source):
         yield
