@@ -106,10 +106,8 @@ def test_a_scaling_size_a_task_cannot_fill_is_priced_as_the_splits_cap_it():
     assert {cost.regime_sizes(config, "caltech101", f"scale{n}") for n in (5000, 10000, 20000)} == {
         (2448, 612)
     }
-    assert cost.regime_sizes(config, "kitti_distance", "scale10000") == (
-        5416,
-        1354,
-    )  # as test_vtab's manifest
+    # the same sizes as the kitti manifest of tests/test_vtab.py
+    assert cost.regime_sizes(config, "kitti_distance", "scale10000") == (5416, 1354)
 
 
 def test_every_evaluation_epoch_costs_more_than_training_on_dsprites():

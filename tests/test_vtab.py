@@ -6,17 +6,13 @@ import pytest
 
 from vptft import tasks
 from vptft.splits import build_manifest, non_test_pool, pool_size, regime_spec
-from vptft.tasks import vtab
+from vptft.tasks import tfds_prepare, vtab
 
 tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is a declared dependency")
 
 SPLIT_SIZES = vtab.TFDS_SPLIT_SIZES  # the mock data sources have these lengths
 TEST_SIZES = vtab.TEST_SIZES  # the VPT paper's data table, which the test slices must reproduce
 VTAB = tasks.tasks_of("vtab")
-
-
-def _family(task):
-    return task.extra["builder"].split(":")[0].split("/")[0]
 
 
 def fake_record(family: str, index: int, num_classes: int, with_image: bool = True) -> dict:
@@ -62,7 +58,8 @@ class FakeSource:
 
 @pytest.fixture
 def mocked_tfds():
-    by_family = {_family(tasks.get_task(t)): tasks.get_task(t).num_classes for t in VTAB}
+    vtab_tasks = map(tasks.get_task, VTAB)
+    by_family = {tfds_prepare.family(t.extra["builder"]): t.num_classes for t in vtab_tasks}
 
     def as_data_source(builder, split, decoders=None, **kwargs):
         family = builder.name.split("/")[0]
@@ -73,7 +70,7 @@ def mocked_tfds():
 
 
 def _data_info(task):
-    return {"source": f"mock {task.extra['builder']}", "split_sizes": SPLIT_SIZES[_family(task)]}
+    return {"source": f"mock {task.extra['builder']}", "split_sizes": vtab.catalog_split_sizes(task)}
 
 
 def _indices(manifest, split):

@@ -230,9 +230,8 @@ class Bench:
         """Bytes of one resume checkpoint as a final run writes it (tuned weights, optimiser state, position):
         a one-epoch fit through the engine, which checkpoints a run at its end."""
         with tempfile.TemporaryDirectory() as scratch:
-            return self._fit(name, model, self.fit_config(name), Path(scratch, "checkpoint.pt"))[
-                "checkpoint_bytes"
-            ]
+            result = self._fit(name, model, self.fit_config(name), Path(scratch, "checkpoint.pt"))
+        return result["checkpoint_bytes"]
 
     def eval_run(self, name: str, model, data: SplitData | None = None):
         """A forward pass over one batch (or `data`): the engine's evaluation, or for a cached-feature strategy
