@@ -72,6 +72,12 @@ def test_table_means_spread_and_wins_from_the_runs_table():
     assert table.loc["full", "tuned_pct"] == 100 and (table.seeds == 2).all()
 
 
+def test_one_seed_has_no_spread():
+    runs = _runs({("source", "full"): [40], ("source", "vpt_deep"): [60]})
+    _, spread = report.study_table(runs, "vtab1k", ["natural"], ["source"], ["full", "vpt_deep"])
+    assert spread["source"].isna().all()  # an empty cell, not a spread of 0.0
+
+
 def test_scaling_table_has_a_row_per_size_and_lists_capped_tasks():
     small = _runs({("count_src", "full"): [20], ("count_src", "vpt_deep"): [30]}, "scaling", "scale40")
     large = _runs({("count_src", "full"): [60], ("count_src", "vpt_deep"): [50]}, "scaling", "scale800")

@@ -109,6 +109,11 @@ def read_runs(paths) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _spread(values: pd.Series) -> float:
+    """Population std of the values; undefined (NaN, an empty cell) for a single one."""
+    return values.std(ddof=0) if len(values) > 1 else float("nan")
+
+
 def _cell_values(runs: pd.DataFrame, family: str, metric: str) -> pd.DataFrame:
     """One value per (setting, strategy, task): the seed mean (random few-shot draws: the mean over draws of
     their seed means), with its spread (std over seeds, or over draws) and the seeds it rests on."""
@@ -120,7 +125,7 @@ def _cell_values(runs: pd.DataFrame, family: str, metric: str) -> pd.DataFrame:
         runs.groupby([*keys, "draw"], dropna=False)
         .agg(
             value=("test_top1", "mean"),
-            spread=("test_top1", lambda x: x.std(ddof=0)),
+            spread=("test_top1", _spread),
             seeds=("seed", "nunique"),
         )
         .reset_index()
@@ -130,7 +135,7 @@ def _cell_values(runs: pd.DataFrame, family: str, metric: str) -> pd.DataFrame:
         .agg(
             value=("value", "mean"),
             draws=("value", "size"),
-            draw_std=("value", lambda x: x.std(ddof=0)),
+            draw_std=("value", _spread),
             seed_std=("spread", "mean"),
             seeds=("seeds", "min"),
         )
