@@ -2,6 +2,7 @@
 # A single-node SLURM on this machine (Debian's slurmctld + slurmd + munge, one fake GPU as GRES), to try the
 # cluster profile:  sudo scripts/local_slurm.sh up  ...  snakemake --profile slurm ...  ...  scripts/local_slurm.sh down
 # Needs root and apt. No job accounting: the profile needs `slurm-status-command: squeue` here.
+# `install` only installs Debian's packages (their own files, e.g. /etc/slurm/plugstack.conf, stay installed).
 # Jobs' own `srun` reads /etc/slurm/slurm.conf, so the config is written there, marked as ours: `up` refuses to
 # overwrite a configuration it did not write, and `down` removes what it wrote (and stops the daemons a killed
 # earlier run left behind, from their pid files in the state directory).
@@ -86,7 +87,8 @@ down() {
 }
 
 case "${1:-}" in
+install) install ;;
 up) up ;;
 down) down ;;
-*) echo "usage: $0 up|down" >&2 && exit 2 ;;
+*) echo "usage: $0 install|up|down" >&2 && exit 2 ;;
 esac

@@ -41,6 +41,11 @@ def cluster():
             pytest.fail(f"SLURM test cannot run in CI: {reason}")
         pytest.skip(reason)
     env = {**os.environ, "VPTFT_SLURM_STATE": STATE}
+    # "as found" = after Debian's packages are in: their own files (e.g. plugstack.conf) are not the test's
+    install = subprocess.run(
+        ["timeout", "-s", "KILL", "300", SCRIPT, "install"], env=env, capture_output=True, text=True
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
     etc_before = _etc_slurm()
     up = subprocess.run(
         ["timeout", "-s", "KILL", "300", SCRIPT, "up"], env=env, capture_output=True, text=True
