@@ -17,6 +17,7 @@ rule fid:
         runtime=stage_resources("analysis")["runtime"],
         gpu=stage_resources("analysis")["gpu"],
     params:
+        threads=stage_resources("analysis")["threads"],  # the arithmetic's, not the cores granted
         spec=lambda wc: spec(
             task=wc.task,
             benchmark=BENCH,
@@ -28,7 +29,7 @@ rule fid:
         ),
         backbone=lambda wc, input: backbone_arg(input),
     shell:
-        "python -m vptft fid --spec {params.spec:q} --threads {threads} --manifest {input.manifest:q} "
+        "python -m vptft fid --spec {params.spec:q} --threads {params.threads} --manifest {input.manifest:q} "
         "{params.backbone} --out {output:q} > {log:q} 2>&1"
 
 
@@ -37,8 +38,8 @@ rule attribution:
         manifest=f"{RESULTS}/splits/{{task}}/vtab1k.json",
         backbone=backbone_checkpoint,
         runs=lambda wc: collected("vtab1k", [wc.task], ["full", "vpt_deep"]),
-        full=f"{RUNS}/{{task}}/vtab1k/full/seed{config['train']['seeds'][0]}/metrics.json",
-        vpt=f"{RUNS}/{{task}}/vtab1k/vpt_deep/seed{config['train']['seeds'][0]}/metrics.json",
+        full=f"{RUNS}/{{task}}/vtab1k/full/seed{study.final_seeds(config, 'full')[0]}/metrics.json",
+        vpt=f"{RUNS}/{{task}}/vtab1k/vpt_deep/seed{study.final_seeds(config, 'vpt_deep')[0]}/metrics.json",
     output:
         maps=f"{RESULTS}/attribution/{{task}}/maps.npz",
         index=f"{RESULTS}/attribution/{{task}}/index.csv",
@@ -54,6 +55,7 @@ rule attribution:
         runtime=stage_resources("analysis")["runtime"],
         gpu=stage_resources("analysis")["gpu"],
     params:
+        threads=stage_resources("analysis")["threads"],  # the arithmetic's, not the cores granted
         spec=lambda wc: spec(
             task=wc.task,
             backbone=BB,
@@ -65,6 +67,6 @@ rule attribution:
         backbone=lambda wc, input: backbone_arg(input),
         out_dir=lambda wc, output: os.path.dirname(output.maps),
     shell:
-        "python -m vptft attribution --spec {params.spec:q} --threads {threads} --manifest {input.manifest:q} "
+        "python -m vptft attribution --spec {params.spec:q} --threads {params.threads} --manifest {input.manifest:q} "
         "{params.backbone} --runs-tables {input.runs:q} --full {input.full:q} --vpt {input.vpt:q} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -57,6 +57,7 @@ rule prototype_splits:
         runtime=stage_resources("analysis")["runtime"],
         gpu=stage_resources("analysis")["gpu"],
     params:
+        threads=stage_resources("analysis")["threads"],  # the arithmetic's, not the cores granted
         spec=lambda wc: spec(
             task=wc.task,
             regime=wc.regime,
@@ -68,5 +69,5 @@ rule prototype_splits:
         ),
         backbone=lambda wc, input: backbone_arg(input),
     shell:
-        "python -m vptft splits --spec {params.spec:q} --threads {threads} --data-info {input.data_info:q} "
+        "python -m vptft splits --spec {params.spec:q} --threads {params.threads} --data-info {input.data_info:q} "
         "{params.backbone} --out {output:q} > {log:q} 2>&1"

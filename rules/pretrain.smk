@@ -14,6 +14,7 @@ rule pretrain:
         runtime=stage_resources("pretrain")["runtime"],
         gpu=stage_resources("pretrain")["gpu"],
     params:
+        threads=stage_resources("pretrain")["threads"],  # the arithmetic's, not the cores granted
         spec=lambda wc: spec(
             backbone=wc.backbone,
             pretrain=config.get("pretrain"),
@@ -21,5 +22,5 @@ rule pretrain:
         ),
         out_dir=lambda wc, output: os.path.dirname(output.model),
     shell:
-        "python -m vptft pretrain --spec {params.spec:q} --threads {threads} "
+        "python -m vptft pretrain --spec {params.spec:q} --threads {params.threads} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -12,7 +12,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from vptft import engine
+from vptft import engine, reproducibility
 from vptft.backbones import BACKBONES, input_config
 from vptft.data import SplitData, to_uint8_tensor
 from vptft.io import atomic_path, write_json
@@ -99,6 +99,7 @@ def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") ->
         "seconds": round(time.perf_counter() - t0, 1),
         "curves": result["curves"],
         "config": cfg,
+        "arithmetic": reproducibility.facts(),
     }
     write_json(out_dir / "pretrain.json", report)
     print(

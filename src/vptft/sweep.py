@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from vptft import engine, head_grid
+from vptft import engine, head_grid, reproducibility
 from vptft.backbones import create_backbone, input_config
 from vptft.data import load_split
 from vptft.io import atomic_path, content_hash, write_json
@@ -264,6 +264,7 @@ def provenance(job: Job, seed: int) -> dict:
         "python": platform.python_version(),
         "host": platform.node(),
         "packages": {"vptft": vptft.__version__, "torch": torch.__version__, "timm": timm.__version__},
+        "arithmetic": reproducibility.facts(),
     }
 
 
