@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 
 
-def _set_threads(n: int | None) -> None:
-    if n:
-        import torch
+def _pin_torch(threads: int | None) -> None:
+    """Jobs that compute with torch are given --threads: pin its CPU arithmetic (vptft.reproducibility)."""
+    if threads:
+        from vptft.reproducibility import pin_torch
 
-        torch.set_num_threads(n)
+        pin_torch(threads)
 
 
 def cmd_download(args, spec):
@@ -194,6 +195,12 @@ def cmd_attribution(args, spec):
     print(f"[attribution] {spec['task']} pair {pair}: {summary}", flush=True)
 
 
+def cmd_worker(args, spec):
+    from vptft.worker import serve
+
+    serve(args.name, args.parent)
+
+
 def cmd_bench(args, spec):
     from vptft.bench import run_bench, run_side_by_side
 
@@ -339,6 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vpt", required=True, help="metrics.json of the VPT run to explain")
     p.add_argument("--out-dir", required=True)
     p = verb(
+        "worker",
+        cmd_worker,
+        "run the jobs of a local snakemake run in forked children of one warm process (vptft.worker)",
+        spec=False,
+    )
+    p.add_argument("--name", required=True, help="the abstract socket jobs connect to ($VPTFT_WORKER)")
+    p.add_argument("--parent", type=int, default=None, help="exit once this process has gone and jobs ended")
+    p = verb(
         "bench",
         cmd_bench,
         "time the training paths against side-by-side references (benchmarks/README.md)",
@@ -371,8 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     spec = json.loads(args.spec) if "spec" in args else {}
-    t0 = time.perf_counter()  # before torch's import (in _set_threads): a job's time includes it
-    _set_threads(args.threads)
+    t0 = time.perf_counter()  # before torch's import (in _pin_torch): a job's time includes it
+    _pin_torch(args.threads)
     try:
         args.func(args, spec)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
