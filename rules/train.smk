@@ -17,11 +17,12 @@ rule sweep:
         runtime=lambda wc: requested_runtime(wc, "sweep", chunk=wc.chunk),
         gpu=stage_resources("train")["gpu"],
     params:
+        threads=stage_resources("train")["threads"],  # the arithmetic's, not the cores granted
         spec=lambda wc: run_spec(wc, "sweep"),
         backbone=lambda wc, input: backbone_arg(input),
         start_from=lambda wc, input: start_from_arg(input),
     shell:
-        "python -m vptft sweep --spec {params.spec:q} --threads {threads} --manifest {input.manifest:q} "
+        "python -m vptft sweep --spec {params.spec:q} --threads {params.threads} --manifest {input.manifest:q} "
         "{params.backbone} {params.start_from} --chunk {wildcards.chunk} --out {output:q} > {log:q} 2>&1"
 
 
@@ -64,10 +65,11 @@ rule stage1:
         runtime=lambda wc: requested_runtime(wc, "sweep"),
         gpu=stage_resources("train")["gpu"],
     params:
+        threads=stage_resources("train")["threads"],  # the arithmetic's, not the cores granted
         spec=lambda wc: run_spec(wc, "stage1"),
         backbone=lambda wc, input: backbone_arg(input),
     shell:
-        "python -m vptft stage1 --spec {params.spec:q} --threads {threads} --manifest {input.manifest:q} "
+        "python -m vptft stage1 --spec {params.spec:q} --threads {params.threads} --manifest {input.manifest:q} "
         "{params.backbone} --sweep {input.sweep:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -78,13 +80,15 @@ rule train:
         sweep=selected_sweep,
         start_from=lambda wc: continued_runs(wc, "train"),
     output:
-        metrics=seed_files("metrics.json"),
-        curves=seed_files("curves.csv"),
-        tuned=seed_files("tuned.safetensors"),
+        metrics=seed_files("metrics.json", TRAIN_SEEDS),
+        curves=seed_files("curves.csv", TRAIN_SEEDS),
+        tuned=seed_files("tuned.safetensors", TRAIN_SEEDS),
     log:
         f"{LOGS}/train/{{task}}/{{regime}}/{{strategy}}.log",
     benchmark:
         f"{BENCHMARKS}/train/{{task}}/{{regime}}/{{strategy}}.tsv"
+    wildcard_constraints:
+        strategy=TRAIN_SEEDS_STRATEGIES,
     conda:
         "../envs/train.yaml"
     threads: stage_resources("train")["threads"]
@@ -94,15 +98,38 @@ rule train:
         gpu=stage_resources("train")["gpu"],
         checkpoint_minutes=config["train"]["checkpoint_minutes"],  # a resource: changing it re-runs nothing
     params:
+        threads=stage_resources("train")["threads"],  # the arithmetic's, not the cores granted
         spec=lambda wc: run_spec(wc, "train"),
         backbone=lambda wc, input: backbone_arg(input),
-        seeds=" ".join(map(str, config["train"]["seeds"])),
+        seeds=" ".join(map(str, TRAIN_SEEDS)),
         runs_dir=lambda wc: f"{RUNS}/{wc.task}/{wc.regime}/{wc.strategy}",
         start_from=lambda wc, input: start_from_arg(input),
     shell:
-        "python -m vptft train --spec {params.spec:q} --threads {threads} --manifest {input.manifest:q} "
+        "python -m vptft train --spec {params.spec:q} --threads {params.threads} --manifest {input.manifest:q} "
         "{params.backbone} {params.start_from} --sweep {input.sweep:q} --seeds {params.seeds} "
         "--runs-dir {params.runs_dir:q} --checkpoint-minutes {resources.checkpoint_minutes} > {log:q} 2>&1"
+
+
+# The final runs the claims read (FT and VPT, every family) with their own seeds, `analyses.claims.seeds`: the
+# same job, its seeds in one process.
+if CLAIM_SEEDS != TRAIN_SEEDS:
+
+    use rule train as train_claims with:
+        output:
+            metrics=seed_files("metrics.json", CLAIM_SEEDS),
+            curves=seed_files("curves.csv", CLAIM_SEEDS),
+            tuned=seed_files("tuned.safetensors", CLAIM_SEEDS),
+        wildcard_constraints:
+            strategy="|".join(study.CLAIM_STRATEGIES),
+        params:
+            threads=stage_resources("train")["threads"],
+            spec=lambda wc: run_spec(wc, "train"),
+            backbone=lambda wc, input: backbone_arg(input),
+            seeds=" ".join(map(str, CLAIM_SEEDS)),
+            runs_dir=lambda wc: f"{RUNS}/{wc.task}/{wc.regime}/{wc.strategy}",
+            start_from=lambda wc, input: start_from_arg(input),
+
+    ruleorder: train_seed > train_claims
 
 
 # Final runs whose seeds would not fit the runtime limit together (SPLIT_RUNS, from the cost estimate): one job
@@ -132,6 +159,7 @@ use rule train as train_seed with:
         gpu=stage_resources("train")["gpu"],
         checkpoint_minutes=config["train"]["checkpoint_minutes"],
     params:
+        threads=stage_resources("train")["threads"],
         spec=lambda wc: run_spec(run_of(wc), "train"),
         backbone=lambda wc, input: backbone_arg(input),
         seeds=lambda wc: wc.seed,

@@ -65,6 +65,7 @@ RULES = {
     "stage1": runs({"train"}, "stage1"),
     "train": runs({"train"}, "train"),
     "train_seed": runs({"train"}, "train"),  # one seed of a final run too long for one job
+    "train_claims": runs({"train"}, "train"),  # the FT / VPT final runs with the claims' seeds
     "fid": runs({"train"}, "fid"),
     # explains tuned models and reads the runs tables (pandas) to see which strategy won the task
     "attribution": runs({"train", "report"}, "attribution"),
@@ -79,8 +80,9 @@ RULES = {
     "paper_name": runs({"report"}),  # cp
     "paper_name_note": runs({"report"}),  # echo
 }
-READS_RECORDS = {"splits", "prototype_splits", "sweep", "stage1", "train", "train_seed", "fid", "attribution"}
-BUILDS_TUNED_MODELS = {"sweep", "stage1", "train", "train_seed", "attribution"}
+TRAINS = {"train", "train_seed", "train_claims"}
+READS_RECORDS = {"splits", "prototype_splits", "sweep", "stage1", *TRAINS, "fid", "attribution"}
+BUILDS_TUNED_MODELS = {"sweep", "stage1", *TRAINS, "attribution"}
 # Modules every stage imports (the task and strategy registries) hold loaders only some rules call: the imports
 # inside these functions (and classes) count for those rules only.
 CALLED_BY = {
@@ -94,6 +96,9 @@ CALLED_BY = {
     ("vptft.tasks.tfds_prepare", "download_plan"): set(),
     ("vptft.strategies", "StrategySpec.build"): BUILDS_TUNED_MODELS,
     ("vptft.provenance", "read"): set(),  # PIL for a figure's stamp: the Snakefile, when an alias is foreign
+    # a job forked by the worker runs its verb, whose imports count for its own rule (not for the Snakefile,
+    # which imports vptft.worker to start one)
+    ("vptft.worker", "_run_child"): set(),
 }
 # Where a strategy's builder module is imported by name (importlib), to build a tuned model.
 BUILDER_IMPORTS = {("vptft.strategies", "StrategySpec.build")}
@@ -227,7 +232,7 @@ def _rules():
             assert len(extras) == 1, f"rule {name}: its env installs vptft {len(extras)} times"
             found[name] = body, extras[0]
     for smk in Path(ROOT, "rules").glob("*.smk"):  # `use rule A as B with:` runs A's command in A's env
-        for parent, name in re.findall(r"^use rule (\w+) as (\w+) with:", smk.read_text(), re.MULTILINE):
+        for parent, name in re.findall(r"^\s*use rule (\w+) as (\w+) with:", smk.read_text(), re.MULTILINE):
             found[name] = found[parent]
     return found
 
@@ -240,7 +245,7 @@ def _needs(rule):
     body, what = RULE_TEXTS[rule][0], RULES[rule]
     if what.notebook:
         return _third_party(_notebook_imports(what.notebook), rule) | {"papermill", "ipykernel"}  # its kernel
-    names = _cli_imports(what.functions + (("_set_threads",) if "--threads" in body else ()))  # torch threads
+    names = _cli_imports(what.functions + (("_pin_torch",) if "--threads" in body else ()))  # torch threads
     if rule == "download":  # what preparing TFDS builders imports, as the download job checks for it
         from vptft.tasks.tfds_prepare import NEEDS_MODULES
 

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from vptft import study
 from vptft import tasks as task_registry
 from vptft.schedule import epochs_for, eval_epochs
 from vptft.selection import chunk_indices, grid_points
@@ -342,7 +343,7 @@ def job_estimate(planner: Planner, rule: str, wildcards: dict, curves) -> Estima
     config = planner.config
     if rule == "pretrain":
         return pretrain_estimate(config, planner.times)
-    if rule in ("sweep", "stage1", "train", "train_seed"):
+    if rule in ("sweep", "stage1", "train", "train_claims", "train_seed"):
         if rule == "train_seed":
             task, regime, strategy = wildcards["run"].split("/")
         else:
@@ -355,6 +356,6 @@ def job_estimate(planner: Planner, rule: str, wildcards: dict, curves) -> Estima
             return Estimate(
                 mean, runs[0].steps, runs[0].images, sum(e.eval_seconds for e in runs) / len(runs)
             )
-        seeds = 1 if rule == "train_seed" else len(config["train"]["seeds"])
+        seeds = 1 if rule == "train_seed" else len(study.final_seeds(config, strategy))
         return planner.final(task, regime, strategy, seeds, curves(config, task, regime, strategy))
     return Estimate()

@@ -9,8 +9,27 @@ from __future__ import annotations
 
 from vptft import tasks as task_registry
 from vptft.splits import family_of, family_regimes
+from vptft.strategies import STRATEGIES
 
 CURVE_STRATEGIES = ("full", "vpt_deep", "mixed", "ft_then_pt")  # Figures 5, 9-12: the study's four rows
+CLAIM_STRATEGIES = ("full", "vpt_deep")  # whose final runs (every family) the claims' seed tests read
+
+
+def final_seeds(config: dict, strategy: str) -> list[int]:
+    """The seeds of a strategy's final runs: `analyses.claims.seeds` for the runs the claims read (FT and VPT,
+    every family), where set; `train.seeds` otherwise."""
+    claims = (config.get("analyses") or {}).get("claims") or {}
+    if claims.get("seeds") and strategy in CLAIM_STRATEGIES:
+        return list(claims["seeds"])
+    return list(config["train"]["seeds"])
+
+
+def seed_sets(config: dict) -> dict[tuple[int, ...], list[str]]:
+    """Seed list -> the configured strategies whose final runs use it (one train rule per list)."""
+    sets: dict[tuple[int, ...], list[str]] = {}
+    for strategy in config["strategies"]:
+        sets.setdefault(tuple(final_seeds(config, strategy)), []).append(strategy)
+    return sets
 
 
 def family_tasks(config: dict, family: str) -> list[str]:
@@ -92,6 +111,12 @@ def problems(config: dict) -> list[str]:
             for i, name in enumerate(entry.get(key) or []):
                 if name not in known:
                     errors.append(f"$.regimes.{family}.{key}[{i}]: {name!r} is not in the config's `{key}`")
+    fewshot = config["regimes"].get("fewshot")
+    if fewshot is not None and not fewshot.get("draws") and not fewshot.get("prototype"):
+        errors.append(
+            "$.regimes.fewshot: draws 0 and prototype false select no few-shot train set; set `draws` >= 1 "
+            "or `prototype: true`, or remove the fewshot family"
+        )
     for table, entry in config["tables"].items():
         if entry["regime"] not in config["regimes"]:
             errors.append(
@@ -102,15 +127,33 @@ def problems(config: dict) -> list[str]:
             for i, name in enumerate(entry.get(key) or []):
                 if name not in known:
                     errors.append(f"$.tables.{table}.{key}[{i}]: {name!r} is not in the config's `{key}`")
-        if not table_tasks(config, table):
+        chosen = table_tasks(config, table)
+        if not chosen:
             errors.append(
                 f"$.tables.{table}.groups: no task of this table's family is in groups {entry['groups']}"
             )
+        else:
+            for i, group in enumerate(entry["groups"]):
+                if not any(task_registry.TASKS[t].group == group for t in chosen):
+                    errors.append(
+                        f"$.tables.{table}.groups[{i}]: no task of group {group!r} among the table's tasks "
+                        f"{chosen}; remove the group or add a {group} task to the {entry['regime']} family"
+                    )
         if entry.get("metric") == "prompt_length":
             for s in table_strategies(config, table):
                 if "prompt_length" not in config["strategies"].get(s, {}).get("grid", {}):
                     errors.append(f"$.tables.{table}.strategies: {s!r} has no prompt_length in its grid")
     analyses = config.get("analyses", {})
+    claim_seeds = (analyses.get("claims") or {}).get("seeds")
+    for name in config["strategies"]:
+        known = STRATEGIES.get(name)  # unknown names are reported by the config check
+        continued = known.continues if known else None
+        missing = sorted(set(final_seeds(config, name)) - set(claim_seeds or []))
+        if claim_seeds and continued in CLAIM_STRATEGIES and name not in CLAIM_STRATEGIES and missing:
+            errors.append(
+                f"$.analyses.claims.seeds: {name!r} continues each seed of {continued!r}, whose final runs "
+                f"use these seeds; seeds {missing} of train.seeds are not among them"
+            )
     for key in ("tasks", "quadrant_tasks"):
         for i, name in enumerate(analyses.get("attribution", {}).get(key, [])):
             if name not in tasks:
@@ -157,3 +200,36 @@ def draws_curves(config: dict, task: str, regime: str, strategy: str) -> bool:
         )
         return strategy in curve_strategies(config) or in_figure6
     return family == "scaling" and strategy in family_strategies(config, "scaling")
+
+
+def output_problem(config: dict, output: str) -> str | None:
+    """Why this config cannot make an output (a table, figure or report by its name), with how to get it; None
+    where it can. The rules ask before any job is scheduled, so nothing runs toward an output that would fail."""
+    trained = family_strategies(config, "vtab1k")
+    if output.startswith(("table", "vpt_table")):
+        if output not in config["tables"]:
+            configured = ", ".join(config["tables"]) or "none"
+            return (
+                f"no table {output!r} in this config's `tables` (configured: {configured}); add one, e.g. "
+                f"`{output}: {{regime: vtab1k, groups: [structured]}}`"
+            )
+        return None
+    if output in ("figure3", "fid", "claims") and not compares_ft_and_vpt(config):
+        missing = [s for s in CLAIM_STRATEGIES if s not in trained]
+        return (
+            f"it compares full finetuning with VPT on vtab1k, and {missing} have no vtab1k runs in this config "
+            f"(vtab1k trains {trained}); add them to `strategies` and `regimes.vtab1k.strategies`"
+        )
+    if output in ("figure8", "figure17", "figure18"):
+        attribution = (config.get("analyses") or {}).get("attribution") or {}
+        if not (attribution.get("tasks") or attribution.get("quadrant_tasks")):
+            return "no task to explain: set `analyses.attribution.tasks` (Figures 8, 17) and `quadrant_tasks` (18)"
+        if not compares_ft_and_vpt(config):
+            return f"it explains full finetuning and VPT, but vtab1k trains {trained}; add full and vpt_deep"
+    if output in ("figure4", "figure6") and "scaling" not in config["regimes"]:
+        return "no data-scaling runs: add `regimes.scaling` (train sizes, tasks, strategies)"
+    if output.startswith(("figure5", "figure9", "figure10", "figure11", "figure12")) and not curve_strategies(
+        config
+    ):
+        return f"it draws the curves of {list(CURVE_STRATEGIES)} on vtab1k; vtab1k trains none of them ({trained})"
+    return None
