@@ -1,3 +1,4 @@
+import functools
 import json
 import math
 import os
@@ -8,8 +9,9 @@ import types
 
 from vptft.config import check_local_resources, validate_config
 from vptft import provenance
+from vptft.io import image_files
 from vptft.selection import grid_size
-from vptft import cost, study
+from vptft import cost, study, worker
 from vptft.splits import family_regimes, regime_spec
 from vptft.strategies import get_strategy
 
@@ -17,10 +19,25 @@ from vptft.strategies import get_strategy
 validate_config(config)
 
 
+# A local run: no GPUs asked for that the machine lacks (the executor is known only once the run starts), and one
+# warm process that runs the jobs without their ~5 s of imports each (vptft.worker; not on a cluster).
+WORKER = []
+
+
 onstart:
-    # A local run must not ask for GPUs the machine lacks (the executor is known only once the run starts).
     if workflow.local_exec:
         check_local_resources(config)
+        WORKER.append(worker.start(f"{LOGS}/worker.log"))
+
+
+onsuccess:
+    for process in WORKER:
+        worker.stop(process)
+
+
+onerror:
+    for process in WORKER:
+        worker.stop(process)
 
 
 # Jobs call `python -m vptft`: without --sdm conda that must be the Python running Snakemake (e.g.
@@ -86,7 +103,9 @@ def requested_runtime(run, stage, seeds=None, chunk=0):
     if PLANNER.times is None:
         return PLANNER.limit
     if stage == "train":
-        n_seeds = len(config["train"]["seeds"]) if seeds is None else seeds
+        n_seeds = (
+            len(study.final_seeds(config, run.strategy)) if seeds is None else seeds
+        )
         curves = study.draws_curves(config, run.task, run.regime, run.strategy)
         estimate = PLANNER.final(run.task, run.regime, run.strategy, n_seeds, curves)
     else:  # a sweep chunk; stage 1 retrains one point of the grid, at most a chunk's time
@@ -110,7 +129,6 @@ def one_job_per_seed():
     """Final runs whose seeds together would not fit the runtime limit: each seed gets its own job."""
     if PLANNER.times is None:
         return []
-    seeds = len(config["train"]["seeds"])
     return [
         f"{task}/{regime}/{strategy}"
         for task, regime, strategy in planned_final_runs()
@@ -119,7 +137,7 @@ def one_job_per_seed():
                 task,
                 regime,
                 strategy,
-                seeds,
+                len(study.final_seeds(config, strategy)),
                 study.draws_curves(config, task, regime, strategy),
             )
         )
@@ -208,7 +226,7 @@ def continued_runs(wildcards, stage, seeds=None):
         return [f"{runs}/stage1.safetensors"]
     return expand(
         f"{runs}/seed{{seed}}/tuned.safetensors",
-        seed=config["train"]["seeds"] if seeds is None else seeds,
+        seed=study.final_seeds(config, wildcards.strategy) if seeds is None else seeds,
     )
 
 
@@ -217,11 +235,22 @@ def start_from_arg(input):
     return "--start-from " + " ".join(map(shlex.quote, files)) if files else ""
 
 
-def seed_files(name):
-    """Per-seed output pattern of the train rule: one job trains every configured seed."""
+# Seeds of the final runs: train.seeds, and analyses.claims.seeds for the runs the claims read (FT and VPT)
+TRAIN_SEEDS = list(config["train"]["seeds"])
+CLAIM_SEEDS = study.final_seeds(config, study.CLAIM_STRATEGIES[0])
+# the strategies the `train` rule serves (the others, if any, are train_claims')
+TRAIN_SEEDS_STRATEGIES = (
+    "[a-z0-9_]+"
+    if CLAIM_SEEDS == TRAIN_SEEDS
+    else "(?!(?:" + "|".join(study.CLAIM_STRATEGIES) + ")(?![a-z0-9_]))[a-z0-9_]+"
+)
+
+
+def seed_files(name, seeds):
+    """Per-seed output pattern of a train rule: one job trains every seed of its list."""
     return expand(
         f"{RUNS}/{{{{task}}}}/{{{{regime}}}}/{{{{strategy}}}}/seed{{seed}}/{name}",
-        seed=config["train"]["seeds"],
+        seed=seeds,
     )
 
 
@@ -248,7 +277,29 @@ def family_metrics(wildcards):
     return expand(
         f"{RUNS}/{wildcards.task}/{{regime}}/{wildcards.strategy}/seed{{seed}}/metrics.json",
         regime=study.family_regime_names(config, wildcards.family),
-        seed=config["train"]["seeds"],
+        seed=study.final_seeds(config, wildcards.strategy),
+    )
+
+
+def buildable(output, inputs):
+    """`inputs` of an output (a table, figure or report name), or a refusal that names what the config lacks and
+    how to add it: raised while the DAG is built, so no job runs toward an output that would fail.
+    """
+
+    def inputs_of(wildcards=None):
+        name = output if isinstance(output, str) else output(wildcards)
+        if problem := study.output_problem(config, name.split(".")[0]):
+            raise ValueError(f"{RESULTS}/{name}: {problem}")
+        return inputs(wildcards) if callable(inputs) else inputs
+
+    return inputs_of
+
+
+def table_runs(wildcards):
+    return collected(
+        study.table_family(config, wildcards.table),
+        study.table_tasks(config, wildcards.table),
+        study.table_strategies(config, wildcards.table),
     )
 
 
@@ -285,7 +336,9 @@ def foreign_copy_note(wildcards):
     """
     alias = f"results/{wildcards.name}"
     note = f"{RESULTS}/.paper_names/{wildcards.name}.json"
-    found = provenance.note_foreign_copy(alias, f"{RESULTS}/{wildcards.name}", note)
+    found = provenance.note_foreign_copy(
+        alias, f"{RESULTS}/{wildcards.name}", note, PROVENANCE
+    )
     if found:
         print(
             f"{alias} holds {provenance.describe(found['found'])}, not this config's "
@@ -293,6 +346,11 @@ def foreign_copy_note(wildcards):
             file=sys.stderr,
         )
     return note
+
+
+@functools.cache
+def count_images(folder):
+    return len(image_files(folder))
 
 
 def fid_reference(wildcards=None):
@@ -304,6 +362,15 @@ def fid_reference(wildcards=None):
         raise ValueError(
             "$.analyses.fid.reference_dir: the FID jobs (Figure 3, the claims report) need a folder of "
             "pre-training images, e.g. a sample of ImageNet-21k; set it, or build targets that need no FID"
+        )
+    fid = config["analyses"]["fid"]
+    need, found = fid["n_reference"] * fid["repeats"], count_images(reference)
+    if (
+        found < need
+    ):  # checked while the DAG is built, not by the FID job after hours of other jobs
+        raise ValueError(
+            f"$.analyses.fid.reference_dir: {reference} holds {found} image files (png/jpg/jpeg); FID draws "
+            f"{need} = n_reference ({fid['n_reference']}) x repeats ({fid['repeats']}) of them"
         )
     return reference
 

@@ -36,11 +36,7 @@ rule collect_family:
 
 rule table:
     input:
-        runs=lambda wc: collected(
-            study.table_family(config, wc.table),
-            study.table_tasks(config, wc.table),
-            study.table_strategies(config, wc.table),
-        ),
+        runs=buildable(lambda wc: f"{wc.table}.csv", table_runs),
         notebook=os.path.join(NOTEBOOKS, "vtab_table.ipynb"),
     output:
         **({"vs_paper": f"{RESULTS}/{{table}}_vs_paper.csv"} if BENCH == "vtab" else {}),
@@ -99,8 +95,10 @@ rule paper_name_note:
 
 rule figure_fid:
     input:
-        fid=expand(f"{RESULTS}/fid/{{task}}.json", task=config["tasks"]),
-        runs=collected("vtab1k", config["tasks"], fid_strategies()),
+        fid=buildable(
+            "figure3.png", expand(f"{RESULTS}/fid/{{task}}.json", task=config["tasks"])
+        ),
+        runs=lambda wc: collected("vtab1k", config["tasks"], fid_strategies()),
         notebook=os.path.join(NOTEBOOKS, "fid.ipynb"),
     output:
         figure=report(
@@ -131,10 +129,13 @@ rule figure_fid:
 
 rule figure_scaling:
     input:
-        runs=lambda wc: collected(
-            "scaling",
-            study.family_tasks(config, "scaling"),
-            study.family_strategies(config, "scaling"),
+        runs=buildable(
+            "figure4.png",
+            lambda wc: collected(
+                "scaling",
+                study.family_tasks(config, "scaling"),
+                study.family_strategies(config, "scaling"),
+            ),
         ),
         notebook=os.path.join(NOTEBOOKS, "scaling.ipynb"),
     output:
@@ -169,7 +170,10 @@ rule figure_scaling:
 
 rule figure_curves:
     input:
-        runs=collected("vtab1k", config["tasks"], curve_strategies()),
+        runs=buildable(
+            "figure5.png",
+            lambda wc: collected("vtab1k", config["tasks"], curve_strategies()),
+        ),
         notebook=os.path.join(NOTEBOOKS, "curves.ipynb"),
     output:
         **{
@@ -201,8 +205,11 @@ rule figure_curves:
 
 rule figure_attribution:
     input:
-        maps=expand(
-            f"{RESULTS}/attribution/{{task}}/maps.npz", task=attribution_tasks()
+        maps=buildable(
+            "figure8.png",
+            lambda wc: expand(
+                f"{RESULTS}/attribution/{{task}}/maps.npz", task=attribution_tasks()
+            ),
         ),
         notebook=os.path.join(NOTEBOOKS, "attribution.ipynb"),
     output:
@@ -237,9 +244,12 @@ rule figure_attribution:
 
 rule claims:
     input:
-        runs=expand(
-            f"{RESULTS}/collected/{BB}/{{family}}.csv",
-            family=study.configured_families(config),
+        runs=buildable(
+            "claims.md",
+            expand(
+                f"{RESULTS}/collected/{BB}/{{family}}.csv",
+                family=study.configured_families(config),
+            ),
         ),
         fid=f"{RESULTS}/fid.csv",
         notebook=os.path.join(NOTEBOOKS, "claims.ipynb"),

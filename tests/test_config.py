@@ -126,3 +126,48 @@ def test_local_paper_run_without_gpu_stops_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "$.resources.train.gpu" in proc.stdout + proc.stderr
     assert not (work / "results").exists() and not (work / "resources").exists()
+
+
+def _without_vpt(config):
+    config["strategies"].pop("vpt_deep")
+    config["strategies"].pop("ft_then_pt", None)
+    config["regimes"]["vtab1k"]["strategies"] = ["full", "linear"]
+    config["tables"] = {"table1": config["tables"]["table1"]}
+    config["regimes"].pop("scaling"), config["regimes"].pop("fewshot")
+    config["analyses"].pop("attribution")
+    return config
+
+
+def _without_attribution(config):
+    config["analyses"].pop("attribution")
+    return config
+
+
+NOT_MAKEABLE = {  # output -> (config change, what the refusal says)
+    "results/mini/figure3.png": (_without_vpt, "compares full finetuning with VPT on vtab1k"),
+    "results/mini/claims.md": (_without_vpt, "add them to `strategies` and `regimes.vtab1k.strategies`"),
+    "results/mini/figure8.png": (
+        _without_attribution,
+        "no task to explain: set `analyses.attribution.tasks`",
+    ),
+    "results/mini/table9.csv": (
+        lambda c: c,
+        "no table 'table9' in this config's `tables` (configured: table1",
+    ),
+    "results/table9.csv": (lambda c: c, "results/mini/table9.csv: no table 'table9'"),
+}
+
+
+@pytest.mark.parametrize("target", NOT_MAKEABLE)
+def test_an_output_the_config_cannot_make_is_refused_before_any_job(target, tmp_path):
+    change, message = NOT_MAKEABLE[target]
+    with open(f"{ROOT}/.test/config/config.yaml") as f:
+        config = change(yaml.safe_load(f))
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    work = tmp_path / "work"
+    cmd = [sys.executable, "-m", "snakemake", "-c1", "-s", f"{ROOT}/Snakefile", "-d", str(work)]
+    proc = subprocess.run([*cmd, target, f"--configfile={configfile}"], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+    assert not (work / "results").exists() and not (work / "resources").exists()  # no job ran

@@ -174,3 +174,22 @@ def test_switching_benchmarks_recopies_the_unqualified_table(tmp_path, triggers)
         assert filecmp.cmp(alias, work / "results" / bench / "table1.csv", shallow=False)
         again = _snakemake(work, configfile, "-n", *triggers)
         assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+
+
+def test_a_mini_table_copied_into_a_fresh_checkout_is_replaced_by_the_paper_config(tmp_path):
+    """The sequence a user meets: a fresh checkout (no .snakemake/ metadata, no results/vtab/), a mini
+    results/table2.csv copied in, then the paper config's dry run of results/table2.csv."""
+    work = tmp_path / "fresh"
+    table = pd.DataFrame({"count_src": [40.0]}, index=pd.Index(["full"], name="strategy"))
+    report.write_csv(table, work / "results/table2.csv", stamp=MINI)
+    cmd = [sys.executable, "-m", "snakemake", "-n", "-s", f"{ROOT}/Snakefile", "-d", str(work)]
+    dry = subprocess.run(
+        [*cmd, "results/table2.csv", f"--configfile={ROOT}/config/paper.yaml"], capture_output=True, text=True
+    )
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "Nothing to be done" not in dry.stdout + dry.stderr
+    assert "rule paper_name:" in dry.stdout and "rule table:" in dry.stdout
+    assert "results/table2.csv holds mini / mini_vit / " in dry.stderr
+    assert not (work / ".snakemake" / "metadata").exists() or not any(
+        (work / ".snakemake/metadata").iterdir()
+    )

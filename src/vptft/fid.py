@@ -23,10 +23,9 @@ from vptft import engine
 from vptft import tasks as task_registry
 from vptft.backbones import create_backbone, input_config
 from vptft.data import Normalize, load_split, to_uint8_tensor
-from vptft.io import write_json
+from vptft.io import image_files, write_json
 from vptft.splits import read_manifest
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MINI_REFERENCE_SEED = 99  # vptft.tasks.mini: pre-training renders seed 0, downstream tasks seed 1
 POOL3_DIM = 2048
 
@@ -185,10 +184,6 @@ def inception_features(images_uint8: torch.Tensor, weights_path, device, batch_s
 
 
 # ------------------------------------------------------------------------------------------------ reference
-def _image_files(reference_dir: Path) -> list[Path]:
-    return sorted(p for p in reference_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def reference_images(benchmark: str, n: int, seed: int, reference_dir: str | None, size) -> torch.Tensor:
     """n pre-training images as uint8 (n, 3, *size): rendered for the mini benchmark, else files picked with a
     seeded RNG from `reference_dir` (png / jpg / jpeg, searched recursively)."""
@@ -202,11 +197,11 @@ def reference_images(benchmark: str, n: int, seed: int, reference_dir: str | Non
             "`fid.reference_dir` to a folder of them"
         )
     root = Path(reference_dir)
-    files = _image_files(root) if root.is_dir() else []
+    files = image_files(root)
     if len(files) < n:
         raise ValueError(
-            f"{root}: {len(files)} image files (png/jpg/jpeg) where FID needs {n}; point config key "
-            "`fid.reference_dir` at a folder with enough pre-training images"
+            f"{root}: {len(files)} image files (png/jpg/jpeg) where FID needs {n} (analyses.fid.n_reference "
+            "x repeats); point `analyses.fid.reference_dir` at a folder with enough pre-training images"
         )
     from PIL import Image
 

@@ -9,8 +9,13 @@ import os
 import tempfile
 from pathlib import Path
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -20,7 +25,7 @@ def atomic_path(path: str | os.PathLike):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode a plain open() would
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -78,3 +83,11 @@ def file_sha256(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def image_files(folder) -> list[Path]:
+    """The image files (png / jpg / jpeg) under a folder, recursively, sorted; [] if it is no folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

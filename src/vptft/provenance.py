@@ -74,9 +74,10 @@ def describe(stamp: dict | None) -> str:
     return f"{stamp['benchmark']} / {stamp['backbone']} / config {stamp['config_hash'][:12]}"
 
 
-def note_foreign_copy(alias, source, note) -> dict | None:
-    """If `alias` exists and is not a byte copy of `source` (this config's file), write what it holds to `note`,
-    newer than `alias`, and return it; else None.
+def note_foreign_copy(alias, source, note, stamp: dict | None = None) -> dict | None:
+    """If `alias` exists and is not a byte copy of `source` (this config's file) - or, where `source` is not made
+    yet, does not carry this config's `stamp` - write what it holds to `note`, newer than `alias`, and return it;
+    else None.
 
     The rule copying `source` to `alias` takes `note` as input, so Snakemake re-makes the alias whatever the rerun
     triggers: a changed input file is noticed under `--rerun-triggers mtime` too, a missing one is not (an
@@ -84,7 +85,9 @@ def note_foreign_copy(alias, source, note) -> dict | None:
     input files does not change between runs; its content (with the time) differs from any earlier note.
     """
     alias, source = Path(alias), Path(source)
-    if not (alias.is_file() and source.is_file()) or filecmp.cmp(alias, source, shallow=False):
+    if not alias.is_file():
+        return None
+    if source.is_file() and filecmp.cmp(alias, source, shallow=False):
         return None
     try:
         found = read(alias)
@@ -95,6 +98,8 @@ def note_foreign_copy(alias, source, note) -> dict | None:
         ImportError,
     ):  # damaged, or no PIL here: replaced all the same
         found = None
+    if not source.is_file() and (stamp is None or found == stamp):
+        return None  # this config's own file (or nothing to judge it by) while its source is not there
     content = {
         "alias": str(alias),
         "source": str(source),

@@ -33,10 +33,54 @@ def _long(table: pd.DataFrame, value_columns: list[str]) -> pd.DataFrame:
     return frame.melt(id_vars=keys, var_name="task", value_name="ours")
 
 
-def vs_paper(name: str, table: pd.DataFrame, backbone: str, metric: str = "top1") -> pd.DataFrame:
-    """Published vs reproduced for table `name` (tableN of Han et al., vpt_table1 = Jia et al. Table 1)."""
+def _group_of(column: str) -> str | None:
+    return column.removeprefix("mean_") if column.startswith("mean_") else None
+
+
+def _like_with_like(ours: pd.DataFrame, per_task: pd.DataFrame, keys: list[str], table_tasks: list[str]):
+    """Our group means over fewer tasks than the paper's: compared with the paper's own per-task values averaged
+    over the same tasks (`compared` says which); a mean the paper has no per-task values for is left out."""
+    from vptft import tasks as task_registry
+
+    vtab = task_registry.tasks_of("vtab")
+    rows = []
+    for row in ours.itertuples(index=False):
+        row = row._asdict()
+        group = _group_of(row["task"])
+        if group is None:
+            rows.append({**row, "compared": "task"})
+            continue
+        ours_tasks = [t for t in table_tasks if task_registry.get_task(t).group == group]
+        all_tasks = [t for t in vtab if task_registry.get_task(t).group == group]
+        if set(ours_tasks) >= set(all_tasks):
+            rows.append({**row, "compared": f"mean of all {len(all_tasks)} {group} tasks"})
+            continue
+        match = per_task[per_task.task.isin(ours_tasks)]
+        for key in keys:
+            if key != "task":
+                match = match[match[key] == row[key]]
+        if match.task.nunique() < len(ours_tasks):
+            continue
+        rows.append(
+            {
+                **row,
+                "published": float(match.published.mean()),
+                "compared": f"partial: mean of {len(ours_tasks)} of {len(all_tasks)} {group} tasks "
+                "(the paper's values of the same tasks)",
+            }
+        )
+    return pd.DataFrame(rows, columns=[*ours.columns, "compared"])
+
+
+def vs_paper(
+    name: str, table: pd.DataFrame, backbone: str, metric: str = "top1", tasks: list[str] | None = None
+) -> pd.DataFrame:
+    """Published vs reproduced for table `name` (tableN of Han et al., vpt_table1 = Jia et al. Table 1); a group
+    mean over a subset of the group's tasks is compared with the paper's values of that subset, never with the
+    paper's whole-group mean."""
+    table_tasks = list(tasks) if tasks is not None else [c for c in table.columns if c in _task_names()]
     if name.startswith("vpt_"):
-        return _vs_jia(table, backbone)
+        return _vs_jia(table, backbone, table_tasks)
     number = int(re.fullmatch(r"table(\d+)", name).group(1))
     ref = han2024()
     ref = ref[(ref.table == number) & (ref.backbone == backbone) & (ref.metric == metric)]
@@ -49,31 +93,44 @@ def vs_paper(name: str, table: pd.DataFrame, backbone: str, metric: str = "top1"
     if "size" in ours.columns:
         ref = ref.assign(size=pd.to_numeric(ref.n_train, errors="coerce"))
         keys.append("size")
-    merged = ours.merge(ref[[*keys, "published"]], on=keys, how="inner")
+    merged = ours.merge(ref[[*keys, "published"]], on=keys, how="left")
+    merged = _like_with_like(merged, ref[[*keys, "published"]], keys, table_tasks).dropna(
+        subset=["published"]
+    )
     merged["delta"] = merged.ours - merged.published
-    return merged
+    return merged.reset_index(drop=True)
 
 
-def _vs_jia(table: pd.DataFrame, backbone: str) -> pd.DataFrame:
+def _task_names() -> set[str]:
+    from vptft import tasks as task_registry
+
+    return set(task_registry.TASKS)
+
+
+def _vs_jia(table: pd.DataFrame, backbone: str, table_tasks: list[str]) -> pd.DataFrame:
     ref = jia2022_table1()
     ref = ref[(ref.backbone == backbone) & (ref.metric == "top1")]
     ref = ref.assign(strategy=ref.strategy.replace(JIA_STRATEGIES))
+    per_task = pd.read_csv(REFERENCE_DIR / "jia2022_vpt_table13.csv")
+    per_task = per_task[(per_task.backbone == backbone) & (per_task.metric == "top1")]
+    per_task = per_task.assign(strategy=per_task.strategy.replace(JIA_STRATEGIES)).rename(
+        columns={"value": "published"}
+    )
     rows = []
     for group, ref_group in JIA_GROUPS.items():
         if f"mean_{group}" not in table.columns:
             continue
         for strategy in table.index:
             published = ref[(ref.strategy == strategy) & (ref.group == ref_group)]
-            if published.empty:
-                continue
             rows.append(
                 {
                     "strategy": strategy,
                     "task": f"mean_{group}",
                     "ours": table.loc[strategy, f"mean_{group}"],
-                    "published": float(published.value.iloc[0]),
+                    "published": float(published.value.iloc[0]) if len(published) else float("nan"),
                 }
             )
-    merged = pd.DataFrame(rows, columns=["strategy", "task", "ours", "published"])
+    ours = pd.DataFrame(rows, columns=["strategy", "task", "ours", "published"])
+    merged = _like_with_like(ours, per_task, ["strategy", "task"], table_tasks).dropna(subset=["published"])
     merged["delta"] = merged.ours - merged.published
-    return merged
+    return merged.reset_index(drop=True)

@@ -209,21 +209,26 @@ def _wins(table: pd.DataFrame, tasks: list[str]) -> pd.Series:
 
 
 def vpt_table1(
-    runs: pd.DataFrame, groups: list[str], tasks: list[str], strategies: list[str]
+    runs: pd.DataFrame, groups: list[str], tasks: list[str], strategies: list[str], family: str = "vtab1k"
 ) -> pd.DataFrame:
-    """The VPT paper's Table 1 layout: per strategy the group means of test top-1, the number of tasks won against
-    full finetuning per group, and the parameters all configured tasks need together, as multiples of one
-    backbone (a strategy that keeps its own backbone copy per task pays one per task, the others share one)."""
-    table, _ = study_table(runs, "vtab1k", groups, tasks, strategies)
+    """The VPT paper's Table 1 layout: per strategy (and per train size or few-shot selection, as the family
+    has them) the group means of test top-1, the number of tasks won against full finetuning per group, and the
+    parameters all configured tasks need together, as multiples of one backbone (a strategy that keeps its own
+    backbone copy per task pays one per task, the others share one)."""
+    table, _ = study_table(runs, family, groups, tasks, strategies)
+    missing = [g for g in groups if f"mean_{g}" not in table.columns]
+    if missing:
+        raise ValueError(f"groups {missing} have no task among {tasks}: the table would drop them")
     columns = [c for g in groups for c in (f"mean_{g}", f"wins_{g}") if c in table.columns]
     runs = runs[runs.task.isin(tasks) & runs.strategy.isin(strategies)]
-    per_task = runs.groupby(["strategy", "task"])[["task_params", "backbone_params"]].first()
-    backbone = per_task.backbone_params.groupby("strategy").first()
-    own_copy = (per_task.task_params >= per_task.backbone_params).groupby("strategy").all()
-    stored = per_task.task_params.groupby("strategy").sum() + backbone.where(~own_copy, 0)
+    keys = [*SETTING_COLUMNS[family], "strategy"]
+    per_task = runs.groupby([*keys, "task"], dropna=False)[["task_params", "backbone_params"]].first()
+    backbone = per_task.backbone_params.groupby(keys, dropna=False).first()
+    own_copy = (per_task.task_params >= per_task.backbone_params).groupby(keys, dropna=False).all()
+    stored = per_task.task_params.groupby(keys, dropna=False).sum() + backbone.where(~own_copy, 0)
     table = table[columns].copy()
     table["total_params_x"] = (stored / backbone).reindex(table.index)
-    table["tasks"] = per_task.reset_index().groupby("strategy").task.nunique().reindex(table.index)
+    table["tasks"] = per_task.reset_index().groupby(keys, dropna=False).task.nunique().reindex(table.index)
     return table
 
 
@@ -256,7 +261,8 @@ def make_table(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFr
     runs = read_runs(spec["runs"])
     runs = runs[runs.task.isin(spec["tasks"]) & runs.strategy.isin(spec["strategies"])]
     if spec["table"].startswith("vpt_"):
-        table, spread = vpt_table1(runs, spec["groups"], spec["tasks"], spec["strategies"]), None
+        table = vpt_table1(runs, spec["groups"], spec["tasks"], spec["strategies"], spec["family"])
+        spread = None
     else:
         table, spread = study_table(
             runs,
