@@ -15,12 +15,29 @@ import pytest
 
 from vptft import worker
 
-PRETRAIN = {"n_train": 96, "n_heldout": 32, "epochs": 2, "batch_size": 32, "lr": 0.002, "min_heldout_top1": 0.0}
+PRETRAIN = {
+    "n_train": 96,
+    "n_heldout": 32,
+    "epochs": 2,
+    "batch_size": 32,
+    "lr": 0.002,
+    "min_heldout_top1": 0.0,
+}
 
 
 def _pretrain_args(out, **sizes):
-    spec = {"backbone": "mini_vit", "pretrain": {**PRETRAIN, "seed": 0, "weight_decay": 0.05, "warmup_epochs": 1,
-                                                 "curve_points": 1, **sizes}, "device": "cpu"}
+    spec = {
+        "backbone": "mini_vit",
+        "pretrain": {
+            **PRETRAIN,
+            "seed": 0,
+            "weight_decay": 0.05,
+            "warmup_epochs": 1,
+            "curve_points": 1,
+            **sizes,
+        },
+        "device": "cpu",
+    }
     return ["pretrain", "--spec", json.dumps(spec), "--threads", "1", "--out-dir", str(out)]
 
 
@@ -47,7 +64,9 @@ def _vptft(args, cwd, name=None, wait=True):
         env[worker.ENV_VAR] = name
     cmd = [sys.executable, "-m", "vptft", *args]
     if not wait:
-        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
 
 
@@ -62,12 +81,18 @@ def test_a_job_in_the_worker_writes_what_a_plain_job_writes(running_worker, tmp_
     warm = _vptft(_pretrain_args("warm"), tmp_path, name)
     assert plain.returncode == warm.returncode == 0, plain.stderr[-2000:] + warm.stderr[-2000:]
     assert _jobs(log) == before + 1  # the worker ran the second, in the client's directory
-    digest = {run: hashlib.sha256((tmp_path / run / "model.safetensors").read_bytes()).hexdigest()
-              for run in ("plain", "warm")}
+    digest = {
+        run: hashlib.sha256((tmp_path / run / "model.safetensors").read_bytes()).hexdigest()
+        for run in ("plain", "warm")
+    }
     assert digest["plain"] == digest["warm"]
     reports = [json.loads((tmp_path / run / "pretrain.json").read_text()) for run in ("plain", "warm")]
-    assert reports[0]["curves"] == reports[1]["curves"] and reports[0]["arithmetic"] == reports[1]["arithmetic"]
-    assert "[pretrain] held-out source top-1" in warm.stdout  # the job's own output reached the client's stream
+    assert (
+        reports[0]["curves"] == reports[1]["curves"] and reports[0]["arithmetic"] == reports[1]["arithmetic"]
+    )
+    assert (
+        "[pretrain] held-out source top-1" in warm.stdout
+    )  # the job's own output reached the client's stream
 
 
 def test_a_failing_job_fails_the_same_way(running_worker, tmp_path):
@@ -94,7 +119,7 @@ def test_sigterm_reaches_the_job_and_its_status_comes_back(running_worker, tmp_p
 
 
 def test_a_killed_client_takes_its_job_with_it(running_worker, tmp_path):
-    name, process, log = running_worker
+    name, _, log = running_worker
     client = _vptft(_pretrain_args("out", n_train=500, epochs=400), tmp_path, name, wait=False)
     deadline = time.monotonic() + 60
     while not log.read_text().rstrip().endswith(str(tmp_path)):
@@ -112,7 +137,13 @@ def test_a_killed_client_takes_its_job_with_it(running_worker, tmp_path):
 
 def test_the_worker_refuses_another_interpreter(running_worker, tmp_path):
     name, _, _ = running_worker
-    request = {"argv": ["--help"], "cwd": str(tmp_path), "env": {}, "umask": 0o22, "code": {"executable": "x"}}
+    request = {
+        "argv": ["--help"],
+        "cwd": str(tmp_path),
+        "env": {},
+        "umask": 0o22,
+        "code": {"executable": "x"},
+    }
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(worker._address(name))
     worker._send(conn, request, fds=(0, 1, 2))
@@ -120,6 +151,9 @@ def test_the_worker_refuses_another_interpreter(running_worker, tmp_path):
 
 
 def test_without_a_worker_the_job_runs_itself(tmp_path):
-    proc = _vptft(["select", "--spec", "{}", "--chunks", "none.csv", "--out", "o.csv"], tmp_path,
-                  "vptft-worker-that-is-not-there")
+    proc = _vptft(
+        ["select", "--spec", "{}", "--chunks", "none.csv", "--out", "o.csv"],
+        tmp_path,
+        "vptft-worker-that-is-not-there",
+    )
     assert proc.returncode == 1 and "none.csv" in proc.stderr

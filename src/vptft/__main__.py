@@ -14,7 +14,7 @@ reproducibility.pin()  # before anything imports torch or numpy
 if sys.argv[1:2] != ["worker"] and (status := worker.delegate(sys.argv[1:])) is not None:
     os._exit(status)
 
-from vptft.cli import main  # noqa: E402
+from vptft.cli import main
 
 main()
 sys.stdout.flush()

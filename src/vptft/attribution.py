@@ -266,11 +266,14 @@ def run_attribution(spec: dict, manifest_path, backbone_path, runs: dict[str, st
     grid = patch_grid_size(models[pair[0]])
     idx = torch.as_tensor(index)
     x = normalize(test.images[idx].to(device))
+    from vptft import tasks
+
     arrays = {
         "index": index,
         "images": test.images[idx].numpy(),
         "labels": test.labels[idx].numpy(),
         "pair": np.array(pair),
+        "class_names": np.array(tasks.class_names(tasks.get_task(spec["task"]), spec["data_dir"]), dtype=str),
     }
     for name in pair:
         target = preds[name][idx].to(device)

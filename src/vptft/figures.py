@@ -118,6 +118,7 @@ def figure3(table: pd.DataFrame, path, stamp: dict | None = None) -> None:
             Patch(facecolor="white", edgecolor="black", hatch="//", label="high task disparity"),
         ],
         loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
         frameon=False,
     )
     top.set_title("Figure 3: distribution disparity (FID) per task and which of FT / VPT wins")
@@ -132,7 +133,7 @@ def figure3(table: pd.DataFrame, path, stamp: dict | None = None) -> None:
                 label=label(strategy),
             )
     bottom.set_ylabel("test top-1 (%)")
-    bottom.legend(frameon=False, ncol=3)
+    bottom.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the data, never on it
     bottom.set_xticks(x, table.index, rotation=45, ha="right")
     save(fig, path, stamp=stamp)
 
@@ -153,24 +154,25 @@ def figure4(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | None 
     groups = sorted(means.group.unique(), key=GROUP_ORDER.get)
     fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False)
     styles = {"full": "-", "vpt_deep": ":"}
+    markers = "osD^vP*X"
     for ax, group in zip(axes[0], groups):
         sub = means[means.group == group]
         for t, task in enumerate(sorted(sub.task.unique())):
+            marker = markers[t % len(markers)]
             for strategy in strategies:
                 line = sub[(sub.task == task) & (sub.strategy == strategy)].sort_values("size")
                 if line.empty:
                     continue
-                shade = plt.cm.tab10(t % 10)
                 ax.plot(
                     line["size"],
                     line.top1,
                     styles.get(strategy, "--"),
-                    color=shade,
-                    marker="o",
+                    color=color(strategy),
+                    marker=marker,
                     label=f"{task} {label(strategy)}",
                 )
                 capped = line[line.capped]
-                ax.plot(capped["size"], capped.top1, "o", color="white", markeredgecolor=shade)
+                ax.plot(capped["size"], capped.top1, marker, color="white", markeredgecolor=color(strategy))
         ax.set_xscale("log")
         sizes = sorted(sub["size"].unique())
         ax.set_xticks(sizes, [str(int(size)) for size in sizes])
@@ -178,9 +180,10 @@ def figure4(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | None 
         ax.set_xlabel("train images (log scale)")
         ax.set_ylabel("test top-1 (%)")
         ax.set_title(group)
-        ax.legend(fontsize=7, frameon=False)
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(
-        "Figure 4: data scaling - FT (solid) vs VPT (dotted); hollow = size capped by the task's data"
+        "Figure 4: data scaling - FT (blue, solid) vs VPT (orange, dotted), a marker per task; "
+        "hollow = size capped by the task's data"
     )
     save(fig, path, stamp=stamp)
     return means
@@ -235,7 +238,7 @@ def loss_grid(
                 label=f"{label(strategy)} test",
             )
         ax.set_title(f"{task} ({task_registry.get_task(task).group})", fontsize=9)
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_ylabel("loss" + (" (log)" if log else ""))
         if log:
             ax.set_yscale("log")
@@ -266,16 +269,30 @@ def overfitting(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | N
                 ax.plot(*_mean_curve(s, "train_loss"), "-", color=shade, label=f"n={int(size)} train")
                 ax.plot(*_mean_curve(s, "test_loss"), "--", color=shade, label=f"n={int(size)} test")
             ax.set_title(f"{task} - {label(strategy)}", fontsize=9)
-            ax.set_xlabel("epoch")
+            _epoch_axis(ax)
             ax.set_ylabel("loss")
-    axes[0, 0].legend(fontsize=6, frameon=False)
+    axes[0, -1].legend(fontsize=6, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("Figure 6: train (solid) and test (dashed) loss with growing train sets")
     save(fig, path, stamp=stamp)
+
+
+def _epoch_axis(ax) -> None:
+    """Epochs are whole numbers: no 1.5 or 2.5 ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
 
 
 def _mean_curve(curves: pd.DataFrame, column: str):
     series = curves.dropna(subset=[column]).groupby("epoch")[column].mean()
     return series.index, series.values
+
+
+def _class_namer(data: dict):
+    """label -> 'name (index)' where the task names its classes (maps.npz `class_names`), else the index."""
+    names = list(data.get("class_names", []))
+    return lambda i: f"{names[int(i)]} ({int(i)})" if names else str(int(i))
 
 
 def attribution_panels(
@@ -288,27 +305,32 @@ def attribution_panels(
         data = maps[task]
         for i in range(len(data["labels"])):
             rows.append((task, i))
-    fig, axes = plt.subplots(max(1, len(rows)), 3, figsize=(7.5, 2.5 * max(1, len(rows))), squeeze=False)
+    fig, axes = plt.subplots(max(1, len(rows)), 3, figsize=(8.5, 2.5 * max(1, len(rows))), squeeze=False)
     index = []
+    shown = None
     for r, (task, i) in enumerate(rows):
         data = maps[task]
+        name = _class_namer(data)
         image = np.transpose(data["images"][i], (1, 2, 0))
         axes[r, 0].imshow(image)
-        axes[r, 0].set_title(f"{task}: true {int(data['labels'][i])}", fontsize=8)
+        axes[r, 0].set_title(f"{task}: true {name(data['labels'][i])}", fontsize=8)
         for c, strategy in enumerate(("full", "vpt_deep"), start=1):
             heat = data[f"{kind}_{strategy}"][i]
+            scale = float(np.max(np.abs(heat))) or 1.0  # each map relative to its own largest value
             axes[r, c].imshow(image)
             height, width = image.shape[:2]
-            axes[r, c].imshow(
-                heat,
+            shown = axes[r, c].imshow(
+                heat / scale,
                 cmap="jet",
                 alpha=0.5,
+                vmin=0.0 if kind == "gradcam" else -1.0,
+                vmax=1.0,
                 extent=(-0.5, width - 0.5, height - 0.5, -0.5),
                 interpolation="bilinear",
             )
             pred = int(data[f"pred_{strategy}"][i])
             axes[r, c].set_title(
-                f"{label(strategy)} {kind}: pred {pred}",
+                f"{label(strategy)} {kind}: pred {name(pred)}",
                 fontsize=8,
                 color="green" if pred == int(data["labels"][i]) else "red",
             )
@@ -336,6 +358,11 @@ def attribution_panels(
             fontsize=9,
         )
     fig.suptitle(title, fontsize=10)
+    if shown is not None:
+        what = "GradCAM" if kind == "gradcam" else "Integrated Gradients"
+        fig.colorbar(
+            shown, ax=list(axes[:, 1:].flat), shrink=0.8, label=f"{what} / its map's largest |value|"
+        )
     save(fig, path, stamp=stamp)
     return pd.DataFrame(
         index,

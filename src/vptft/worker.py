@@ -133,10 +133,9 @@ WARM_MODULES = (  # what the verbs import (~5 s on the 2-core CI machine), impor
 def _warm_up() -> None:
     import importlib
 
-    for module in WARM_MODULES:
+    # torch.optim imports torch._dynamo at the first optimiser step: import it here too
+    for module in (*WARM_MODULES, "torch._dynamo"):
         importlib.import_module(module)
-    import torch.optim.adamw  # noqa: F401  (torch.optim imports torch._dynamo at the first step)
-    import torch._dynamo  # noqa: F401
 
 
 def _run_child(request: dict, fds: list[int]) -> None:
@@ -157,6 +156,7 @@ def _run_child(request: dict, fds: list[int]) -> None:
 
     os.environ.update(reproducibility.PINNED_ENV)
     sys.argv = ["vptft", *request["argv"]]
+    # end as the interpreter ends a script: SystemExit's code, a traceback and 1, death by SIGINT on Ctrl-C
     status = 0
     try:
         from vptft.cli import main
@@ -166,7 +166,11 @@ def _run_child(request: dict, fds: list[int]) -> None:
         status = end.code if isinstance(end.code, int) else (0 if end.code is None else 1)
         if end.code is not None and not isinstance(end.code, int):
             print(end.code, file=sys.stderr)
-    except BaseException:
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    except Exception:  # noqa: BLE001 (any error of the job: its traceback, as a plain process prints it)
         import traceback
 
         traceback.print_exc()
@@ -269,8 +273,9 @@ def _accept(listener: socket.socket, running: dict, inherited_fds: tuple[int, ..
 # ---- started and stopped by the Snakefile ---------------------------------------------------------------------
 
 
-def start(log_path) -> "subprocess.Popen | None":
-    """Start a worker for this (local) snakemake run and announce it to the jobs it starts; None off Linux."""
+def start(log_path):
+    """Start a worker for this (local) snakemake run (a subprocess.Popen) and announce it to the jobs it starts;
+    None off Linux."""
     import secrets
     import subprocess
 

@@ -77,6 +77,12 @@ def load_labels(task: Task, split: str, data_dir: str, indices=None):
     return _module(task).load_labels(task, split, data_dir, indices)
 
 
+def class_names(task: Task, data_dir: str) -> list[str]:
+    """The name of each label (index = label), or [] where the data set gives none (figures then show indices)."""
+    names = list(_module(task).class_names(task, data_dir))
+    return names if len(names) == task.num_classes else []
+
+
 def load_images(task: Task, split: str, indices, data_dir: str):
     """Decoded uint8 images (N, H, W, 3) and int64 labels of the given records of one split."""
     images, labels = _module(task).load_images(task, split, indices, data_dir)

@@ -354,6 +354,23 @@ TASKS = [
 ]
 
 
+def class_names(task: Task, data_dir=None) -> list[str]:
+    """What each label of a mini task stands for (its renderer's classes)."""
+    kind = task.extra["kind"]
+    if kind == "digits":
+        return [str(i) for i in range(10)]
+    if kind in ("source", "newshapes"):
+        return list(SOURCE_SHAPES if kind == "source" else NEW_SHAPES)
+    if kind == "count":
+        return [f"{i + 1} objects" for i in range(task.num_classes)]
+    if kind == "orientation":
+        step = 360 // task.num_classes
+        return [f"{i * step}-{(i + 1) * step} deg" for i in range(task.num_classes)]
+    if kind == "location":
+        return [f"x bin {i + 1}" for i in range(task.num_classes)]
+    return []
+
+
 def _path(task: Task, data_dir) -> Path:
     return Path(data_dir) / "mini" / f"{task.name}.npz"
 

@@ -58,7 +58,9 @@ def _vtab(name, group, builder, classes, val, test, label=None, image="image"):
         val_start=val_start,
         test_split=test_split,
         test_start=test_start,
-        extra={"builder": builder, "label": label or label_field("label"), "image": image},
+        # label_key: the label is the data set's own class label (its names are the classes' names)
+        extra={"builder": builder, "label": label or label_field("label"), "image": image}
+        | ({"label_key": "label"} if label is None else {}),
     )
 
 
@@ -255,6 +257,19 @@ def _image(record, key):
             image = image * 255
         image = np.repeat(image, 3, axis=-1)
     return image.astype(np.uint8)
+
+
+def class_names(task: Task, data_dir) -> list[str]:
+    """The TFDS class names where the task's label is the data set's own; [] for derived labels (counts, bins)."""
+    key = task.extra.get("label_key")
+    if key is None:
+        return []
+    try:
+        return list(
+            _source(task, task.train_split, data_dir, decode_images=False).dataset_info.features[key].names
+        )
+    except (AttributeError, KeyError, FileNotFoundError):
+        return []
 
 
 def load_labels(task: Task, split: str, data_dir, indices=None):
