@@ -53,7 +53,18 @@ def _pretrain(tmp_path, name, env, pinned):
     out = tmp_path / name
     spec = json.dumps({"backbone": "mini_vit", "pretrain": PRETRAIN, "device": "cpu"})
     if pinned:
-        cmd = [sys.executable, "-m", "vptft", "pretrain", "--spec", spec, "--threads", "1", "--out-dir", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "vptft",
+            "pretrain",
+            "--spec",
+            spec,
+            "--threads",
+            "1",
+            "--out-dir",
+            str(out),
+        ]
     else:
         cmd = [sys.executable, "-c", UNPINNED, json.dumps(PRETRAIN), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -81,7 +92,10 @@ def test_a_job_ignores_the_callers_knobs(tmp_path):
         "pinned values": {k: b for k, (_, b) in KNOBS.items()},
         "none set": {},
     }
-    hashes = {name: _pretrain(tmp_path, name.replace(" ", "_"), _caller_env(**knobs), True) for name, knobs in callers.items()}
+    hashes = {
+        name: _pretrain(tmp_path, name.replace(" ", "_"), _caller_env(**knobs), True)
+        for name, knobs in callers.items()
+    }
     assert len(set(hashes.values())) == 1, hashes
 
 
@@ -96,7 +110,9 @@ FRECHET = (
 def _frechet(coretype, pinned):
     code = ("from vptft import reproducibility; reproducibility.pin(); " if pinned else "") + FRECHET
     env = _caller_env(OPENBLAS_CORETYPE=coretype)
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_openblas_kernels_change_fid_unless_pinned():
