@@ -44,11 +44,13 @@ def color(strategy: str) -> str:
     return COLORS.get(strategy, "#8c564b")
 
 
-def save(fig, path, legend_below: bool = False, stamp: dict | None = None) -> None:
+def save(fig, path, legend_below: bool = False, stamp: dict | None = None, below=None) -> None:
     """Lay out (room for the suptitle, and a figure legend below if there is one) and write atomically, with the
-    stamp as PNG metadata."""
+    stamp as PNG metadata. `below(fig)` draws into the band kept free below the panels, after the layout."""
     height = fig.get_figheight()
-    fig.tight_layout(rect=(0, 0.4 / height if legend_below else 0, 1, 1 - 0.45 / height))
+    fig.tight_layout(rect=(0, 0.4 / height if legend_below or below else 0, 1, 1 - 0.45 / height))
+    if below is not None:
+        below(fig)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(path).suffix.lstrip("."), metadata=stamp)
     plt.close(fig)
@@ -358,12 +360,18 @@ def attribution_panels(
             fontsize=9,
         )
     fig.suptitle(title, fontsize=10)
-    if shown is not None:
+
+    def colour_bar(fig):
+        from matplotlib.ticker import MaxNLocator
+
         what = "GradCAM" if kind == "gradcam" else "Integrated Gradients"
-        fig.colorbar(
-            shown, ax=list(axes[:, 1:].flat), shrink=0.8, label=f"{what} / its map's largest |value|"
-        )
-    save(fig, path, stamp=stamp)
+        height = fig.get_figheight()
+        bar = fig.add_axes((0.3, 0.16 / height, 0.4, 0.1 / height))
+        fig.colorbar(shown, cax=bar, orientation="horizontal")
+        bar.xaxis.set_major_locator(MaxNLocator(5))
+        bar.set_xlabel(f"{what}, relative to its map's largest |value|", fontsize=8)
+
+    save(fig, path, stamp=stamp, below=colour_bar if shown is not None else None)
     return pd.DataFrame(
         index,
         columns=[
