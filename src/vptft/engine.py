@@ -97,7 +97,12 @@ def make_optimizer(model: torch.nn.Module, cfg: FitConfig) -> torch.optim.Optimi
             {"params": params, "weight_decay": decay, "group": group} for decay, params in by_decay.items()
         ]
     if cfg.optimizer == "adamw" and not (vpt_code and wd == 0):  # the VPT code falls through to SGD at wd = 0
-        return torch.optim.AdamW(groups, lr=lr, eps=1e-6 if vpt_code else 1e-8, betas=(0.9, 0.999))
+        # on the CPU the fused kernel: the default (foreach) takes its square root from MKL's vector math
+        # library, whose bits differ between Intel and AMD CPUs (vptft.reproducibility)
+        on_cpu = all(p.device.type == "cpu" for group in groups for p in group["params"])
+        return torch.optim.AdamW(
+            groups, lr=lr, eps=1e-6 if vpt_code else 1e-8, betas=(0.9, 0.999), fused=on_cpu or None
+        )
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
 
 

@@ -33,6 +33,27 @@ class _FlipAugmented(torch.nn.Module):
         return self.model(x)
 
 
+def portable_trunc_normal_(tensor: torch.Tensor, std: float, low: float = -2.0, high: float = 2.0):
+    """N(0, std) truncated to [low, high] (absolute bounds, as timm's trunc_normal_), drawn by rejection from
+    torch's normal sampler: the same bits on every CPU. timm's own draws through erfinv, which torch takes from
+    MKL's vector math library, whose bits differ between Intel and AMD CPUs."""
+    with torch.no_grad():
+        tensor.normal_(0.0, std)
+        while (outside := (tensor < low) | (tensor > high)).any():
+            tensor[outside] = torch.empty(int(outside.sum())).normal_(0.0, std)
+    return tensor
+
+
+def redraw_truncated_normals(model: torch.nn.Module) -> None:
+    """timm's ViT initialisation, with its truncated normals drawn portably: every Linear weight and the
+    position embedding N(0, 0.02) cut at +-2 (biases, norms, the class token and the patch convolution keep
+    timm's draws, which are portable)."""
+    portable_trunc_normal_(model.pos_embed, std=0.02)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            portable_trunc_normal_(module.weight, std=0.02)
+
+
 def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") -> dict:
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
@@ -43,6 +64,7 @@ def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") ->
     model = timm.create_model(
         BACKBONES[backbone_key].timm_name, pretrained=False, num_classes=len(SOURCE_SHAPES)
     )
+    redraw_truncated_normals(model)
     inputs = input_config(model)
     size = inputs["size"]
     x = to_uint8_tensor(images, size)

@@ -16,7 +16,9 @@ import sys
 # Read by each library once, when it loads or first computes: they must be set before torch or numpy loads.
 PINNED_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's vectorised kernels (default on AVX-512 machines: avx512)
-    "MKL_CBWR": "AVX2",  # MKL's code branch for GEMM (conditional numerical reproducibility)
+    # MKL's code branch (conditional numerical reproducibility); STRICT: also its small matrix products, which
+    # otherwise differ between Intel and AMD CPUs (attention's q k^T), at no measured cost
+    "MKL_CBWR": "AVX2,STRICT",
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN, should anything reach it (pin_torch turns it off on the CPU)
     "OPENBLAS_CORETYPE": "Haswell",  # numpy's and scipy's OpenBLAS kernels (the AVX2 ones)
     "OPENBLAS_NUM_THREADS": "1",  # OpenBLAS splits sums by thread count
