@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -259,3 +260,20 @@ def test_real_tfds_preparation_of_resisc45_from_its_manual_folder(tmp_path):
         "pixels": int(images[0].sum()),
         "tensorflow_imported": False,
     }
+
+
+def test_a_builder_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    """TFDS fetches an unprepared builder's metadata into a fresh tmp*tfds folder and keeps it; ours go away."""
+    system_tmp = tmp_path / "tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    import tensorflow_datasets as tfds
+
+    tfds.builder("resisc45", data_dir=str(tmp_path / "plain"))
+    assert list(system_tmp.glob("tmp*tfds")), "TFDS no longer litters: tfds_builder can go"
+    for leftover in system_tmp.iterdir():
+        leftover.rmdir()
+    builder = tfds_prepare.tfds_builder("resisc45", data_dir=str(tmp_path / "ours"))
+    assert builder.name == "resisc45"
+    assert not list(system_tmp.iterdir())
+    assert tempfile.tempdir == str(system_tmp)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,14 +159,26 @@ class _RecordingDownloads:
         raise _Planned
 
 
+def tfds_builder(builder_spec: str, **kwargs):
+    """tfds.builder without its litter: a builder whose data is not prepared yet asks GCS for its metadata into a
+    fresh /tmp/tmp*tfds folder, which TFDS never removes (offline it stays empty, one per call)."""
+    import tensorflow_datasets as tfds
+
+    before = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="vptft-tfds-") as scratch:
+        tempfile.tempdir = scratch
+        try:
+            return tfds.builder(builder_spec, **kwargs)
+        finally:
+            tempfile.tempdir = before
+
+
 def download_plan(builder_spec: str, scratch_dir) -> DownloadPlan:
     """What TFDS would fetch for this builder config, sized from the checksums shipped with TFDS (offline).
 
     Asks the builder's split generator for its downloads without fetching anything; manual data sets list only
     their automatic part (e.g. diabetic retinopathy's test labels)."""
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder(builder_spec, data_dir=str(scratch_dir))
+    builder = tfds_builder(builder_spec, data_dir=str(scratch_dir))
     recorder = _RecordingDownloads(Path(scratch_dir) / "manual")
     manual = family(builder_spec) in MANUAL
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from vptft.tasks import Task
-from vptft.tasks.tfds_prepare import check_ready, explain_failure, family, manual_dir, tfds_dir
+from vptft.tasks.tfds_prepare import check_ready, explain_failure, family, manual_dir, tfds_builder, tfds_dir
 
 CLEVR_DISTANCE_THRESHOLDS = [0.0, 8.0, 8.5, 9.0, 9.5, 10.0, 100.0]
 KITTI_DISTANCE_THRESHOLDS = [-100.0, 8.0, 20.0, 999.0]
@@ -189,10 +189,8 @@ def catalog_split_sizes(task: Task) -> dict:
 
 
 def _builder(task: Task, data_dir):
-    import tensorflow_datasets as tfds
-
     # array_record, not TFDS's default tfrecord: only it gives the random access tfds.data_source reads with
-    return tfds.builder(task.extra["builder"], data_dir=str(tfds_dir(data_dir)), file_format="array_record")
+    return tfds_builder(task.extra["builder"], data_dir=str(tfds_dir(data_dir)), file_format="array_record")
 
 
 def prepare(task: Task, data_dir) -> dict:
