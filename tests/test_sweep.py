@@ -1,0 +1,320 @@
+"""The sweep, final-run and stage-1 jobs in-process, on a few digits: what each writes and the protocol's
+numbers in it (batch rule, epochs and warm-up, scaled lr, selection, seeds, one run per seed)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from vptft import engine
+from vptft.attribution import load_trained
+from vptft.backbones import create_backbone
+from vptft.selection import merge_sweep, read_csv
+from vptft.splits import build_manifest, regime_spec, write_manifest
+from vptft.sweep import Job, run_final, run_stage1, run_sweep_chunk
+
+TRAIN = {
+    "batch_size": 8,
+    "epochs": 2,
+    "min_steps": 6,
+    "warmup_fraction": 0.5,
+    "lr_scale_batch": 256,
+    "normalization": "backbone",
+    "head_init": "zero",
+    "device": "cpu",
+    "optimizer_behavior": "vpt_code",
+    "precision": "fp32",
+    "compile": False,
+    "backbone_dropout": 0.0,
+    "sweep_seed": 0,
+    "sweep_chunk_size": None,
+    "curve_points": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def job_files(prepared_mini, tmp_path_factory):
+    data_dir, infos = prepared_mini
+    tmp = tmp_path_factory.mktemp("sweep")
+    manifest = build_manifest(
+        "digits",
+        "vtab1k",
+        regime_spec("vtab1k", {"vtab1k": {"n_train": 16, "n_val": 8}}),
+        infos["digits"],
+        data_dir,
+    )
+    manifest["splits"]["test"] = {"test": list(range(40))}
+    write_manifest(tmp / "manifest.json", manifest)
+    torch.manual_seed(0)
+    backbone = create_backbone("mini_vit", pretrained=False)
+    save_file(
+        {k: v.contiguous() for k, v in backbone.state_dict().items()}, str(tmp / "backbone.safetensors")
+    )
+    return tmp, data_dir
+
+
+def _spec(strategy, grid, data_dir, **extra):
+    return {
+        "task": "digits",
+        "regime": "vtab1k",
+        "strategy": strategy,
+        "backbone": "mini_vit",
+        "data_dir": data_dir,
+        "grid": grid,
+        "train": dict(TRAIN),
+        **extra,
+    }
+
+
+def _sweep(tmp, spec, name):
+    rows = run_sweep_chunk(
+        spec, tmp / "manifest.json", tmp / "backbone.safetensors", tmp / f"{name}_chunk0.csv"
+    )
+    best = merge_sweep([tmp / f"{name}_chunk0.csv"], tmp / f"{name}_sweep.csv", expected_points=len(rows))
+    return rows, best
+
+
+def test_a_sweep_writes_every_point_with_the_protocols_numbers(job_files):
+    tmp, data_dir = job_files
+    spec = _spec("vpt_deep", {"lr": [0.5, 0.1], "wd": [0.001], "prompt_length": [1, 2]}, data_dir)
+    rows, best = _sweep(tmp, spec, "vpt")
+    assert [r["grid_index"] for r in rows] == [0, 1, 2, 3]
+    assert [(r["lr"], r["prompt_length"]) for r in rows] == [(0.5, 1), (0.5, 2), (0.1, 1), (0.1, 2)]
+    for row in rows:
+        assert row["batch_size"] == 8 and row["lr_scaled"] == pytest.approx(row["lr"] * 8 / 256)
+        assert row["epochs"] == 3  # 16 images at batch 8: 2 steps an epoch, min_steps 6 -> 3 epochs (> 2)
+        assert 0 <= row["val_top1"] <= 100 and row["val_loss"] > 0 and row["train_loss"] > 0
+        assert row["tuned"] == 4 * row["prompt_length"] * 96 + 96 * 10 + 10  # prompts + head
+    top = max(float(r["val_top1"]) for r in rows)
+    assert float(best["val_top1"]) == top
+    assert float(best["lr"]) == min(
+        float(r["lr"]) for r in rows if float(r["val_top1"]) == top
+    )  # ties: smaller
+
+
+def test_sweep_chunks_split_the_grid(job_files):
+    tmp, data_dir = job_files
+    spec = _spec("linear", {"lr": [0.1, 0.2, 0.4], "wd": [0.0]}, data_dir)
+    spec["train"]["sweep_chunk_size"] = 2
+    args = (tmp / "manifest.json", tmp / "backbone.safetensors")
+    first = run_sweep_chunk(spec, *args, tmp / "c0.csv", chunk=0)
+    second = run_sweep_chunk(spec, *args, tmp / "c1.csv", chunk=1)
+    assert [r["grid_index"] for r in first + second] == [0, 1, 2]
+    whole = run_sweep_chunk(
+        {**spec, "train": {**spec["train"], "sweep_chunk_size": None}}, *args, tmp / "w.csv"
+    )
+    assert [r["val_top1"] for r in whole] == [
+        r["val_top1"] for r in first + second
+    ]  # same points, same numbers
+
+
+def test_final_runs_train_the_selected_point_once_per_seed(job_files):
+    tmp, data_dir = job_files
+    spec = _spec("full", {"lr": [0.001, 0.01], "wd": [0.01]}, data_dir)
+    _, best = _sweep(tmp, spec, "full")
+    runs = tmp / "full_runs"
+    results = run_final(
+        spec, tmp / "manifest.json", tmp / "backbone.safetensors", tmp / "full_sweep.csv", runs, [0, 3]
+    )
+    assert [m["seed"] for m in results] == [0, 3]
+    assert (
+        results[0]["test_top1"] != results[1]["test_top1"]
+        or results[0]["train_loss"] != results[1]["train_loss"]
+    )
+    for seed, metrics in zip((0, 3), results):
+        run = runs / f"seed{seed}"
+        assert json.loads((run / "metrics.json").read_text()) == metrics
+        assert metrics["hparams"] == {"lr": float(best["lr"]), "wd": 0.01}
+        assert metrics["n_train"] == 24 and metrics["n_test"] == 40  # train + val; the test slice
+        assert metrics["data"] == {"n_train": 16, "n_val": 8, "capped": None}
+        assert metrics["epochs"] == engine.epochs_for(24, 8, 2, 6) == 2 and metrics["batch_size"] == 8
+        assert metrics["optimizer"] == "adamw" and metrics["tuned_pct"] == 100.0
+        assert metrics["provenance"]["seed"] == seed and metrics["provenance"]["arithmetic"]["threads"] >= 1
+        curves = read_csv(run / "curves.csv")
+        assert [int(r["epoch"]) for r in curves] == [1, 2] and float(curves[0]["lr"]) == 0.0  # warm-up epoch
+        assert all(r["test_top1"] != "" for r in curves)  # curve_points 2 of 2 epochs
+        assert not (run / "checkpoint.pt").exists()
+        model = load_trained(run, tmp / "backbone.safetensors", 10)
+        from vptft.data import Normalize, load_split
+        from vptft.splits import read_manifest
+
+        test = load_split(read_manifest(tmp / "manifest.json"), "test", data_dir, (32, 32))
+        with torch.no_grad():
+            pred = model(Normalize((0.5,) * 3, (0.5,) * 3)(test.images)).argmax(1)
+        assert metrics["test_top1"] == pytest.approx(100.0 * (pred == test.labels).float().mean().item())
+
+
+def test_stage1_retrains_the_selected_point_on_the_sweeps_train_split(job_files):
+    tmp, data_dir = job_files
+    spec = _spec("full", {"lr": [0.001, 0.01], "wd": [0.01]}, data_dir)
+    _sweep(tmp, spec, "full_s1")
+    result = run_stage1(
+        spec,
+        tmp / "manifest.json",
+        tmp / "backbone.safetensors",
+        tmp / "full_s1_sweep.csv",
+        tmp / "s1.safetensors",
+    )
+    rows = read_csv(tmp / "full_s1_sweep.csv")
+    selected = next(r for r in rows if r["selected"] == "1")
+    assert result["final"]["val"]["top1"] == pytest.approx(
+        float(selected["val_top1"])
+    )  # what the sweep trained
+    weights = load_file(str(tmp / "s1.safetensors"))
+    assert any(k.startswith("backbone.blocks.") for k in weights) and "head.weight" in weights
+
+
+def test_a_job_refuses_a_schedule_its_strategy_cannot_run(job_files):
+    tmp, data_dir = job_files
+    spec = _spec("adapt", {"lr": [0.1], "wd": [0.0]}, data_dir, options={"warmup_epochs": 5})
+    job = Job(spec, tmp / "manifest.json", tmp / "backbone.safetensors")
+    with pytest.raises(ValueError, match="adapt"):
+        job.fit_config({"lr": 0.1, "wd": 0.0}, 0, 16, 1)
+
+
+METRICS_KEYS = {
+    "task", "regime", "strategy", "backbone", "seed", "hparams", "options", "data", "lr_scaled", "batch_size",
+    "optimizer", "optimizer_behavior", "precision", "compile", "backbone_dropout", "epochs", "test_top1",
+    "test_loss", "train_loss", "train_top1", "n_train", "n_test", "tuned", "total", "tuned_pct",
+    "backbone_params", "task_params", "summary", "seconds", "checkpoints", "checkpoint_bytes", "provenance",
+}  # fmt: skip
+
+
+def test_a_final_runs_metrics_hold_what_the_tables_and_provenance_read(job_files, monkeypatch):
+    """The metrics.json contract, key by key (the collected runs tables and the provenance checks read it)."""
+    import platform
+    import subprocess
+
+    import timm
+
+    import vptft
+    from vptft import reproducibility
+    from vptft.io import content_hash
+    from vptft.splits import read_manifest
+
+    tmp, data_dir = job_files
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    spec = _spec(
+        "vpt_deep",
+        {"lr": [0.1], "wd": [0.001], "prompt_length": [2]},
+        data_dir,
+        options={"prompt_dropout": 0.0},
+    )
+    spec["train"].update(epochs=3, min_steps=0, backbone_dropout=0.1, curve_points=2)
+    _sweep(tmp, spec, "contract")
+    [m] = run_final(
+        spec, tmp / "manifest.json", tmp / "backbone.safetensors", tmp / "contract_sweep.csv", tmp / "c", [5]
+    )
+    assert set(m) == METRICS_KEYS
+    assert (m["task"], m["regime"], m["strategy"], m["backbone"], m["seed"]) == (
+        "digits",
+        "vtab1k",
+        "vpt_deep",
+        "mini_vit",
+        5,
+    )
+    assert m["hparams"] == {"lr": 0.1, "wd": 0.001, "prompt_length": 2} and m["options"] == {
+        "prompt_dropout": 0.0
+    }
+    assert m["lr_scaled"] == pytest.approx(0.1 * 8 / 256) and m["batch_size"] == 8
+    assert (m["optimizer"], m["optimizer_behavior"]) == ("sgd", "vpt_code")
+    assert (m["precision"], m["compile"], m["backbone_dropout"]) == ("fp32", False, 0.0)  # frozen: no dropout
+    curves = read_csv(tmp / "c" / "seed5" / "curves.csv")
+    evaluated = [r["test_top1"] != "" for r in curves]
+    assert m["epochs"] == 3 and evaluated == [True, False, True]  # 2 curve points: the first and last epoch
+    last = curves[-1]
+    assert m["test_loss"] == pytest.approx(float(last["test_loss"])) and m["test_top1"] == pytest.approx(
+        float(last["test_top1"])
+    )
+    assert m["train_loss"] == pytest.approx(float(last["train_loss"])) and m["train_top1"] == pytest.approx(
+        float(last["train_top1"])
+    )
+    assert m["seconds"] > 0 and round(m["seconds"], 3) == m["seconds"]
+    assert m["checkpoints"] >= 1 and m["checkpoint_bytes"] > 0
+    backbone = sum(p.numel() for p in create_backbone("mini_vit", pretrained=False).parameters())
+    assert (
+        m["backbone_params"] == backbone and m["task_params"] == m["tuned"] < backbone
+    )  # shares the backbone
+    assert m["summary"] == {}
+    manifest = read_manifest(tmp / "manifest.json")
+    expected = {
+        "config_hash": content_hash(spec),
+        "seed": 5,
+        "manifest": str(tmp / "manifest.json"),
+        "manifest_sha256": manifest["sha256"],
+        "backbone_checkpoint": str(tmp / "backbone.safetensors"),
+        "start_from": None,
+        "device": "cpu",
+        "cuda_visible_devices": "3",
+        "slurm_job_id": "4242",
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "packages": {"vptft": vptft.__version__, "torch": torch.__version__, "timm": timm.__version__},
+    }
+    provenance = dict(m["provenance"])
+    commit, arithmetic = provenance.pop("git_commit"), provenance.pop("arithmetic")
+    assert provenance == expected
+    from pathlib import Path
+
+    repo = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(vptft.__file__).parent
+    )
+    assert commit == (repo.stdout.strip() if repo.returncode == 0 else None) and (
+        commit is None or len(commit) == 40
+    )
+    assert arithmetic == reproducibility.facts()
+
+
+def test_storage_and_dropout_of_strategies_that_train_or_continue_the_backbone(job_files):
+    tmp, data_dir = job_files
+    full = _spec("full", {"lr": [0.001], "wd": [0.01]}, data_dir)
+    full["train"].update(backbone_dropout=0.1)
+    _sweep(tmp, full, "full_bd")
+    runs = run_final(
+        full, tmp / "manifest.json", tmp / "backbone.safetensors", tmp / "full_bd_sweep.csv", tmp / "fbd", [0]
+    )
+    assert (
+        runs[0]["backbone_dropout"] == 0.1
+        and runs[0]["task_params"] == runs[0]["tuned"] > runs[0]["backbone_params"]
+    )
+    ftpt = _spec("ft_then_pt", {"lr": [0.1], "wd": [0.001], "prompt_length": [1]}, data_dir)
+    start = {0: tmp / "fbd" / "seed0" / "tuned.safetensors"}
+    rows = run_sweep_chunk(
+        ftpt,
+        tmp / "manifest.json",
+        tmp / "backbone.safetensors",
+        tmp / "ftpt_chunk0.csv",
+        start_from=start[0],
+    )
+    merge_sweep([tmp / "ftpt_chunk0.csv"], tmp / "ftpt_sweep.csv", expected_points=len(rows))
+    [m] = run_final(
+        ftpt,
+        tmp / "manifest.json",
+        tmp / "backbone.safetensors",
+        tmp / "ftpt_sweep.csv",
+        tmp / "ftpt",
+        [0],
+        start_from=start,
+    )
+    # prompts + head of its own, on a finetuned backbone it must store too
+    assert m["task_params"] == m["tuned"] + m["backbone_params"] and m["provenance"]["start_from"] == str(
+        start[0]
+    )
+    assert m["backbone_dropout"] == 0.0  # its backbone is frozen
+
+
+def test_stage1_evaluates_once_at_the_end(job_files):
+    tmp, data_dir = job_files
+    spec = _spec("full", {"lr": [0.001], "wd": [0.01]}, data_dir)
+    spec["train"].update(epochs=3, min_steps=0)
+    _sweep(tmp, spec, "once")
+    result = run_stage1(
+        spec,
+        tmp / "manifest.json",
+        tmp / "backbone.safetensors",
+        tmp / "once_sweep.csv",
+        tmp / "o.safetensors",
+    )
+    assert ["val_top1" in row for row in result["curves"]] == [False, False, True]
