@@ -88,12 +88,11 @@ BUILDS_TUNED_MODELS = {"sweep", "stage1", *TRAINS, "attribution"}
 CALLED_BY = {
     ("vptft.tasks.mini", "_Canvas.draw"): {"download"},  # scipy: renders the sketch-style tasks
     ("vptft.tasks.mini", "_digits"): {"download"},  # scikit-learn's digits, resized with PIL
-    ("vptft.tasks.vtab", "_builder"): {"download"},
+    ("vptft.tasks.tfds_prepare", "tfds_builder"): {"download"},  # through vtab._builder
     ("vptft.tasks.vtab", "prepare"): {"download"},  # TFDS download_and_prepare under a file lock
     ("vptft.tasks.vtab", "_source"): READS_RECORDS,  # tfds.data_source
     ("vptft.tasks.tfds_prepare", "explain_failure"): {"download"},
     ("vptft.tasks.tfds_prepare", "_RecordingDownloads"): set(),  # the data-plan verb, run by no rule
-    ("vptft.tasks.tfds_prepare", "download_plan"): set(),
     ("vptft.strategies", "StrategySpec.build"): BUILDS_TUNED_MODELS,
     ("vptft.provenance", "read"): set(),  # PIL for a figure's stamp: the Snakefile, when an alias is foreign
     # a job forked by the worker runs its verb, whose imports count for its own rule (not for the Snakefile,
