@@ -25,6 +25,9 @@ PINNED_ENV = {
 }
 
 
+_flushes_denormals: bool | None = None
+
+
 def pin() -> None:
     """Set the pinned environment of this process (and of what it starts); refuse once torch is loaded,
     since its kernels would already be chosen."""
@@ -35,11 +38,14 @@ def pin() -> None:
 
 def pin_torch(threads: int | None) -> None:
     """The torch side: oneDNN off on the CPU (its convolution kernels follow the CPU's cache sizes; the patch
-    embedding then runs on MKL's GEMM, pinned above, at the same speed for a ViT) and a fixed thread count
-    (the job's configured threads, not the cores Snakemake happened to grant)."""
+    embedding then runs on MKL's GEMM, pinned above, at the same speed for a ViT), denormal floats flushed to
+    zero (MKL's reproducible GEMM kernels crawl on them: a finetuned ViT-B's prompt-tuning step took 4x longer)
+    and a fixed thread count (the job's configured threads, not the cores Snakemake happened to grant)."""
     import torch
 
     torch.backends.mkldnn.enabled = False
+    global _flushes_denormals
+    _flushes_denormals = torch.set_flush_denormal(True)  # False where the CPU cannot (no SSE3)
     if threads:
         torch.set_num_threads(threads)
 
@@ -51,5 +57,6 @@ def facts() -> dict:
     return {
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
+        "flush_denormal": _flushes_denormals,  # None: pin_torch did not run (an in-process test)
         **{key: os.environ.get(key) for key in PINNED_ENV},
     }
