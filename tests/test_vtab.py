@@ -1,6 +1,8 @@
 """The 19 VTAB-1k definitions against `tfds.testing.mock_data` (no network, no TensorFlow): split slices and sizes,
 class counts, label rules, 3-channel tiling, and every split regime on each task."""
 
+import tempfile
+
 import numpy as np
 import pytest
 
@@ -168,3 +170,16 @@ def test_label_rules_on_hand_made_records():
     assert [x_bin({"label_x_position": v}) for v in (0, 1, 2, 31)] == [0, 0, 1, 15]
     assert [orient_bin({"label_orientation": v}) for v in (0, 2, 3, 39)] == [0, 0, 1, 15]
     assert tasks.get_task("smallnorb_elevation").extra["label"]({"label_elevation": 7}) == 7
+
+
+def test_reading_records_leaves_no_temporary_folder(mocked_tfds, tmp_path, monkeypatch):
+    """TFDS fetches the metadata of a builder it finds no data for (here: every mocked one) into a tmp*tfds
+    folder it never removes; the loaders' go away (the test suite left ~140 of them in /tmp per run)."""
+    system_tmp = tmp_path / "tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    task = tasks.get_task("cifar100")
+    images, labels = tasks.load_images(task, task.train_split, range(2), str(tmp_path))
+    assert len(images) == len(labels) == 2
+    assert not list(system_tmp.iterdir())
+    assert tempfile.tempdir == str(system_tmp)

@@ -159,18 +159,25 @@ class _RecordingDownloads:
         raise _Planned
 
 
-def tfds_builder(builder_spec: str, **kwargs):
-    """tfds.builder without its litter: a builder whose data is not prepared yet asks GCS for its metadata into a
-    fresh /tmp/tmp*tfds folder, which TFDS never removes (offline it stays empty, one per call)."""
-    import tensorflow_datasets as tfds
-
+@contextlib.contextmanager
+def no_tfds_litter():
+    """TFDS fetches the metadata of a builder whose data it does not find into a fresh /tmp/tmp*tfds folder and
+    never removes it (offline it stays empty, one per call): inside this block such folders go to a scratch
+    folder that is removed."""
     before = tempfile.tempdir
     with tempfile.TemporaryDirectory(prefix="vptft-tfds-") as scratch:
         tempfile.tempdir = scratch
         try:
-            return tfds.builder(builder_spec, **kwargs)
+            yield
         finally:
             tempfile.tempdir = before
+
+
+def tfds_builder(builder_spec: str, **kwargs):
+    import tensorflow_datasets as tfds
+
+    with no_tfds_litter():
+        return tfds.builder(builder_spec, **kwargs)
 
 
 def download_plan(builder_spec: str, scratch_dir) -> DownloadPlan:

@@ -9,7 +9,15 @@ from __future__ import annotations
 import numpy as np
 
 from vptft.tasks import Task
-from vptft.tasks.tfds_prepare import check_ready, explain_failure, family, manual_dir, tfds_builder, tfds_dir
+from vptft.tasks.tfds_prepare import (
+    check_ready,
+    explain_failure,
+    family,
+    manual_dir,
+    no_tfds_litter,
+    tfds_builder,
+    tfds_dir,
+)
 
 CLEVR_DISTANCE_THRESHOLDS = [0.0, 8.0, 8.5, 9.0, 9.5, 10.0, 100.0]
 KITTI_DISTANCE_THRESHOLDS = [-100.0, 8.0, 20.0, 999.0]
@@ -232,13 +240,14 @@ def _source(task: Task, split: str, data_dir, decode_images: bool = True):
     # labels only: leave the image bytes undecoded (a one-shot manifest reads every record's label)
     decoders = None if decode_images else {task.extra["image"]: tfds.decode.SkipDecoding()}
     try:
-        return tfds.data_source(
-            task.extra["builder"],
-            split=split,
-            data_dir=str(tfds_dir(data_dir)),
-            download=False,
-            decoders=decoders,
-        )
+        with no_tfds_litter():
+            return tfds.data_source(
+                task.extra["builder"],
+                split=split,
+                data_dir=str(tfds_dir(data_dir)),
+                download=False,
+                decoders=decoders,
+            )
     except Exception as err:
         raise FileNotFoundError(
             f"{task.name}: TFDS dataset {task.extra['builder']} is not prepared under "
