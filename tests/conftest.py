@@ -41,6 +41,17 @@ def prepared_mini(tmp_path_factory):
     return str(data_dir), infos
 
 
+def write_digits_manifest(path, prepared_mini, n_test: int) -> None:
+    """A digits manifest of 16 train / 8 val images and a test split of the first `n_test` test records."""
+    from vptft.splits import build_manifest, regime_spec, write_manifest
+
+    data_dir, infos = prepared_mini
+    spec = regime_spec("vtab1k", {"vtab1k": {"n_train": 16, "n_val": 8}})
+    manifest = build_manifest("digits", "vtab1k", spec, infos["digits"], data_dir)
+    manifest["splits"]["test"] = {"test": list(range(n_test))}
+    write_manifest(path, manifest)
+
+
 def reduced_test_config(tasks, strategies, tables=("table1",)) -> dict:
     """The end-to-end test config cut down to some tasks, strategies and tables (vtab1k only, no analyses):
     what tests of one mechanism (resume, the cluster path) run."""

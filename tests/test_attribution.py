@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import write_digits_manifest
 from vptft.attribution import (
     gradcam,
     integrated_gradients,
@@ -16,7 +17,6 @@ from vptft.attribution import (
 )
 from vptft.backbones import create_backbone
 from vptft.io import write_json
-from vptft.splits import build_manifest, regime_spec, write_manifest
 from vptft.strategies import get_strategy
 from vptft.strategies.base import tuned_parameters, tuned_state_dict
 from vptft.sweep import save_tuned
@@ -200,16 +200,8 @@ def test_ft_then_pt_tuned_file_needs_the_run_it_continued(tmp_path):
 @pytest.fixture
 def mini_job(prepared_mini, tmp_path):
     """A digits manifest with a 48-image test split, a backbone file and a spec."""
-    data_dir, infos = prepared_mini
-    manifest = build_manifest(
-        "digits",
-        "vtab1k",
-        regime_spec("vtab1k", {"vtab1k": {"n_train": 16, "n_val": 8}}),
-        infos["digits"],
-        data_dir,
-    )
-    manifest["splits"]["test"] = {"test": list(range(48))}
-    write_manifest(tmp_path / "manifest.json", manifest)
+    data_dir, _ = prepared_mini
+    write_digits_manifest(tmp_path / "manifest.json", prepared_mini, n_test=48)
     spec = {
         "task": "digits",
         "backbone": "mini_vit",

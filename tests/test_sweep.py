@@ -7,11 +7,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import write_digits_manifest
 from vptft import engine
 from vptft.attribution import load_trained
 from vptft.backbones import create_backbone
 from vptft.selection import merge_sweep, read_csv
-from vptft.splits import build_manifest, regime_spec, write_manifest
 from vptft.sweep import Job, run_final, run_stage1, run_sweep_chunk
 
 TRAIN = {
@@ -35,17 +35,9 @@ TRAIN = {
 
 @pytest.fixture(scope="module")
 def job_files(prepared_mini, tmp_path_factory):
-    data_dir, infos = prepared_mini
+    data_dir, _ = prepared_mini
     tmp = tmp_path_factory.mktemp("sweep")
-    manifest = build_manifest(
-        "digits",
-        "vtab1k",
-        regime_spec("vtab1k", {"vtab1k": {"n_train": 16, "n_val": 8}}),
-        infos["digits"],
-        data_dir,
-    )
-    manifest["splits"]["test"] = {"test": list(range(40))}
-    write_manifest(tmp / "manifest.json", manifest)
+    write_digits_manifest(tmp / "manifest.json", prepared_mini, n_test=40)
     torch.manual_seed(0)
     backbone = create_backbone("mini_vit", pretrained=False)
     save_file(
@@ -145,23 +137,28 @@ def test_final_runs_train_the_selected_point_once_per_seed(job_files):
         assert metrics["test_top1"] == pytest.approx(100.0 * (pred == test.labels).float().mean().item())
 
 
-def test_stage1_retrains_the_selected_point_on_the_sweeps_train_split(job_files):
-    tmp, data_dir = job_files
-    spec = _spec("full", {"lr": [0.001, 0.01], "wd": [0.01]}, data_dir)
-    _sweep(tmp, spec, "full_s1")
-    result = run_stage1(
+def _stage1(tmp, spec, name):
+    """Sweep `spec` as `name`, then retrain its selected point (stage 1) into name.safetensors."""
+    _sweep(tmp, spec, name)
+    return run_stage1(
         spec,
         tmp / "manifest.json",
         tmp / "backbone.safetensors",
-        tmp / "full_s1_sweep.csv",
-        tmp / "s1.safetensors",
+        tmp / f"{name}_sweep.csv",
+        tmp / f"{name}.safetensors",
     )
+
+
+def test_stage1_retrains_the_selected_point_on_the_sweeps_train_split(job_files):
+    tmp, data_dir = job_files
+    spec = _spec("full", {"lr": [0.001, 0.01], "wd": [0.01]}, data_dir)
+    result = _stage1(tmp, spec, "full_s1")
     rows = read_csv(tmp / "full_s1_sweep.csv")
     selected = next(r for r in rows if r["selected"] == "1")
     assert result["final"]["val"]["top1"] == pytest.approx(
         float(selected["val_top1"])
     )  # what the sweep trained
-    weights = load_file(str(tmp / "s1.safetensors"))
+    weights = load_file(str(tmp / "full_s1.safetensors"))
     assert any(k.startswith("backbone.blocks.") for k in weights) and "head.weight" in weights
 
 
@@ -309,12 +306,5 @@ def test_stage1_evaluates_once_at_the_end(job_files):
     tmp, data_dir = job_files
     spec = _spec("full", {"lr": [0.001], "wd": [0.01]}, data_dir)
     spec["train"].update(epochs=3, min_steps=0)
-    _sweep(tmp, spec, "once")
-    result = run_stage1(
-        spec,
-        tmp / "manifest.json",
-        tmp / "backbone.safetensors",
-        tmp / "once_sweep.csv",
-        tmp / "o.safetensors",
-    )
+    result = _stage1(tmp, spec, "once")
     assert ["val_top1" in row for row in result["curves"]] == [False, False, True]
