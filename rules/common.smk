@@ -7,7 +7,7 @@ import shlex
 import sys
 import types
 
-from vptft.config import check_local_resources, validate_config
+from vptft.config import check_backbone_weights, check_local_resources, validate_config
 from vptft import provenance
 from vptft.io import image_files
 from vptft.selection import grid_size
@@ -17,6 +17,7 @@ from vptft.strategies import get_strategy
 
 # Schema + semantic checks before any job runs; fills in the schema's defaults.
 validate_config(config)
+check_backbone_weights(config)
 
 
 # A local run: no GPUs asked for that the machine lacks (the executor is known only once the run starts), and one

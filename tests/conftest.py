@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture
 def mini_vit():
-    from vptft.backbones import create_backbone
+    from vptft.backbones.factory import create_backbone
 
     torch.manual_seed(0)
     return create_backbone("mini_vit", pretrained=False)

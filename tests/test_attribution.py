@@ -15,7 +15,7 @@ from vptft.attribution import (
     pick_examples,
     run_attribution,
 )
-from vptft.backbones import create_backbone
+from vptft.backbones.factory import create_backbone
 from vptft.io import write_json
 from vptft.strategies import get_strategy
 from vptft.strategies.base import tuned_parameters, tuned_state_dict

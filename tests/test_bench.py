@@ -58,7 +58,7 @@ def test_result_rows_compare_each_target_with_a_positive_finite_ratio(bench_file
 
 
 def test_checkpoint_size_is_reported_per_strategy(bench_files):
-    from vptft.backbones import create_backbone
+    from vptft.backbones.factory import create_backbone
 
     rows, _ = bench_files
     sizes = rows.set_index("measure").value

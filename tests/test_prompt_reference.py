@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vptft.backbones import create_backbone
+from vptft.backbones.factory import create_backbone
 from vptft.strategies import get_strategy
 
 P, C, BATCH = 3, 5, 2  # prompt length, classes, images

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from conftest import write_digits_manifest
 from vptft import engine
 from vptft.attribution import load_trained
-from vptft.backbones import create_backbone
+from vptft.backbones.factory import create_backbone
 from vptft.selection import merge_sweep, read_csv
 from vptft.sweep import Job, run_final, run_stage1, run_sweep_chunk
 

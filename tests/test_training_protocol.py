@@ -10,7 +10,7 @@ import yaml
 
 from conftest import ROOT
 from vptft import engine
-from vptft.backbones import create_backbone
+from vptft.backbones.factory import create_backbone
 from vptft.config import validate_config
 from vptft.selection import grid_points, merge_sweep, selected_point, write_csv
 from vptft.strategies import STRATEGIES, get_strategy

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vptft.backbones import create_backbone
+from vptft.backbones.factory import create_backbone
 from vptft.strategies import get_strategy
 from vptft.strategies.base import parameter_counts, tuned_parameters
 from vptft.strategies.prompts import expected_tuned_parameters, prompt_init_bound

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from vptft.io import atomic_path, read_json
+from vptft.strategies.tokens import token_interface
 
 # ------------------------------------------------------------------------------------------------- GradCAM
 
@@ -62,13 +63,13 @@ class _GridView(nn.Module):
 
 
 def default_cam_layer(model: nn.Module) -> nn.Module:
-    """The last block's first norm: its patch tokens still reach the CLS token through the last attention."""
-    return model.backbone.blocks[-1].norm1
+    """The layer GradCAM reads: the backbone family's choice (vptft.strategies.tokens)."""
+    return token_interface(model.backbone).cam_layer
 
 
 def patch_grid_size(model: nn.Module) -> tuple[int, int]:
-    """(gh, gw) of the backbone's patch embedding."""
-    return tuple(model.backbone.patch_embed.grid_size)
+    """(gh, gw) of the backbone's patch grid."""
+    return token_interface(model.backbone).grid_size
 
 
 def gradcam(
@@ -136,7 +137,7 @@ def load_trained(run_dir, backbone_path, num_classes: int, backbone_key: str | N
     run it continued (`start_from`, default the path recorded in its provenance)."""
     from safetensors.torch import load_file
 
-    from vptft.backbones import create_backbone
+    from vptft.backbones.factory import create_backbone
     from vptft.strategies import get_strategy
     from vptft.strategies.base import tuned_state_dict
     from vptft.sweep import load_backbone_of_run
@@ -225,7 +226,7 @@ def _attribute(model, x, target, grid, steps: int) -> dict:
 def run_attribution(spec: dict, manifest_path, backbone_path, runs: dict[str, str], out_dir) -> dict:
     """GradCAM and IG maps of both models of spec.attribution.pair on test images pair[0] gets wrong and
     pair[1] right; writes out_dir/maps.npz and out_dir/index.csv (empty when no image qualifies)."""
-    from vptft.backbones import input_config
+    from vptft.backbones.factory import input_config
     from vptft.data import Normalize, load_split
     from vptft.engine import pick_device
     from vptft.splits import read_manifest

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +25,8 @@ import torch.nn.functional as F
 import yaml
 
 from vptft import engine, sweep
-from vptft.backbones import BACKBONES, create_backbone, input_config
+from vptft.backbones import BACKBONES, BenchProfile
+from vptft.backbones.factory import create_backbone, input_config
 from vptft.config import load_config
 from vptft.data import Normalize, SplitData
 from vptft.io import atomic_path
@@ -76,22 +76,7 @@ GPU_BATCH, GPU_STEPS, GPU_REPEATS = 128, 10, 3  # the paper's full-finetuning ba
 GPU_BACKBONE = "vit_b16_in21k"
 
 
-@dataclass(frozen=True)
-class Profile:
-    """How one backbone is benchmarked: batch, repeats, optimiser steps per repeat, and the workflow config
-    that trains it (its train settings and its linear grid)."""
-
-    batch: int
-    repeats: int
-    steps: int
-    config: str
-    feature_images: int | None = None  # images the feature pass is timed on (scaled to the grid's); None: all
-
-
-PROFILES = {
-    "mini_vit": Profile(batch=64, repeats=3, steps=20, config="config/config.yaml"),
-    "vit_b16_in21k": Profile(batch=8, repeats=2, steps=1, config="config/paper.yaml", feature_images=16),
-}
+PROFILES = {key: spec.bench for key, spec in BACKBONES.items() if spec.bench is not None}
 
 
 def _sync(device: torch.device) -> None:
@@ -137,7 +122,7 @@ class Bench:
     def __init__(
         self,
         key: str,
-        profile: Profile,
+        profile: BenchProfile,
         device: torch.device,
         batch: int | None = None,
         repeats: int | None = None,
@@ -170,7 +155,7 @@ class Bench:
 
     @property
     def num_patches(self) -> int:
-        return self.backbone(0.0).patch_embed.num_patches
+        return BACKBONES[self.key].tokens
 
     def build(self, name: str, values: dict):
         strategy = get_strategy(name)
@@ -508,7 +493,7 @@ def bench_gpu() -> list[dict]:
     name = torch.cuda.get_device_name(device)
     peak = gpu_peak(name)
     bench = Bench(
-        GPU_BACKBONE, Profile(GPU_BATCH, GPU_REPEATS, GPU_STEPS, PROFILES[GPU_BACKBONE].config), device
+        GPU_BACKBONE, BenchProfile(GPU_BATCH, GPU_REPEATS, GPU_STEPS, PROFILES[GPU_BACKBONE].config), device
     )
     model = bench.build("full", {})
     flops = forward_flops(model, bench.input_cfg["size"], device)

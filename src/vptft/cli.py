@@ -55,7 +55,7 @@ def _pool_features(spec, backbone_path):
     def features(task, pool):
         import numpy as np
 
-        from vptft.backbones import create_backbone, input_config
+        from vptft.backbones.factory import create_backbone, input_config
         from vptft.data import to_uint8_tensor
         from vptft.engine import pick_device
         from vptft.fid import backbone_features

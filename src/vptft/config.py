@@ -13,14 +13,10 @@ import yaml
 
 from vptft import study
 from vptft import tasks as task_registry
+from vptft.backbones import BACKBONES, needs_local_file
 from vptft.strategies import STRATEGIES
 
 SCHEMA_PATH = Path(__file__).with_name("config_schema.yaml")
-WORKFLOW_PRETRAINED_BACKBONES = {"mini_vit"}  # mirrors vptft.backbones.BACKBONES[*].pretrained_by_workflow
-BACKBONE_DEPTHS = {
-    "mini_vit": 4,
-    "vit_b16_in21k": 12,
-}  # blocks of each backbone (tested against vptft.backbones)
 
 
 class ConfigError(ValueError):
@@ -59,8 +55,30 @@ def load_schema() -> dict:
     return _inline_refs(schema, schema.get("$defs", {}))
 
 
-def _semantic_errors(config: dict) -> list[str]:
+def _backbone_errors(config: dict) -> list[str]:
+    key = config["backbone"]
+    spec = BACKBONES.get(key)
+    if spec is None:
+        return [f"$.backbone: unknown backbone {key!r}; known: {', '.join(BACKBONES)}"]
     errors = []
+    if spec.pretrained_by_workflow and "pretrain" not in config:
+        errors.append(
+            f"$.pretrain: backbone {key!r} is pre-trained by the workflow and needs a `pretrain` section"
+        )
+    if not spec.pretrained_by_workflow and "pretrain" in config:
+        errors.append(f"$.pretrain: backbone {key!r} comes pre-trained; remove the `pretrain` section")
+    if needs_local_file(spec) and not config["backbone_checkpoint"]:
+        errors.append(
+            f"$.backbone_checkpoint: backbone {key!r} loads from a local file; set it to the path of "
+            f"{spec.weights}"
+        )
+    return errors
+
+
+def _semantic_errors(config: dict) -> list[str]:
+    errors = _backbone_errors(config)
+    if config["backbone"] not in BACKBONES:
+        return errors
     bench = config["benchmark"]
     for i, name in enumerate(config["tasks"]):
         task = task_registry.TASKS.get(name)
@@ -80,23 +98,13 @@ def _semantic_errors(config: dict) -> list[str]:
             f"$.strategies.{name}",
             entry["grid"],
             entry.get("options", {}),
-            BACKBONE_DEPTHS.get(config["backbone"]),
+            BACKBONES[config["backbone"]].depth,
         )
         if spec.continues and spec.continues not in config["strategies"]:
             errors.append(
                 f"$.strategies.{name}: {name!r} continues the runs of {spec.continues!r}, which is not "
                 "configured; add it to `strategies`"
             )
-    pretrained = config["backbone"] in WORKFLOW_PRETRAINED_BACKBONES
-    if pretrained and "pretrain" not in config:
-        errors.append(
-            f"$.pretrain: backbone {config['backbone']!r} is pre-trained by the workflow and needs a "
-            "`pretrain` section"
-        )
-    if not pretrained and "pretrain" in config:
-        errors.append(
-            f"$.pretrain: backbone {config['backbone']!r} comes pre-trained; remove the `pretrain` section"
-        )
     errors += _regime_errors(config)
     errors += study.problems(config)
     return errors
@@ -156,6 +164,17 @@ def validate_config(config: dict) -> dict:
 def load_config(path) -> dict:
     with open(path) as f:
         return validate_config(yaml.safe_load(f) or {})
+
+
+def check_backbone_weights(config: dict) -> None:
+    """A configured local weights file must exist before any job reads it (the message says where to get it)."""
+    path = config.get("backbone_checkpoint")
+    if path and not Path(path).is_file():
+        spec = BACKBONES[config["backbone"]]
+        raise ConfigError(
+            f"invalid config:\n  $.backbone_checkpoint: {path}: no such file; backbone {spec.key!r} needs "
+            f"{spec.weights or 'its weights file'}"
+        )
 
 
 def gpus_visible() -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vptft import study
 from vptft import tasks as task_registry
+from vptft.backbones import get_backbone
 from vptft.schedule import epochs_for, eval_epochs
 from vptft.selection import chunk_indices, grid_points
 from vptft.splits import capped_sizes, pool_size, regime_spec
@@ -35,7 +36,6 @@ PAPER_A100_MS = {
     ("eval", "vpt_deep", 200): 140.8,
 }
 PAPER_SOURCE = "VPT paper, ViT-B/16 on an A100 (its ms/img figures read per batch of 64)"
-PATCH_TOKENS = {"vit_b16_in21k": 196, "mini_vit": 16}
 MINI_TEST_SIZE = 1000  # a rendered mini task's test split (digits: 797 real images)
 PROMPT_STRATEGIES = ("vpt_deep", "vpt_shallow", "ft_then_pt", "mixed", "vpt_prefix", "adapt")
 
@@ -79,7 +79,7 @@ def paper_step_times(backbone: str) -> StepTimes | None:
     pick = lambda kind: {(s, p): v for (k, s, p), v in per_image.items() if k == kind}
     evals = pick("eval")
     evals[("vpt_deep", 1)] = evals[("full", 0)]  # one prompt token costs nothing measurable
-    return StepTimes(pick("train"), evals, PAPER_SOURCE, PATCH_TOKENS[backbone])
+    return StepTimes(pick("train"), evals, PAPER_SOURCE, get_backbone(backbone).tokens)
 
 
 def read_step_times(path, backbone: str) -> StepTimes | None:
@@ -99,7 +99,7 @@ def read_step_times(path, backbone: str) -> StepTimes | None:
         train,
         evals,
         f"measured by vptft bench ({path}; {', '.join(sorted(devices))})",
-        PATCH_TOKENS.get(backbone, 196),
+        get_backbone(backbone).tokens,
     )
 
 

@@ -21,7 +21,7 @@ import torch
 
 from vptft import engine
 from vptft import tasks as task_registry
-from vptft.backbones import create_backbone, input_config
+from vptft.backbones.factory import create_backbone, input_config
 from vptft.data import Normalize, load_split, to_uint8_tensor
 from vptft.io import image_files, write_json
 from vptft.splits import read_manifest

@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import save_file
 
 from vptft import engine, reproducibility
-from vptft.backbones import BACKBONES, input_config
+from vptft.backbones import BACKBONES
+from vptft.backbones.factory import input_config
 from vptft.data import SplitData, to_uint8_tensor
 from vptft.io import atomic_path, write_json
 from vptft.tasks.mini import SOURCE_SHAPES, render_source

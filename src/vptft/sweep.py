@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from vptft import engine, head_grid, reproducibility
-from vptft.backbones import create_backbone, input_config
+from vptft.backbones import get_backbone
+from vptft.backbones.factory import create_backbone, input_config
 from vptft.data import load_split
 from vptft.io import atomic_path, content_hash, write_json
 from vptft.selection import chunk_indices, grid_points, selected_point, write_csv
@@ -83,7 +84,7 @@ class Job:
             checkpoint_interval_s=60.0 * t.get("checkpoint_minutes", 0),
         )
         steps = epochs * math.ceil(n_train / batch)
-        depth = len(self.backbone.blocks)
+        depth = get_backbone(self.spec["backbone"]).depth
         if (problem := self.strategy.schedule_problem(self.values(point), epochs, steps, depth)) is not None:
             raise ValueError(f"strategy {self.strategy.name!r} at {point}: {problem}")
         return cfg

@@ -6,7 +6,7 @@ import sys
 import torch
 
 from vptft import engine
-from vptft.backbones import create_backbone
+from vptft.backbones.factory import create_backbone
 from vptft.data import SplitData
 from vptft.strategies import get_strategy
 

@@ -73,9 +73,9 @@ PROMPT_OPTIONS = {
     ),
     "pooling": Option(
         str,
-        "cls",
-        choices=("cls", "image_pool", "prompt_pool", "global_pool"),
-        help="the feature the head reads (VPT ablation)",
+        "backbone",
+        choices=("backbone", "cls", "image_pool", "prompt_pool", "global_pool"),
+        help="the feature the head reads: the backbone's own pooling, or a VPT-ablation pooling",
     ),
     "layers": Option(
         str,

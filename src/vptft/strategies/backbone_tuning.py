@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from vptft.strategies.base import TunedModel
+from vptft.strategies.base import TunedModel, fixed_parameters
+from vptft.strategies.tokens import token_interface
 
 
 def build_full(backbone, num_classes, head_init):
@@ -15,16 +16,16 @@ def build_full(backbone, num_classes, head_init):
 
 
 def _tune_only(model: TunedModel, predicate) -> TunedModel:
-    """Freeze the backbone except the parameters whose name satisfies `predicate`."""
+    """Freeze the backbone except the parameters whose name satisfies `predicate` (and is not fixed)."""
+    fixed = fixed_parameters(model.backbone)
     for name, param in model.backbone.named_parameters():
-        param.requires_grad_(bool(predicate(name)))
+        param.requires_grad_(bool(predicate(name)) and name not in fixed)
     return model
 
 
 def build_partial(backbone, num_classes, head_init, k):
     """Partial-k: the last k blocks, the final norm (and fc_norm where there is one) and the head."""
-    depth = len(backbone.blocks)
-    tuned = tuple(f"blocks.{i}." for i in range(depth - k, depth)) + ("norm.", "fc_norm.")
+    tuned = token_interface(backbone).last_blocks(k)
     return _tune_only(
         TunedModel(backbone, num_classes, head_init, trains_backbone=True),
         lambda name: name.startswith(tuned),
@@ -59,8 +60,7 @@ class Adapter(nn.Module):
 def build_adapter(backbone, num_classes, head_init, reduction):
     """Adapter-r: a bottleneck adapter (width D / r) after every block's FFN; the backbone's own weights freeze."""
     model = _tune_only(TunedModel(backbone, num_classes, head_init, trains_backbone=True), lambda name: False)
-    for block in backbone.blocks:
-        block.mlp = Adapter(block.mlp, backbone.num_features, reduction)
+    token_interface(backbone).wrap_mlps(lambda mlp, width: Adapter(mlp, width, reduction))
     return model
 
 
@@ -69,7 +69,8 @@ def build_lora(backbone, num_classes, head_init, rank, alpha):
     from peft import LoraConfig, inject_adapter_in_model
 
     model = _tune_only(TunedModel(backbone, num_classes, head_init, trains_backbone=True), lambda name: False)
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=["qkv"], bias="none")
+    targets = list(token_interface(backbone).lora_targets)
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, bias="none")
     inject_adapter_in_model(config, backbone)
     for name, param in backbone.named_parameters():
         param.requires_grad_("lora_" in name)

@@ -33,9 +33,14 @@ def make_head(dim: int, num_classes: int, init: str = "vpt") -> nn.Linear:
     return head
 
 
+def fixed_parameters(backbone: nn.Module) -> set[str]:
+    """Backbone parameters that never train (the registry's `fixed`, e.g. MoCo v3's sin-cos position embedding)."""
+    return set(getattr(backbone, "fixed_parameters", ()))
+
+
 class TunedModel(nn.Module):
-    """backbone -> tokens -> pooled feature -> head. The backbone trains only where `trains_backbone` says so;
-    otherwise it is frozen and kept in eval mode (no dropout), as in the VPT code."""
+    """backbone -> tokens -> pooled feature -> head. The backbone trains only where `trains_backbone` says so
+    (never its fixed parameters); otherwise it is frozen and kept in eval mode (no dropout), as in the VPT code."""
 
     def __init__(
         self,
@@ -49,7 +54,9 @@ class TunedModel(nn.Module):
         self.backbone = backbone
         self.trains_backbone = trains_backbone
         self._backbone_params = {id(p) for p in backbone.parameters()}
-        backbone.requires_grad_(trains_backbone)
+        fixed = fixed_parameters(backbone)
+        for name, param in backbone.named_parameters():
+            param.requires_grad_(trains_backbone and name not in fixed)
         self.head = head if head is not None else make_head(backbone.num_features, num_classes, head_init)
 
     # timm's forward split

@@ -5,7 +5,9 @@ Sequence = [prefix (CLS), prompts, patches]; prompts are inserted after the posi
 dropout) and carry none. At the first prompted block the prompts are inserted; before every later prompted
 block the tokens at the prompt positions are replaced by that block's fresh prompts (the previous block's
 outputs there are discarded); after the last prompted block they flow on. VPT-shallow prompts block 0 only,
-VPT-deep every block. The final norm runs over the whole sequence and the head reads token 0 (`pooling`).
+VPT-deep every block. The final norm runs over the whole sequence and the head reads the backbone's own pooled
+feature (`pooling: backbone`: the CLS token, or MAE's average of every token after CLS, prompts included, through
+fc_norm, as the VPT code) or one of the VPT ablation's poolings.
 `location="add"` instead adds one prompt to each patch embedding at every prompted block (VPT ablation).
 Tuned: prompts (p * D per prompted block) + head, plus the backbone for Mixed.
 """
@@ -78,6 +80,7 @@ class PromptedModel(TunedModel):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         n, p = self.tokens.num_prefix_tokens, self.prompt_length
         x = {
+            "backbone": lambda: self.tokens.pool(x),
             "cls": lambda: x[:, 0],
             "image_pool": lambda: x[:, n + p :].mean(1),
             "prompt_pool": lambda: x[:, n : n + p].mean(1),

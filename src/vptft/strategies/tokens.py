@@ -1,7 +1,9 @@
-"""Where prompt methods meet a backbone family: its token embedding, blocks and final norm.
+"""Where strategies meet a backbone family: its token embedding, blocks, final norm and pooling, the weights
+Partial / Adapter / LoRA tune, the layer GradCAM reads and the patch grid.
 
-Prompt methods (VPT, Mixed, FT-then-PT, VPT-prefix, Adapt) are written once against this interface; a new
-backbone family (e.g. Swin) adds its own class here instead of a copy of every prompt method.
+Every strategy and analysis is written once against this interface (the registry in vptft.backbones holds the
+facts the workflow plans with); a new backbone family (e.g. Swin) adds its own class here instead of a copy of
+every strategy.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 
 class ViTTokens:
@@ -33,6 +36,33 @@ class ViTTokens:
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.vit.norm(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's own feature of its final-normed tokens, through timm's `forward_head`: the CLS token, or
+        (MAE's `global_pool='avg'`) the mean of every token after the prefix, prompts included, through
+        `fc_norm`, as the VPT code pools MAE."""
+        return self.vit.forward_head(x, pre_logits=True)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """(rows, columns) of the patch grid."""
+        return tuple(self.vit.patch_embed.grid_size)
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The last block's first norm: its patch tokens still reach the CLS token through the last attention."""
+        return self.vit.blocks[-1].norm1
+
+    def last_blocks(self, k: int) -> tuple[str, ...]:
+        """Parameter-name prefixes of Partial-k: the last k blocks, the final norm and fc_norm where it exists."""
+        return tuple(f"blocks.{i}." for i in range(self.depth - k, self.depth)) + ("norm.", "fc_norm.")
+
+    lora_targets = ("qkv",)  # the attention projections LoRA adapts
+
+    def wrap_mlps(self, wrap) -> None:
+        """Replace every block's FFN `mlp` by `wrap(mlp, width)` (adapters)."""
+        for block in self.vit.blocks:
+            block.mlp = wrap(block.mlp, self.dim)
 
     @staticmethod
     def block_with_kv_prefix(block, x: torch.Tensor, prefix: torch.Tensor, keep: torch.Tensor | None = None):

@@ -1,12 +1,11 @@
-"""Backbones by config key, built through timm's factory so that the workflow's own mini ViT and the paper's
-ViT-B/16 load through the same path (`timm.create_model(..., pretrained=True)` with a local file overlay).
+"""Backbones by registry key, built through timm's factory so that the workflow's own mini ViT and the paper's
+checkpoints load through the same path (`timm.create_model`, weights from a local file or timm's source).
 
 The mini ViT is registered as a timm model (`vit_mini_patch8_32`), like timm's own families.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -14,27 +13,30 @@ from timm.models import register_model
 from timm.models._registry import generate_default_cfgs
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
 
+from vptft.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, get_backbone, needs_local_file
+from vptft.backbones.checkpoints import LOADERS, LayoutError
+
+MINI = BACKBONES["mini_vit"]
 MINI_ARGS = dict(
-    img_size=32,
+    img_size=MINI.preprocessing.size,
     patch_size=8,
-    embed_dim=96,
-    depth=4,
+    embed_dim=MINI.dim,
+    depth=MINI.depth,
     num_heads=3,
     mlp_ratio=4.0,
     class_token=True,
     global_pool="token",
 )
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 default_cfgs = generate_default_cfgs(
     {
         # weights come from the workflow's `pretrain` rule, never from a hub
         "vit_mini_patch8_32.vptft": dict(
             num_classes=0,
-            input_size=(3, 32, 32),
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
-            interpolation="bilinear",
+            input_size=(3, MINI.preprocessing.size, MINI.preprocessing.size),
+            mean=MINI.preprocessing.mean,
+            std=MINI.preprocessing.std,
+            interpolation=MINI.preprocessing.interpolation,
             crop_pct=1.0,
             first_conv="patch_embed.proj",
             classifier="head",
@@ -51,56 +53,54 @@ def vit_mini_patch8_32(pretrained: bool = False, **kwargs) -> VisionTransformer:
     )
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    timm_name: str
-    pretrained_by_workflow: bool = False  # True: the `pretrain` rule makes the checkpoint
-
-
-BACKBONES = {
-    "mini_vit": BackboneSpec("vit_mini_patch8_32.vptft", pretrained_by_workflow=True),
-    # the original ViT-B_16.npz in21k checkpoint (not augreg, not the in1k-finetuned one)
-    "vit_b16_in21k": BackboneSpec("vit_base_patch16_224.orig_in21k"),
-}
-
-
 def create_backbone(
     key: str, checkpoint: str | Path | None = None, pretrained: bool = True, dropout: float = 0.0
 ):
-    """A timm ViT without classifier (num_classes=0), weights from `checkpoint` (a local file) or timm's source.
+    """A timm model without classifier (num_classes=0), weights from `checkpoint` (a local file, read by the
+    registry entry's loader) or timm's source; the registry's preprocessing becomes its `pretrained_cfg`.
 
     dropout: on the position embedding, attention output and MLP (the VPT code's ViT-B config: 0.1, active
     only while the backbone is in train mode); attention-probability dropout stays 0.
     """
-    try:
-        spec = BACKBONES[key]
-    except KeyError:
-        raise KeyError(f"unknown backbone {key!r}; known: {', '.join(BACKBONES)}") from None
-    overlay = None
+    spec = get_backbone(key)
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
             raise FileNotFoundError(f"{checkpoint}: backbone checkpoint not found")
-        overlay = dict(file=str(checkpoint))
-    elif spec.pretrained_by_workflow and pretrained:
-        raise ValueError(
-            f"backbone {key!r} is pre-trained by the workflow: pass the `pretrain` rule's checkpoint"
-        )
+    elif pretrained and (spec.pretrained_by_workflow or needs_local_file(spec)):
+        source = "the `pretrain` rule's checkpoint" if spec.pretrained_by_workflow else spec.weights
+        raise ValueError(f"backbone {key!r} loads from a local file: pass {source}")
+    prep = spec.preprocessing
+    overlay = dict(
+        input_size=(3, prep.size, prep.size), mean=prep.mean, std=prep.std, interpolation=prep.interpolation
+    )
+    timm_file = checkpoint is not None and spec.loader == "timm"
+    if timm_file:  # timm reads state dicts itself and the original .npz through the model's load_pretrained
+        overlay.update(file=str(checkpoint), custom_load=checkpoint.suffix == ".npz")
     try:
-        return timm.create_model(
+        model = timm.create_model(
             spec.timm_name,
-            pretrained=pretrained,
+            pretrained=timm_file or (pretrained and checkpoint is None),
             num_classes=0,
             pretrained_cfg_overlay=overlay,
             pos_drop_rate=dropout,
             proj_drop_rate=dropout,
+            **spec.timm_args,
         )
+        if checkpoint is not None and not timm_file:
+            LOADERS[spec.loader](model, checkpoint)
+    except LayoutError:
+        raise
     except Exception as err:  # torch, safetensors and timm each raise their own types for a bad file
         where = checkpoint or spec.timm_name
         raise RuntimeError(
             f"{where}: cannot load backbone {key!r} ({type(err).__name__}: {err}); "
             "a corrupt or truncated file must be deleted and re-created"
         ) from err
+    for name in spec.fixed:
+        model.get_parameter(name).requires_grad_(False)
+    model.fixed_parameters = spec.fixed  # read by TunedModel: these stay frozen whatever trains
+    return model
 
 
 def input_config(backbone, normalization: str = "backbone") -> dict:

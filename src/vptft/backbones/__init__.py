@@ -1,0 +1,184 @@
+"""Registry of backbones, torch-free: the config validation, the Snakefile, the cost model, the bench and the
+model factory all read a backbone's facts here, so each lives in one place.
+
+An entry names the timm model (or the workflow's own pre-trained one), its family, the shape facts the workflow
+plans with (depth, patch tokens, feature width), the checkpoint's own preprocessing, the VPT paper's Table 8
+batch sizes and schedule, how its checkpoint file is loaded and where to get it. Everything family-specific about
+the model itself (blocks, insertion points, pooling, the layer GradCAM reads) lives in the family's token
+interface (vptft.strategies.tokens). New ViT checkpoint = one entry here; new family = an entry + one interface
+class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)
+FAMILIES = ("vit",)  # those with a token interface in vptft.strategies.tokens
+LOADERS = ("timm", "mae", "mocov3")  # vptft.backbones.checkpoints
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The checkpoint's own input: square size, mean / std and resize interpolation (timm's pretrained config
+    where timm has one). `train.normalization: imagenet` replaces mean / std with ImageNet's, as the VPT code."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+
+
+@dataclass(frozen=True)
+class Table8Batches:
+    """The VPT paper's Table 8: batch size per kind of method on this backbone."""
+
+    linear: int  # Linear (and Mlp)
+    partial: int
+    full: int  # Full, Bias, Adapter
+    prompt: int  # VPT with p < 100
+    long_prompt: int | None  # VPT with p >= 100 (None: the paper ran no such length on this backbone)
+
+
+@dataclass(frozen=True)
+class BenchProfile:
+    """How `vptft bench` measures this backbone: batch, repeats, optimiser steps per repeat, and the workflow
+    config that trains it (its train settings and its linear grid)."""
+
+    batch: int
+    repeats: int
+    steps: int
+    config: str
+    feature_images: int | None = None  # images the feature pass is timed on (scaled to the grid's); None: all
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    key: str
+    timm_name: str  # timm model (with its pretrained tag where timm knows the weights)
+    family: str  # one of FAMILIES: which token interface drives it
+    pretraining: str  # what it was pre-trained on, by which objective (tables and README say it)
+    depth: int  # transformer blocks
+    tokens: int  # patch tokens of one image at `preprocessing.size`
+    dim: int  # width of the pooled feature a head reads
+    preprocessing: Preprocessing
+    loader: str = "timm"  # one of LOADERS: how a checkpoint file becomes the timm model's weights
+    timm_args: dict = field(default_factory=dict)  # create_model arguments besides num_classes and dropout
+    batches: Table8Batches | None = None  # None: not a VPT-paper backbone
+    epochs: int = 100  # the VPT paper's schedule on this backbone (Table 6: 50 for ViT-L / ViT-H)
+    weights: str = ""  # where to get the checkpoint file (said when it is missing)
+    fixed: tuple[
+        str, ...
+    ] = ()  # parameters that never train, whatever the strategy (MoCo v3's position embedding)
+    pretrained_by_workflow: bool = False  # True: the `pretrain` rule makes the checkpoint
+    bench: BenchProfile | None = None  # None: `vptft bench` has no profile for it
+
+
+VIT_B_BATCHES = Table8Batches(linear=2048, partial=1280, full=128, prompt=128, long_prompt=64)
+INCEPTION_LIKE = Preprocessing(224, HALF, HALF, "bicubic")  # the original in21k ViTs: 0.5 / 0.5
+IMAGENET_224 = Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD, "bicubic")
+
+BACKBONES = {
+    b.key: b
+    for b in [
+        BackboneSpec(
+            "mini_vit",
+            "vit_mini_patch8_32.vptft",
+            "vit",
+            "the workflow's rendered source set, supervised (rule pretrain)",
+            depth=4,
+            tokens=16,
+            dim=96,
+            preprocessing=Preprocessing(32, HALF, HALF, "bilinear"),
+            pretrained_by_workflow=True,
+            bench=BenchProfile(batch=64, repeats=3, steps=20, config="config/config.yaml"),
+        ),
+        BackboneSpec(
+            "vit_b16_in21k",
+            # the original ViT-B_16.npz in21k checkpoint (not augreg, not the in1k-finetuned one)
+            "vit_base_patch16_224.orig_in21k",
+            "vit",
+            "ImageNet-21k, supervised",
+            depth=12,
+            tokens=196,
+            dim=768,
+            preprocessing=INCEPTION_LIKE,
+            batches=VIT_B_BATCHES,
+            weights="timm's vit_base_patch16_224.orig_in21k (model.safetensors on the Hugging Face hub) or the "
+            "original ViT-B_16.npz",
+            bench=BenchProfile(batch=8, repeats=2, steps=1, config="config/paper.yaml", feature_images=16),
+        ),
+        BackboneSpec(
+            "vit_l16_in21k",
+            "vit_large_patch16_224.orig_in21k",
+            "vit",
+            "ImageNet-21k, supervised",
+            depth=24,
+            tokens=196,
+            dim=1024,
+            preprocessing=INCEPTION_LIKE,
+            batches=Table8Batches(linear=2048, partial=640, full=64, prompt=64, long_prompt=32),
+            epochs=50,
+            weights="timm's vit_large_patch16_224.orig_in21k (Hugging Face hub) or the original ViT-L_16.npz",
+        ),
+        BackboneSpec(
+            "vit_h14_in21k",
+            "vit_huge_patch14_224.orig_in21k",
+            "vit",
+            "ImageNet-21k, supervised",
+            depth=32,
+            tokens=256,
+            dim=1280,
+            preprocessing=INCEPTION_LIKE,
+            batches=Table8Batches(linear=1024, partial=240, full=28, prompt=28, long_prompt=14),
+            epochs=50,
+            weights="timm's vit_huge_patch14_224.orig_in21k (Hugging Face hub) or the original ViT-H_14.npz",
+        ),
+        BackboneSpec(
+            "vit_b16_mae",
+            "vit_base_patch16_224.mae",
+            "vit",
+            "ImageNet-1k, masked autoencoding (MAE)",
+            depth=12,
+            tokens=196,
+            dim=768,
+            preprocessing=IMAGENET_224,
+            # the VPT code's MAE: average of the non-CLS tokens, then a fresh fc_norm (the checkpoint's norm unused)
+            loader="mae",
+            timm_args={"global_pool": "avg"},
+            batches=VIT_B_BATCHES,
+            weights="mae_pretrain_vit_base.pth from https://dl.fbaipublicfiles.com/mae/pretrain/ (timm's "
+            "vit_base_patch16_224.mae)",
+        ),
+        BackboneSpec(
+            "vit_b16_mocov3",
+            "vit_base_patch16_224",  # timm has no MoCo v3 weights: a local file, remapped
+            "vit",
+            "ImageNet-1k, contrastive (MoCo v3)",
+            depth=12,
+            tokens=196,
+            dim=768,
+            preprocessing=Preprocessing(
+                224, IMAGENET_MEAN, IMAGENET_STD, "bilinear"
+            ),  # MoCo v3's own transforms
+            loader="mocov3",
+            fixed=("pos_embed",),  # MoCo v3's ViT: a fixed 2-D sin-cos position embedding
+            batches=VIT_B_BATCHES,
+            weights="linear-vit-b-300ep.pth.tar from the MoCo v3 repository (facebookresearch/moco-v3, "
+            "CONFIG.md), saved under any name; the pre-training checkpoint vit-b-300ep.pth.tar works too",
+        ),
+    ]
+}
+
+
+def needs_local_file(spec: BackboneSpec) -> bool:
+    """Whether the weights come only from a local file (timm cannot fetch them in the layout the study uses)."""
+    return spec.loader != "timm" and not spec.pretrained_by_workflow
+
+
+def get_backbone(key: str) -> BackboneSpec:
+    try:
+        return BACKBONES[key]
+    except KeyError:
+        raise KeyError(f"unknown backbone {key!r}; known backbones: {', '.join(BACKBONES)}") from None
