@@ -38,8 +38,8 @@ rule attribution:
         manifest=f"{RESULTS}/splits/{{task}}/vtab1k.json",
         backbone=backbone_checkpoint,
         runs=lambda wc: collected("vtab1k", [wc.task], ["full", "vpt_deep"]),
-        full=f"{RUNS}/{{task}}/vtab1k/full/seed{study.final_seeds(config, 'full')[0]}/metrics.json",
-        vpt=f"{RUNS}/{{task}}/vtab1k/vpt_deep/seed{study.final_seeds(config, 'vpt_deep')[0]}/metrics.json",
+        full=f"{runs_dir(BB)}/{{task}}/vtab1k/full/seed{study.final_seeds(config, 'full')[0]}/metrics.json",
+        vpt=f"{runs_dir(BB)}/{{task}}/vtab1k/vpt_deep/seed{study.final_seeds(config, 'vpt_deep')[0]}/metrics.json",
     output:
         maps=f"{RESULTS}/attribution/{{task}}/maps.npz",
         index=f"{RESULTS}/attribution/{{task}}/index.csv",

@@ -7,8 +7,14 @@ import shlex
 import sys
 import types
 
-from vptft.config import check_backbone_weights, check_local_resources, validate_config
+from vptft.config import (
+    backbone_weights,
+    check_local_resources,
+    missing_weights,
+    validate_config,
+)
 from vptft import provenance
+from vptft.backbones import BACKBONES
 from vptft.io import image_files
 from vptft.selection import grid_size
 from vptft import cost, study, worker
@@ -17,7 +23,6 @@ from vptft.strategies import get_strategy
 
 # Schema + semantic checks before any job runs; fills in the schema's defaults.
 validate_config(config)
-check_backbone_weights(config)
 
 
 # A local run: no GPUs asked for that the machine lacks (the executor is known only once the run starts), and one
@@ -52,12 +57,21 @@ os.environ["PATH"] = os.pathsep.join(
 )
 
 BENCH = config["benchmark"]
-BB = config["backbone"]
+BB = config["backbone"]  # the main backbone: every family, figure and the claims
+BACKBONE_KEYS = study.backbones(
+    config
+)  # with the extra ones, which train what their tables show
 # Written into every table, figure and report (benchmark, backbone, config hash): whose results a file holds.
 PROVENANCE = provenance.of_config(config)
 DATA = config["data_dir"]
 RESULTS = f"results/{BENCH}"
-RUNS = f"{RESULTS}/runs/{BB}"
+
+
+def runs_dir(backbone):
+    return f"{RESULTS}/runs/{backbone}"
+
+
+RUNS = runs_dir("{backbone}")  # in output patterns: the backbone is a wildcard
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
 NOTEBOOKS = os.path.join(
@@ -66,6 +80,7 @@ NOTEBOOKS = os.path.join(
 
 
 wildcard_constraints:
+    backbone="|".join(map(re.escape, BACKBONE_KEYS)),
     task="[a-z0-9_]+",
     strategy="[a-z0-9_]+",
     regime="vtab1k|scale[0-9]+|fewshot[0-9]+_(draw[0-9]+|prototype)",
@@ -149,16 +164,22 @@ SPLIT_RUNS = one_job_per_seed()
 
 
 def run_of(wildcards):
-    """task, regime, strategy of a per-seed final job's `run` wildcard (task/regime/strategy)."""
+    """backbone, task, regime, strategy of a per-seed final job (its `run` wildcard: task/regime/strategy)."""
     task, regime, strategy = wildcards.run.split("/")
-    return types.SimpleNamespace(task=task, regime=regime, strategy=strategy)
+    return types.SimpleNamespace(
+        backbone=wildcards.backbone, task=task, regime=regime, strategy=strategy
+    )
 
 
 def backbone_checkpoint(wildcards=None):
-    """The backbone weights file: the pretrain rule's output, a configured local file, or none (timm)."""
-    if "pretrain" in config:
-        return f"{RESULTS}/backbones/{BB}/model.safetensors"
-    return config["backbone_checkpoint"] or []
+    """The weights file of a job's backbone (its `backbone` wildcard, else the main one): the pretrain rule's
+    output, a configured local file, or none (timm's source)."""
+    key = (wildcards.get("backbone") if wildcards is not None else None) or BB
+    if BACKBONES[key].pretrained_by_workflow:
+        return f"{RESULTS}/backbones/{key}/model.safetensors"
+    if problem := missing_weights(config, key):
+        raise ValueError(problem)
+    return backbone_weights(config, key)[1] or []
 
 
 def backbone_arg(input):
@@ -184,9 +205,22 @@ SWEEP_TRAIN_KEYS = (
 STRATEGY_ENTRY_KEYS = ("grid", "options", "batch_size", "batch_size_long_prompts")
 
 
-def run_spec(wildcards, stage):
-    entry = config["strategies"][wildcards.strategy]
+def schedule(backbone, strategy):
+    """train settings and the strategy's entry on a backbone: the config's, or for an extra backbone with
+    `schedule: paper` the VPT paper's epochs and Table 8 batch sizes for it."""
     train = {k: config["train"][k] for k in SWEEP_TRAIN_KEYS}
+    entry = config["strategies"][strategy]
+    entry = {key: entry[key] for key in STRATEGY_ENTRY_KEYS if key in entry}
+    extra = config["backbones"].get(backbone)
+    if extra and extra["schedule"] == "paper":
+        registry = BACKBONES[backbone]
+        train["epochs"] = registry.epochs
+        entry.update(get_strategy(strategy).table8_batches(registry.batches))
+    return train, entry
+
+
+def run_spec(wildcards, stage):
+    train, entry = schedule(wildcards.backbone, wildcards.strategy)
     if (
         stage == "train"
     ):  # a run no figure draws the curve of evaluates the test set after its last epoch only
@@ -204,10 +238,10 @@ def run_spec(wildcards, stage):
         task=wildcards.task,
         regime=wildcards.regime,
         strategy=wildcards.strategy,
-        backbone=BB,
+        backbone=wildcards.backbone,
         data_dir=DATA,
         train=train,
-        **{key: entry[key] for key in STRATEGY_ENTRY_KEYS if key in entry},
+        **entry,
     )
 
 
@@ -222,7 +256,7 @@ def continued_runs(wildcards, stage, seeds=None):
     base = get_strategy(wildcards.strategy).continues
     if not base:
         return []
-    runs = f"{RUNS}/{wildcards.task}/{wildcards.regime}/{base}"
+    runs = f"{runs_dir(wildcards.backbone)}/{wildcards.task}/{wildcards.regime}/{base}"
     if stage == "sweep":
         return [f"{runs}/stage1.safetensors"]
     return expand(
@@ -250,7 +284,7 @@ TRAIN_SEEDS_STRATEGIES = (
 def seed_files(name, seeds):
     """Per-seed output pattern of a train rule: one job trains every seed of its list."""
     return expand(
-        f"{RUNS}/{{{{task}}}}/{{{{regime}}}}/{{{{strategy}}}}/seed{{seed}}/{name}",
+        f"{RESULTS}/runs/{{{{backbone}}}}/{{{{task}}}}/{{{{regime}}}}/{{{{strategy}}}}/seed{{seed}}/{name}",
         seed=seeds,
     )
 
@@ -258,16 +292,16 @@ def seed_files(name, seeds):
 def selected_sweep(wildcards):
     """The sweep whose selected point a final run trains: its own regime's, or vtab1k's (config `hparams`)."""
     source = study.hparams_source(config, wildcards.regime)
-    return f"{RUNS}/{wildcards.task}/{source}/{wildcards.strategy}/sweep.csv"
+    return f"{runs_dir(wildcards.backbone)}/{wildcards.task}/{source}/{wildcards.strategy}/sweep.csv"
 
 
-def collected(family, tasks, strategies=None):
-    """The runs tables of tasks x strategies of a regime family (one per task and strategy, so an output reads
-    exactly the runs it shows); strategies=None: those the family trains on each task.
+def collected(family, tasks, strategies=None, backbone=BB):
+    """The runs tables of tasks x strategies of a regime family on a backbone (one per task and strategy, so an
+    output reads exactly the runs it shows); strategies=None: those the family trains on each task.
     """
-    runs = study.family_runs(config, family)
+    runs = study.family_runs(config, family, backbone)
     return [
-        f"{RESULTS}/collected/{BB}/{family}/{task}/{strategy}.csv"
+        f"{RESULTS}/collected/{backbone}/{family}/{task}/{strategy}.csv"
         for task in tasks
         for strategy in (runs.get(task, []) if strategies is None else strategies)
     ]
@@ -276,7 +310,7 @@ def collected(family, tasks, strategies=None):
 def family_metrics(wildcards):
     """Every final run of one task and strategy in a regime family: its regimes x seeds."""
     return expand(
-        f"{RUNS}/{wildcards.task}/{{regime}}/{wildcards.strategy}/seed{{seed}}/metrics.json",
+        f"{runs_dir(wildcards.backbone)}/{wildcards.task}/{{regime}}/{wildcards.strategy}/seed{{seed}}/metrics.json",
         regime=study.family_regime_names(config, wildcards.family),
         seed=study.final_seeds(config, wildcards.strategy),
     )
@@ -301,6 +335,7 @@ def table_runs(wildcards):
         study.table_family(config, wildcards.table),
         study.table_tasks(config, wildcards.table),
         study.table_strategies(config, wildcards.table),
+        study.table_backbone(config, wildcards.table),
     )
 
 
@@ -309,7 +344,7 @@ def table_spec(wildcards, input, output):
     return spec(
         table=wildcards.table,
         benchmark=BENCH,
-        backbone=BB,
+        backbone=study.table_backbone(config, wildcards.table),
         family=entry["regime"],
         groups=entry["groups"],
         metric=entry["metric"],

@@ -2,9 +2,9 @@ rule collect:
     input:
         family_metrics,
     output:
-        f"{RESULTS}/collected/{BB}/{{family}}/{{task}}/{{strategy}}.csv",
+        f"{RESULTS}/collected/{{backbone}}/{{family}}/{{task}}/{{strategy}}.csv",
     log:
-        f"{LOGS}/collect/{{family}}/{{task}}/{{strategy}}.log",
+        f"{LOGS}/collect/{{backbone}}/{{family}}/{{task}}/{{strategy}}.log",
     localrule: True
     conda:
         "../envs/report.yaml"

@@ -6,9 +6,9 @@ rule sweep:
     output:
         f"{RUNS}/{{task}}/{{regime}}/{{strategy}}/sweep/chunk{{chunk}}.csv",
     log:
-        f"{LOGS}/sweep/{{task}}/{{regime}}/{{strategy}}/chunk{{chunk}}.log",
+        f"{LOGS}/sweep/{{backbone}}/{{task}}/{{regime}}/{{strategy}}/chunk{{chunk}}.log",
     benchmark:
-        f"{BENCHMARKS}/sweep/{{task}}/{{regime}}/{{strategy}}/chunk{{chunk}}.tsv"
+        f"{BENCHMARKS}/sweep/{{backbone}}/{{task}}/{{regime}}/{{strategy}}/chunk{{chunk}}.tsv"
     conda:
         "../envs/train.yaml"
     threads: stage_resources("train")["threads"]
@@ -29,13 +29,13 @@ rule sweep:
 rule select:
     input:
         lambda wc: expand(
-            f"{RUNS}/{wc.task}/{wc.regime}/{wc.strategy}/sweep/chunk{{chunk}}.csv",
+            f"{runs_dir(wc.backbone)}/{wc.task}/{wc.regime}/{wc.strategy}/sweep/chunk{{chunk}}.csv",
             chunk=range(n_chunks(wc)),
         ),
     output:
         f"{RUNS}/{{task}}/{{regime}}/{{strategy}}/sweep.csv",
     log:
-        f"{LOGS}/select/{{task}}/{{regime}}/{{strategy}}.log",
+        f"{LOGS}/select/{{backbone}}/{{task}}/{{regime}}/{{strategy}}.log",
     conda:
         "../envs/train.yaml"
     params:
@@ -54,9 +54,9 @@ rule stage1:
     output:
         f"{RUNS}/{{task}}/{{regime}}/{{strategy}}/stage1.safetensors",
     log:
-        f"{LOGS}/stage1/{{task}}/{{regime}}/{{strategy}}.log",
+        f"{LOGS}/stage1/{{backbone}}/{{task}}/{{regime}}/{{strategy}}.log",
     benchmark:
-        f"{BENCHMARKS}/stage1/{{task}}/{{regime}}/{{strategy}}.tsv"
+        f"{BENCHMARKS}/stage1/{{backbone}}/{{task}}/{{regime}}/{{strategy}}.tsv"
     conda:
         "../envs/train.yaml"
     threads: stage_resources("train")["threads"]
@@ -84,9 +84,9 @@ rule train:
         curves=seed_files("curves.csv", TRAIN_SEEDS),
         tuned=seed_files("tuned.safetensors", TRAIN_SEEDS),
     log:
-        f"{LOGS}/train/{{task}}/{{regime}}/{{strategy}}.log",
+        f"{LOGS}/train/{{backbone}}/{{task}}/{{regime}}/{{strategy}}.log",
     benchmark:
-        f"{BENCHMARKS}/train/{{task}}/{{regime}}/{{strategy}}.tsv"
+        f"{BENCHMARKS}/train/{{backbone}}/{{task}}/{{regime}}/{{strategy}}.tsv"
     wildcard_constraints:
         strategy=TRAIN_SEEDS_STRATEGIES,
     conda:
@@ -102,7 +102,7 @@ rule train:
         spec=lambda wc: run_spec(wc, "train"),
         backbone=lambda wc, input: backbone_arg(input),
         seeds=" ".join(map(str, TRAIN_SEEDS)),
-        runs_dir=lambda wc: f"{RUNS}/{wc.task}/{wc.regime}/{wc.strategy}",
+        runs_dir=lambda wc: f"{runs_dir(wc.backbone)}/{wc.task}/{wc.regime}/{wc.strategy}",
         start_from=lambda wc, input: start_from_arg(input),
     shell:
         "python -m vptft train --spec {params.spec:q} --threads {params.threads} --manifest {input.manifest:q} "
@@ -126,7 +126,7 @@ if CLAIM_SEEDS != TRAIN_SEEDS:
             spec=lambda wc: run_spec(wc, "train"),
             backbone=lambda wc, input: backbone_arg(input),
             seeds=" ".join(map(str, CLAIM_SEEDS)),
-            runs_dir=lambda wc: f"{RUNS}/{wc.task}/{wc.regime}/{wc.strategy}",
+            runs_dir=lambda wc: f"{runs_dir(wc.backbone)}/{wc.task}/{wc.regime}/{wc.strategy}",
             start_from=lambda wc, input: start_from_arg(input),
 
     ruleorder: train_seed > train_claims
@@ -148,9 +148,9 @@ use rule train as train_seed with:
         curves=f"{RUNS}/{{run}}/seed{{seed}}/curves.csv",
         tuned=f"{RUNS}/{{run}}/seed{{seed}}/tuned.safetensors",
     log:
-        f"{LOGS}/train/{{run}}/seed{{seed}}.log",
+        f"{LOGS}/train/{{backbone}}/{{run}}/seed{{seed}}.log",
     benchmark:
-        f"{BENCHMARKS}/train/{{run}}/seed{{seed}}.tsv"
+        f"{BENCHMARKS}/train/{{backbone}}/{{run}}/seed{{seed}}.tsv"
     wildcard_constraints:
         run="|".join(map(re.escape, SPLIT_RUNS)) or "(?!)",
     resources:
@@ -163,5 +163,5 @@ use rule train as train_seed with:
         spec=lambda wc: run_spec(run_of(wc), "train"),
         backbone=lambda wc, input: backbone_arg(input),
         seeds=lambda wc: wc.seed,
-        runs_dir=lambda wc: f"{RUNS}/{wc.run}",
+        runs_dir=lambda wc: f"{runs_dir(wc.backbone)}/{wc.run}",
         start_from=lambda wc, input: start_from_arg(input),

@@ -56,28 +56,37 @@ def load_schema() -> dict:
 
 
 def _backbone_errors(config: dict) -> list[str]:
-    key = config["backbone"]
-    spec = BACKBONES.get(key)
-    if spec is None:
-        return [f"$.backbone: unknown backbone {key!r}; known: {', '.join(BACKBONES)}"]
+    """Each backbone against the registry, its weights source and the `pretrain` section."""
+    entries = [("$.backbone", config["backbone"], "$.backbone_checkpoint", config["backbone_checkpoint"])]
+    for key, extra in config["backbones"].items():
+        entries.append((f"$.backbones.{key}", key, f"$.backbones.{key}.checkpoint", extra["checkpoint"]))
     errors = []
-    if spec.pretrained_by_workflow and "pretrain" not in config:
+    for path, key, file_path, checkpoint in entries:
+        spec = BACKBONES.get(key)
+        if spec is None:
+            errors.append(f"{path}: unknown backbone {key!r}; known: {', '.join(BACKBONES)}")
+        elif spec.pretrained_by_workflow and "pretrain" not in config:
+            errors.append(
+                f"$.pretrain: backbone {key!r} is pre-trained by the workflow and needs a `pretrain` section"
+            )
+        elif needs_local_file(spec) and not checkpoint:
+            errors.append(
+                f"{file_path}: backbone {key!r} loads from a local file; set it to the path of {spec.weights}"
+            )
+    if config["backbone"] in config["backbones"]:
+        errors.append(f"$.backbones.{config['backbone']}: it is the main `backbone` already")
+    if "pretrain" in config and not any(
+        BACKBONES[key].pretrained_by_workflow for key in study.backbones(config) if key in BACKBONES
+    ):
         errors.append(
-            f"$.pretrain: backbone {key!r} is pre-trained by the workflow and needs a `pretrain` section"
-        )
-    if not spec.pretrained_by_workflow and "pretrain" in config:
-        errors.append(f"$.pretrain: backbone {key!r} comes pre-trained; remove the `pretrain` section")
-    if needs_local_file(spec) and not config["backbone_checkpoint"]:
-        errors.append(
-            f"$.backbone_checkpoint: backbone {key!r} loads from a local file; set it to the path of "
-            f"{spec.weights}"
+            "$.pretrain: no configured backbone is pre-trained by the workflow; remove the `pretrain` section"
         )
     return errors
 
 
 def _semantic_errors(config: dict) -> list[str]:
     errors = _backbone_errors(config)
-    if config["backbone"] not in BACKBONES:
+    if any(key not in BACKBONES for key in study.backbones(config)):
         return errors
     bench = config["benchmark"]
     for i, name in enumerate(config["tasks"]):
@@ -94,12 +103,12 @@ def _semantic_errors(config: dict) -> list[str]:
         if spec is None:
             errors.append(f"$.strategies.{name}: unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
             continue
-        errors += spec.problems(
-            f"$.strategies.{name}",
-            entry["grid"],
-            entry.get("options", {}),
-            BACKBONES[config["backbone"]].depth,
-        )
+        for depth in sorted({BACKBONES[key].depth for key in study.backbones(config)}):
+            errors += [
+                e
+                for e in spec.problems(f"$.strategies.{name}", entry["grid"], entry.get("options", {}), depth)
+                if e not in errors
+            ]
         if spec.continues and spec.continues not in config["strategies"]:
             errors.append(
                 f"$.strategies.{name}: {name!r} continues the runs of {spec.continues!r}, which is not "
@@ -166,15 +175,20 @@ def load_config(path) -> dict:
         return validate_config(yaml.safe_load(f) or {})
 
 
-def check_backbone_weights(config: dict) -> None:
-    """A configured local weights file must exist before any job reads it (the message says where to get it)."""
-    path = config.get("backbone_checkpoint")
-    if path and not Path(path).is_file():
-        spec = BACKBONES[config["backbone"]]
-        raise ConfigError(
-            f"invalid config:\n  $.backbone_checkpoint: {path}: no such file; backbone {spec.key!r} needs "
-            f"{spec.weights or 'its weights file'}"
-        )
+def backbone_weights(config: dict, key: str) -> tuple[str, str | None]:
+    """(key path, local weights file or None) of a configured backbone."""
+    if key == config["backbone"]:
+        return "$.backbone_checkpoint", config.get("backbone_checkpoint")
+    return f"$.backbones.{key}.checkpoint", config["backbones"][key].get("checkpoint")
+
+
+def missing_weights(config: dict, key: str) -> str | None:
+    """Why a backbone's configured local weights file cannot be read (None if it is there or none is set): asked
+    while the DAG is built for the jobs that read it, so a target that needs other weights is not refused."""
+    path, file = backbone_weights(config, key)
+    if file and not Path(file).is_file():
+        return f"{path}: {file}: no such file; backbone {key!r} needs {BACKBONES[key].weights or 'its weights file'}"
+    return None
 
 
 def gpus_visible() -> bool:

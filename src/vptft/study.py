@@ -67,16 +67,38 @@ def table_strategies(config: dict, table: str) -> list[str]:
     return list(entry.get("strategies") or family_strategies(config, entry["regime"]))
 
 
-def family_runs(config: dict, family: str) -> dict[str, list[str]]:
-    """task -> strategies with final runs in this family (the family's own plus what its tables add)."""
-    runs = {task: list(family_strategies(config, family)) for task in family_tasks(config, family)}
+def backbones(config: dict) -> list[str]:
+    """The main backbone (every family, figure and the claims), then the extra ones (`backbones`), which train only
+    what the tables naming them show."""
+    return [config["backbone"], *(config.get("backbones") or {})]
+
+
+def table_backbone(config: dict, table: str) -> str:
+    return config["tables"][table].get("backbone") or config["backbone"]
+
+
+def family_runs(config: dict, family: str, backbone: str | None = None) -> dict[str, list[str]]:
+    """task -> strategies with final runs in this family on `backbone` (None: the main one): the family's own
+    plus what its tables add on the main backbone; on an extra backbone, only what the tables naming it show."""
+    backbone = backbone or config["backbone"]
+    main = backbone == config["backbone"]
+    runs = (
+        {task: list(family_strategies(config, family)) for task in family_tasks(config, family)}
+        if main
+        else {}
+    )
     for table, entry in config["tables"].items():
-        if entry["regime"] != family:
+        if entry["regime"] != family or table_backbone(config, table) != backbone:
             continue
         for task in table_tasks(config, table):
             strategies = runs.setdefault(task, [])
             strategies += [s for s in table_strategies(config, table) if s not in strategies]
     return {task: runs[task] for task in config["tasks"] if task in runs}
+
+
+def backbone_families(config: dict, backbone: str) -> list[str]:
+    """The regime families with final runs on `backbone`."""
+    return [family for family in configured_families(config) if family_runs(config, family, backbone)]
 
 
 def family_regime_names(config: dict, family: str) -> list[str]:
@@ -117,7 +139,19 @@ def problems(config: dict) -> list[str]:
             "$.regimes.fewshot: draws 0 and prototype false select no few-shot train set; set `draws` >= 1 "
             "or `prototype: true`, or remove the fewshot family"
         )
+    named = {table_backbone(config, table) for table in config["tables"]}
+    for key in config.get("backbones") or {}:
+        if key not in named:
+            errors.append(
+                f"$.backbones.{key}: no table names it, so nothing would train on it; add `backbone: {key}` to "
+                "the tables that should show it"
+            )
     for table, entry in config["tables"].items():
+        if table_backbone(config, table) not in backbones(config):
+            errors.append(
+                f"$.tables.{table}.backbone: {entry['backbone']!r} is neither `backbone` nor in `backbones`; "
+                "add it to `backbones`"
+            )
         if entry["regime"] not in config["regimes"]:
             errors.append(
                 f"$.tables.{table}.regime: regime family {entry['regime']!r} is not configured in `regimes`"

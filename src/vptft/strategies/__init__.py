@@ -168,6 +168,9 @@ class StrategySpec:
     description: str = ""
     combination_problems: Any = None  # (values, backbone depth) -> list of what cannot be built
     schedule: Any = None  # (values incl. depth, epochs, steps) -> what the training schedule cannot deliver
+    table8: str | None = (
+        None  # its column of the VPT paper's Table 8 (batch sizes): linear, partial, full, prompt
+    )
 
     @property
     def all_options(self) -> dict:
@@ -236,6 +239,15 @@ class StrategySpec:
             return long_batch
         return entry.get("batch_size") or default
 
+    def table8_batches(self, batches) -> dict:
+        """Its batch sizes from a backbone's Table 8 row (vptft.backbones.Table8Batches), as config entry keys;
+        empty where the row or the strategy's column does not exist (the config's own then hold)."""
+        if batches is None or self.table8 is None:
+            return {}
+        if self.table8 == "prompt":
+            return {"batch_size": batches.prompt, "batch_size_long_prompts": batches.long_prompt}
+        return {"batch_size": getattr(batches, self.table8)}
+
     def build(self, backbone, num_classes: int, head_init: str = "vpt", **values):
         """The tuned model: `backbone` wrapped with a new `head_init` head and the strategy's parameters."""
         options = self.resolve({k: v for k, v in values.items() if k not in BASE_OPTIONS})
@@ -258,6 +270,7 @@ STRATEGIES = {
             "vptft.strategies.backbone_tuning:build_full",
             trains_backbone=True,
             stores_backbone=True,
+            table8="full",
             description="every backbone weight + head",
         ),
         StrategySpec(
@@ -265,6 +278,7 @@ STRATEGIES = {
             "sgd",
             "vptft.strategies.head_only:build_linear",
             cache_features=True,
+            table8="linear",
             description="a new head on frozen features",
         ),
         StrategySpec(
@@ -277,6 +291,7 @@ STRATEGIES = {
                     str, "0:1", pattern=PROMPT_OPTIONS["layers"].pattern, help=PROMPT_OPTIONS["layers"].help
                 ),
             },
+            table8="prompt",
             description="p prompts at the first layer + head",
             combination_problems=_prompt_problems,
         ),
@@ -285,6 +300,7 @@ STRATEGIES = {
             "sgd",
             "vptft.strategies.prompts:build_prompted",
             PROMPT_OPTIONS,
+            table8="prompt",
             description="p fresh prompts at every layer + head",
             combination_problems=_prompt_problems,
         ),
@@ -296,6 +312,7 @@ STRATEGIES = {
             trains_backbone=True,
             stores_backbone=True,
             combination_problems=_prompt_problems,
+            table8="prompt",
             description="deep prompts + the whole backbone + head, with the prompt-tuning optimiser",
         ),
         StrategySpec(
@@ -306,6 +323,7 @@ STRATEGIES = {
             continues="full",
             stores_backbone=True,
             combination_problems=_prompt_problems,
+            table8="prompt",
             description="deep prompts + head on the backbone of a finished full finetuning run",
         ),
         StrategySpec(
@@ -315,6 +333,7 @@ STRATEGIES = {
             _k("k", 1, "the last k blocks (+ final norm) train"),
             trains_backbone=True,
             combination_problems=_depth_problems("k"),
+            table8="partial",
             description="the last k blocks + final norm + head",
         ),
         StrategySpec(
@@ -330,6 +349,7 @@ STRATEGIES = {
             "adamw",
             "vptft.strategies.backbone_tuning:build_bias",
             trains_backbone=True,
+            table8="full",
             description="every bias of the backbone + head (BitFit / TinyTL)",
         ),
         StrategySpec(
@@ -338,6 +358,7 @@ STRATEGIES = {
             "vptft.strategies.backbone_tuning:build_adapter",
             _k("reduction", 8, "r: bottleneck width = feature width / r"),
             trains_backbone=True,
+            table8="full",
             description="bottleneck adapters after each FFN + head",
         ),
         StrategySpec(
@@ -363,6 +384,7 @@ STRATEGIES = {
             "sgd",
             "vptft.strategies.kv_prompts:build_prefix",
             KV_PROMPT_OPTIONS,
+            table8="prompt",
             description="prompts prepended to every layer's keys and values only + head",
         ),
         StrategySpec(
@@ -370,6 +392,7 @@ STRATEGIES = {
             "sgd",
             "vptft.strategies.kv_prompts:build_adapt",
             ADAPT_OPTIONS,
+            table8="prompt",
             description="key/value prompts pruned by saliency to a total budget + head",
             combination_problems=_adapt_problems,
             schedule=_adapt_schedule,
