@@ -109,24 +109,31 @@ def stage_resources(stage):
 
 
 # Job sizes and runtimes from the cost estimate (vptft.cost; without step times: the configured runtime).
-PLANNER = cost.Planner(
-    config, cost.step_times(config), limit=stage_resources("train")["runtime"]
-)
+# The config as each backbone's jobs see it (its schedule), and a planner per backbone.
+CONFIGS = {key: study.backbone_view(config, key) for key in BACKBONE_KEYS}
+PLANNERS = {
+    key: cost.Planner(
+        view, cost.step_times(view), limit=stage_resources("train")["runtime"]
+    )
+    for key, view in CONFIGS.items()
+}
+PLANNER = PLANNERS[BB]
 
 
 def requested_runtime(run, stage, seeds=None, chunk=0):
     """Minutes a training job asks for: its estimate x cost.safety + cost.overhead_minutes."""
-    if PLANNER.times is None:
-        return PLANNER.limit
+    planner = PLANNERS[run.backbone]
+    if planner.times is None:
+        return planner.limit
     if stage == "train":
         n_seeds = (
             len(study.final_seeds(config, run.strategy)) if seeds is None else seeds
         )
         curves = study.draws_curves(config, run.task, run.regime, run.strategy)
-        estimate = PLANNER.final(run.task, run.regime, run.strategy, n_seeds, curves)
+        estimate = planner.final(run.task, run.regime, run.strategy, n_seeds, curves)
     else:  # a sweep chunk; stage 1 retrains one point of the grid, at most a chunk's time
-        estimate = PLANNER.sweep(run.task, run.regime, run.strategy, int(chunk))
-    return PLANNER.runtime(
+        estimate = planner.sweep(run.task, run.regime, run.strategy, int(chunk))
+    return planner.runtime(
         estimate, f"the {stage} job of {run.task}/{run.regime}/{run.strategy}"
     )
 
@@ -205,22 +212,11 @@ SWEEP_TRAIN_KEYS = (
 STRATEGY_ENTRY_KEYS = ("grid", "options", "batch_size", "batch_size_long_prompts")
 
 
-def schedule(backbone, strategy):
-    """train settings and the strategy's entry on a backbone: the config's, or for an extra backbone with
-    `schedule: paper` the VPT paper's epochs and Table 8 batch sizes for it."""
-    train = {k: config["train"][k] for k in SWEEP_TRAIN_KEYS}
-    entry = config["strategies"][strategy]
-    entry = {key: entry[key] for key in STRATEGY_ENTRY_KEYS if key in entry}
-    extra = config["backbones"].get(backbone)
-    if extra and extra["schedule"] == "paper":
-        registry = BACKBONES[backbone]
-        train["epochs"] = registry.epochs
-        entry.update(get_strategy(strategy).table8_batches(registry.batches))
-    return train, entry
-
-
 def run_spec(wildcards, stage):
-    train, entry = schedule(wildcards.backbone, wildcards.strategy)
+    view = CONFIGS[wildcards.backbone]
+    train = {k: view["train"][k] for k in SWEEP_TRAIN_KEYS}
+    entry = view["strategies"][wildcards.strategy]
+    entry = {key: entry[key] for key in STRATEGY_ENTRY_KEYS if key in entry}
     if (
         stage == "train"
     ):  # a run no figure draws the curve of evaluates the test set after its last epoch only
@@ -231,7 +227,7 @@ def run_spec(wildcards, stage):
     else:  # sweep, or stage1 (which retrains one sweep point: the chunking does not change it)
         train["sweep_seed"] = config["train"]["sweep_seed"]
     if stage == "sweep":
-        train["sweep_chunk_size"] = PLANNER.chunk_size(
+        train["sweep_chunk_size"] = PLANNERS[wildcards.backbone].chunk_size(
             wildcards.task, wildcards.regime, wildcards.strategy
         )
     return spec(
@@ -246,7 +242,9 @@ def run_spec(wildcards, stage):
 
 
 def n_chunks(wildcards):
-    return PLANNER.n_chunks(wildcards.task, wildcards.regime, wildcards.strategy)
+    return PLANNERS[wildcards.backbone].n_chunks(
+        wildcards.task, wildcards.regime, wildcards.strategy
+    )
 
 
 def continued_runs(wildcards, stage, seeds=None):

@@ -40,7 +40,9 @@ rule select:
         "../envs/train.yaml"
     params:
         spec=lambda wc: spec(
-            grid_size=grid_size(config["strategies"][wc.strategy]["grid"])
+            grid_size=grid_size(
+                CONFIGS[wc.backbone]["strategies"][wc.strategy]["grid"]
+            )
         ),
     shell:
         "python -m vptft select --spec {params.spec:q} --chunks {input:q} --out {output:q} > {log:q} 2>&1"

@@ -253,6 +253,10 @@ def test_a_table_of_another_backbone_trains_its_runs_on_that_backbone_only(tmp_p
     trained = {(w["backbone"], w["task"], w["strategy"]) for rule, w in jobs if rule in ("train", "sweep")}
     assert trained == {("vit_b16_mae", t, s) for t in natural for s in ("full", "vpt_deep")}
     assert {w["backbone"] for rule, w in jobs if rule == "collect"} == {"vit_b16_mae"}
+    swin = _dry_run_jobs("results/table7.csv", tmp_path)  # Swin-B: timm's weights, no local file needed
+    assert {(w["backbone"], w["task"], w["strategy"]) for rule, w in swin if rule == "train"} == {
+        ("swin_b_in21k", t, s) for t in natural for s in ("full", "vpt_deep")
+    }
 
 
 def test_lint_is_clean():

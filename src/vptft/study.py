@@ -73,6 +73,28 @@ def backbones(config: dict) -> list[str]:
     return [config["backbone"], *(config.get("backbones") or {})]
 
 
+def backbone_view(config: dict, backbone: str) -> dict:
+    """The config as the jobs of one backbone see it: `backbone` set to it; for an extra backbone with
+    `schedule: paper`, the VPT paper's schedule for it (the registry's epochs, its Table 8 batch sizes by
+    each strategy's column, its prompt-length grid where it has one). Sweeps, chunking and cost read this."""
+    import copy
+
+    from vptft.backbones import BACKBONES
+
+    view = {**config, "backbone": backbone}
+    extra = (config.get("backbones") or {}).get(backbone)
+    if not extra or extra.get("schedule") != "paper":
+        return view
+    registry = BACKBONES[backbone]
+    view["train"] = {**config["train"], "epochs": registry.epochs}
+    view["strategies"] = copy.deepcopy(config["strategies"])
+    for name, entry in view["strategies"].items():
+        entry.update(STRATEGIES[name].table8_batches(registry.batches))
+        if registry.prompt_lengths and "prompt_length" in entry.get("grid", {}):
+            entry["grid"]["prompt_length"] = list(registry.prompt_lengths)
+    return view
+
+
 def table_backbone(config: dict, table: str) -> str:
     return config["tables"][table].get("backbone") or config["backbone"]
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
-FAMILIES = ("vit",)  # those with a token interface in vptft.strategies.tokens
+# families with a token interface in vptft.strategies.tokens -> the create_model arguments `train.backbone_dropout`
+# sets (the VPT code's ViT dropout; its Swin has none, only the drop path of the registry's timm_args)
+FAMILIES = {"vit": ("pos_drop_rate", "proj_drop_rate"), "swin": ()}
 LOADERS = ("timm", "mae", "mocov3")  # vptft.backbones.checkpoints
 
 
@@ -67,6 +69,7 @@ class BackboneSpec:
     timm_args: dict = field(default_factory=dict)  # create_model arguments besides num_classes and dropout
     batches: Table8Batches | None = None  # None: not a VPT-paper backbone
     epochs: int = 100  # the VPT paper's schedule on this backbone (Table 6: 50 for ViT-L / ViT-H)
+    prompt_lengths: tuple[int, ...] | None = None  # the VPT paper's prompt-length grid here, where it has its own
     weights: str = ""  # where to get the checkpoint file (said when it is missing)
     fixed: tuple[
         str, ...
@@ -134,6 +137,23 @@ BACKBONES = {
             batches=Table8Batches(linear=1024, partial=240, full=28, prompt=28, long_prompt=14),
             epochs=50,
             weights="timm's vit_huge_patch14_224.orig_in21k (Hugging Face hub) or the original ViT-H_14.npz",
+        ),
+        BackboneSpec(
+            "swin_b_in21k",
+            "swin_base_patch4_window7_224.ms_in22k",
+            "swin",
+            "ImageNet-21k, supervised",
+            depth=24,
+            tokens=3136,
+            dim=1024,
+            preprocessing=IMAGENET_224,
+            # the VPT code's Swin-B: drop path 0.5, active only while the backbone trains (its blocks are in eval
+            # mode under prompt tuning)
+            timm_args={"drop_path_rate": 0.5},
+            batches=Table8Batches(linear=1024, partial=1024, full=128, prompt=80, long_prompt=None),
+            prompt_lengths=(1, 5, 10, 50),  # VPT paper App. A.1
+            weights="swin_base_patch4_window7_224_22k.pth from the Swin Transformer releases (timm's "
+            "swin_base_patch4_window7_224.ms_in22k)",
         ),
         BackboneSpec(
             "vit_b16_mae",

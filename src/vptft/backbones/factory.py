@@ -13,7 +13,7 @@ from timm.models import register_model
 from timm.models._registry import generate_default_cfgs
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
 
-from vptft.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, get_backbone, needs_local_file
+from vptft.backbones import BACKBONES, FAMILIES, IMAGENET_MEAN, IMAGENET_STD, get_backbone, needs_local_file
 from vptft.backbones.checkpoints import LOADERS, LayoutError
 
 MINI = BACKBONES["mini_vit"]
@@ -59,8 +59,9 @@ def create_backbone(
     """A timm model without classifier (num_classes=0), weights from `checkpoint` (a local file, read by the
     registry entry's loader) or timm's source; the registry's preprocessing becomes its `pretrained_cfg`.
 
-    dropout: on the position embedding, attention output and MLP (the VPT code's ViT-B config: 0.1, active
-    only while the backbone is in train mode); attention-probability dropout stays 0.
+    dropout: on a ViT's position embedding, attention output and MLP (the VPT code's ViT-B config: 0.1, active
+    only while the backbone is in train mode); attention-probability dropout stays 0. Families whose VPT code
+    has no dropout (Swin) ignore it.
     """
     spec = get_backbone(key)
     if checkpoint is not None:
@@ -83,8 +84,7 @@ def create_backbone(
             pretrained=timm_file or (pretrained and checkpoint is None),
             num_classes=0,
             pretrained_cfg_overlay=overlay,
-            pos_drop_rate=dropout,
-            proj_drop_rate=dropout,
+            **{name: dropout for name in FAMILIES[spec.family]},
             **spec.timm_args,
         )
         if checkpoint is not None and not timm_file:

@@ -23,6 +23,8 @@ class KVPromptModel(TunedModel):
         super().__init__(backbone, num_classes, head_init)
         self.tokens = token_interface(backbone)
         t = self.tokens
+        if not t.kv_prefix:
+            raise TypeError(f"key/value prompts have no form on {type(backbone).__name__} here (ViT only)")
         bound = prompt_init_bound(t.patch_size, t.dim)
         self.prompts = nn.Parameter(torch.empty(t.depth, prompt_length, t.dim).uniform_(-bound, bound))
         self.prompt_dropout = nn.Dropout(prompt_dropout)

@@ -1,7 +1,8 @@
 """Visual Prompt Tuning (Jia et al., 2022) and the study's prompt-based rows (Mixed, FT-then-PT), written once
 against a backbone family's token-insertion point (vptft.strategies.tokens).
 
-Sequence = [prefix (CLS), prompts, patches]; prompts are inserted after the position embedding (and its
+Sequence = [prefix (CLS), prompts, patches] (the family's token interface runs it: on Swin [prompts, patches]
+through its windows and stages); prompts are inserted after the position embedding (and its
 dropout) and carry none. At the first prompted block the prompts are inserted; before every later prompted
 block the tokens at the prompt positions are replaced by that block's fresh prompts (the previous block's
 outputs there are discarded); after the last prompted block they flow on. VPT-shallow prompts block 0 only,
@@ -48,14 +49,22 @@ class PromptedModel(TunedModel):
     ):
         super().__init__(backbone, num_classes, head_init, trains_backbone)
         self.tokens = token_interface(backbone)
+        if pooling == "cls" and not self.tokens.num_prefix_tokens:
+            raise ValueError(f"pooling 'cls': {type(backbone).__name__} has no CLS token")
         self.location, self.pooling = location, pooling
         self.prompt_length = 0 if location == "add" else prompt_length
         self.prompted = prompted_blocks(layers, self.tokens.depth)
         tokens_per_block = self.tokens.num_patches if location == "add" else prompt_length
         bound = prompt_init_bound(self.tokens.patch_size, self.tokens.dim)
-        self.prompts = nn.Parameter(
-            torch.empty(len(self.prompted), tokens_per_block, self.tokens.dim).uniform_(-bound, bound)
-        )
+        widths = [self.tokens.block_dims[i] for i in self.prompted]
+        if len(set(widths)) == 1:  # one tensor (slots, p, D)
+            self.prompts = nn.Parameter(
+                torch.empty(len(self.prompted), tokens_per_block, widths[0]).uniform_(-bound, bound)
+            )
+        else:  # a hierarchical backbone (Swin): each prompted block's prompts at its own width
+            self.prompts = nn.ParameterList(
+                [nn.Parameter(torch.empty(tokens_per_block, d).uniform_(-bound, bound)) for d in widths]
+            )
         self.prompt_dropout = nn.Dropout(prompt_dropout)
 
     def _prompts(self, slot: int, x: torch.Tensor) -> torch.Tensor:
@@ -63,19 +72,10 @@ class PromptedModel(TunedModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final-normed token sequence [prefix, prompts, patches]."""
-        x = self.tokens.embed(x)
-        n, p = self.tokens.num_prefix_tokens, self.prompt_length
         slots = {block: slot for slot, block in enumerate(self.prompted)}
-        for i, block in enumerate(self.tokens.blocks):
-            if i in slots:
-                prompts = self._prompts(slots[i], x)
-                if self.location == "add":
-                    x = torch.cat([x[:, :n], x[:, n:] + prompts], dim=1)
-                else:  # insert at the first prompted block, replace the prompt outputs at the later ones
-                    kept = n + p if slots[i] > 0 else n
-                    x = torch.cat([x[:, :n], prompts, x[:, kept:]], dim=1)
-            x = block(x)
-        return self.tokens.norm(x)
+        return self.tokens.forward_prompted(
+            x, lambda i, tokens: self._prompts(slots[i], tokens) if i in slots else None, self.location
+        )
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         n, p = self.tokens.num_prefix_tokens, self.prompt_length
@@ -102,3 +102,12 @@ def build_mixed(backbone, num_classes, head_init, **options):
 def expected_tuned_parameters(prompt_length: int, dim: int, depth: int, num_classes: int, deep: bool) -> int:
     """Closed form of VPT's tuned-parameter count: p * D * (L if deep else 1) + D * C + C."""
     return prompt_length * dim * (depth if deep else 1) + dim * num_classes + num_classes
+
+
+def expected_swin_tuned_parameters(
+    prompt_length: int, stage_dims: list[int], stage_depths: list[int], num_classes: int, deep: bool
+) -> int:
+    """The same on Swin: p * (sum over blocks of the block's width if deep, else the first width) + head.
+    Swin-B (widths 128..1024, depths 2, 2, 18, 2): 12,032 * p prompt parameters deep."""
+    per_token = sum(d * n for d, n in zip(stage_dims, stage_depths)) if deep else stage_dims[0]
+    return prompt_length * per_token + stage_dims[-1] * num_classes + num_classes

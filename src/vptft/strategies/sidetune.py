@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from vptft.strategies.base import TunedModel
+from vptft.strategies.tokens import token_interface
 
 
 def side_network(out_dim: int, width: int) -> nn.Sequential:
@@ -29,15 +30,16 @@ class SideTuned(TunedModel):
 
     def __init__(self, backbone, num_classes, head_init, side_width):
         super().__init__(backbone, num_classes, head_init)
+        self.tokens = token_interface(backbone)
         self.side = side_network(backbone.num_features, side_width)
         self.alpha = nn.Parameter(torch.zeros(()))
 
     def forward_features(self, x):
-        return torch.cat([self.backbone.forward_features(x), self.side(x)[:, None]], dim=1)
+        return torch.cat([self.tokens.features(x), self.side(x)[:, None]], dim=1)
 
     def forward_head(self, x, pre_logits=False):
         a = torch.sigmoid(self.alpha)
-        x = a * self.backbone.forward_head(x[:, :-1], pre_logits=True) + (1 - a) * x[:, -1]
+        x = a * self.tokens.pool(x[:, :-1]) + (1 - a) * x[:, -1]
         return x if pre_logits else self.head(x)
 
 

@@ -10,24 +10,51 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.models.swin_transformer import SwinTransformer, window_partition, window_reverse
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 
 class ViTTokens:
-    """The token-insertion point of a timm VisionTransformer."""
+    """The token-insertion point of a timm VisionTransformer: [prefix (CLS), prompts, patches]."""
+
+    kv_prefix = True  # key/value prompts (VPT-prefix, Adapt) have a form here
+    lora_targets = ("qkv",)  # the attention projections LoRA adapts
 
     def __init__(self, vit: VisionTransformer):
         self.vit = vit
         self.num_prefix_tokens = vit.num_prefix_tokens
         self.dim = vit.embed_dim
         self.depth = len(vit.blocks)
+        self.block_dims = [vit.embed_dim] * self.depth  # token width at each block's input
         self.patch_size = vit.patch_embed.patch_size[0]
         self.num_patches = vit.patch_embed.num_patches
 
     @property
     def blocks(self):
         return self.vit.blocks
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's final-normed tokens (B, N, D)."""
+        return self.vit.forward_features(x)
+
+    def forward_prompted(self, x: torch.Tensor, prompts_at, location: str = "prepend") -> torch.Tensor:
+        """Final-normed [prefix, prompts, patches] of an image batch. Before block i, `prompts_at(i, x)` gives the
+        block's prompts (B, p, D) or None: inserted after the prefix at the first prompted block, replacing the
+        previous block's outputs at those positions at the later ones (None: they flow on); `location="add"`
+        adds them to the patch tokens instead (one per patch)."""
+        x = self.embed(x)
+        n, p = self.num_prefix_tokens, 0
+        for i, block in enumerate(self.vit.blocks):
+            prompts = prompts_at(i, x)
+            if prompts is not None:
+                if location == "add":
+                    x = torch.cat([x[:, :n], x[:, n:] + prompts], dim=1)
+                else:
+                    x = torch.cat([x[:, :n], prompts, x[:, n + p :]], dim=1)
+                    p = prompts.shape[1]
+            x = block(x)
+        return self.norm(x)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Image -> [prefix (CLS), patches] after the position embedding, its dropout and the pre-norm."""
@@ -56,8 +83,6 @@ class ViTTokens:
     def last_blocks(self, k: int) -> tuple[str, ...]:
         """Parameter-name prefixes of Partial-k: the last k blocks, the final norm and fc_norm where it exists."""
         return tuple(f"blocks.{i}." for i in range(self.depth - k, self.depth)) + ("norm.", "fc_norm.")
-
-    lora_targets = ("qkv",)  # the attention projections LoRA adapts
 
     def wrap_mlps(self, wrap) -> None:
         """Replace every block's FFN `mlp` by `wrap(mlp, width)` (adapters)."""
@@ -94,10 +119,151 @@ class ViTTokens:
         return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
 
-def token_interface(backbone) -> ViTTokens:
+class SwinTokens:
+    """The token-insertion point of a timm SwinTransformer, as the VPT code prompts Swin: a block's prompts
+    (B, p, C) are copied into every attention window, attend to and from its patches (relative-position bias and
+    shift mask zero-padded for them) and leave it as their average over the windows; they pass the residual
+    and the MLP like patch tokens; patch merging gives them their channels copied four times through the
+    merge's norm and linear layer; the final norm runs over all tokens, and the pooled feature is their mean,
+    prompts included. Tokens travel flat as [prompts, patches] (B, p + H * W, C); timm's blocks are NHWC.
+
+    One deviation: the VPT code pairs windows with prompts and averages prompt outputs window-major while its
+    windows are batch-major, so with several images per batch a prompt mixes the images' windows; here each
+    image's prompts see only its own windows (the same where prompts are fresh at every block, as VPT-deep)."""
+
+    num_prefix_tokens = 0
+    kv_prefix = False
+    lora_targets = ("qkv",)
+
+    def __init__(self, swin: SwinTransformer):
+        self.swin = swin
+        self.stage_blocks = [list(stage.blocks) for stage in swin.layers]
+        self.depth = sum(map(len, self.stage_blocks))
+        self.block_dims = [block.dim for blocks in self.stage_blocks for block in blocks]
+        self.dim = self.block_dims[0]
+        self.patch_size = swin.patch_embed.patch_size[0]
+        self.num_patches = swin.patch_embed.num_patches
+
+    @property
+    def blocks(self):
+        return [block for blocks in self.stage_blocks for block in blocks]
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return tuple(self.swin.patch_embed.grid_size)
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        raise TypeError(
+            "GradCAM here reads a ViT's patch tokens; a Swin backbone has no such layer in this workflow"
+        )
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.swin.forward_features(x).flatten(1, 2)
+
+    def norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.swin.norm(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of every final-normed token, prompts included (without prompts: timm's average pooling)."""
+        return x.mean(1)
+
+    def last_blocks(self, k: int) -> tuple[str, ...]:
+        names = [
+            f"layers.{s}.blocks.{j}."
+            for s, blocks in enumerate(self.stage_blocks)
+            for j in range(len(blocks))
+        ]
+        return tuple(names[len(names) - k :]) + ("norm.",)
+
+    def wrap_mlps(self, wrap) -> None:
+        for block in self.blocks:
+            block.mlp = wrap(block.mlp, block.dim)
+
+    def forward_prompted(self, x: torch.Tensor, prompts_at, location: str = "prepend") -> torch.Tensor:
+        """As ViTTokens.forward_prompted, through Swin's stages (prompts at the front; `add` has no Swin form)."""
+        if location != "prepend":
+            raise ValueError(
+                f"prompt location {location!r} has no Swin form (prepend only, as in the VPT code)"
+            )
+        x = self.swin.patch_embed(x)
+        b, h, w, c = x.shape
+        x, p, i = x.reshape(b, h * w, c), 0, 0
+        for stage, blocks in zip(self.swin.layers, self.stage_blocks):
+            if not isinstance(stage.downsample, nn.Identity):
+                x, (h, w) = self._merge(stage.downsample, x, p, (h, w))
+            for block in blocks:
+                prompts = prompts_at(i, x)
+                if prompts is not None:
+                    x, p = torch.cat([prompts, x[:, p:]], dim=1), prompts.shape[1]
+                x = (
+                    self._block(block, x, p, (h, w))
+                    if p
+                    else block(x.reshape(b, h, w, -1)).reshape(b, h * w, -1)
+                )
+                i += 1
+        return self.swin.norm(x)
+
+    @staticmethod
+    def _merge(merge, x: torch.Tensor, p: int, hw: tuple[int, int]):
+        """timm's PatchMerging on the patches; the prompts' channels copied four times through its norm and
+        linear layer (the VPT code's PromptedPatchMerging without prompt upsampling)."""
+        b, _, c = x.shape
+        patches = merge(x[:, p:].reshape(b, *hw, c))
+        out = patches.flatten(1, 2)
+        if p:
+            out = torch.cat([merge.reduction(merge.norm(x[:, :p].repeat(1, 1, 4))), out], dim=1)
+        return out, tuple(patches.shape[1:3])
+
+    @staticmethod
+    def _block(block, x: torch.Tensor, p: int, hw: tuple[int, int]) -> torch.Tensor:
+        h, w = hw
+        b, _, c = x.shape
+        (wh, ww), shift = block.window_size, block.shift_size
+        if h % wh or w % ww:
+            raise ValueError(
+                f"a {h}x{w} token grid is not a multiple of the {wh}x{ww} window (no padding here)"
+            )
+        shortcut, x = x, block.norm1(x)
+        prompts, patches = x[:, :p], x[:, p:].reshape(b, h, w, c)
+        if any(shift):
+            patches = torch.roll(patches, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        windows = window_partition(patches, (wh, ww)).reshape(
+            -1, wh * ww, c
+        )  # (B * nW, area, C), batch-major
+        n_windows = windows.shape[0] // b
+        prompts = prompts[:, None].expand(b, n_windows, p, c).reshape(b * n_windows, p, c)
+        out = _prompted_window_attention(block.attn, torch.cat([prompts, windows], dim=1), block.attn_mask, p)
+        prompts = out[:, :p].reshape(b, n_windows, p, c).mean(1)
+        patches = window_reverse(out[:, p:].reshape(-1, wh, ww, c), (wh, ww), h, w)
+        if any(shift):
+            patches = torch.roll(patches, shifts=shift, dims=(1, 2))
+        x = shortcut + block.drop_path1(torch.cat([prompts, patches.reshape(b, h * w, c)], dim=1))
+        return x + block.drop_path2(block.mlp(block.norm2(x)))
+
+
+def _prompted_window_attention(attn, x: torch.Tensor, mask: torch.Tensor | None, p: int) -> torch.Tensor:
+    """timm's WindowAttention over [prompts, window tokens], its relative-position bias and shift mask
+    zero-padded for the p prompt positions (prompts attend to and from every token of the window)."""
+    batch, n, _ = x.shape
+    qkv = attn.qkv(x).reshape(batch, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    bias = F.pad(attn._get_rel_pos_bias(), (p, 0, p, 0))  # (1, heads, n, n)
+    if mask is not None:  # (nW, area, area): window w of every image
+        n_windows = mask.shape[0]
+        bias = (bias + F.pad(mask, (p, 0, p, 0))[:, None]).repeat(batch // n_windows, 1, 1, 1)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=bias.to(q.dtype), dropout_p=attn.attn_drop.p if attn.training else 0.0
+    )
+    return attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(batch, n, -1)))
+
+
+def token_interface(backbone) -> ViTTokens | SwinTokens:
     """The token-insertion point of `backbone`'s family."""
     if isinstance(backbone, VisionTransformer):
         return ViTTokens(backbone)
+    if isinstance(backbone, SwinTransformer):
+        return SwinTokens(backbone)
     raise TypeError(
         f"{type(backbone).__name__}: no token-insertion point for this backbone family; "
         "add one in vptft/strategies/tokens.py"
