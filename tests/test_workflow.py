@@ -79,6 +79,25 @@ def test_run_files_follow_the_contract(workdir):
     assert report["heldout_top1"] > 0 and report["chance_top1"] == pytest.approx(100 / 12)
 
 
+def test_a_second_backbone_trains_only_what_its_table_shows(workdir):
+    """The mini Swin (backbones: {mini_swin: {}}): pre-trained by the workflow, FT and VPT on table7's task."""
+    runs = workdir / "results/mini/runs/mini_swin"
+    assert sorted(p.relative_to(runs).as_posix() for p in runs.glob("*/*/*")) == [
+        "newshapes_src/vtab1k/full",
+        "newshapes_src/vtab1k/vpt_deep",
+    ]
+    metrics = json.loads((runs / "newshapes_src/vtab1k/vpt_deep/seed0/metrics.json").read_text())
+    assert metrics["backbone"] == "mini_swin"
+    # VPT-deep on the mini Swin: p prompts at widths 48, 48, 96, 96 + a head on the 96-wide pooled feature
+    classes = json.loads((workdir / "results/mini/splits/newshapes_src/vtab1k.json").read_text())[
+        "num_classes"
+    ]
+    assert metrics["tuned"] == 2 * (48 + 48 + 96 + 96) + 96 * classes + classes
+    table = pd.read_csv(workdir / "results/mini/table7.csv")
+    assert set(table.strategy) == {"full", "vpt_deep"}
+    assert (workdir / "results/mini/backbones/mini_swin/pretrain.json").is_file()
+
+
 FIGURES = [
     "figure3",
     "figure4",

@@ -46,10 +46,12 @@ def portable_trunc_normal_(tensor: torch.Tensor, std: float, low: float = -2.0, 
 
 
 def redraw_truncated_normals(model: torch.nn.Module) -> None:
-    """timm's ViT initialisation, with its truncated normals drawn portably: every Linear weight and the
-    position embedding N(0, 0.02) cut at +-2 (biases, norms, the class token and the patch convolution keep
-    timm's draws, which are portable)."""
-    portable_trunc_normal_(model.pos_embed, std=0.02)
+    """timm's ViT / Swin initialisation, with its truncated normals drawn portably: every Linear weight, the
+    position embedding and Swin's relative-position bias tables N(0, 0.02) cut at +-2 (biases, norms, the class
+    token and the patch convolution keep timm's draws, which are portable)."""
+    for name, param in model.named_parameters():
+        if name == "pos_embed" or name.endswith("relative_position_bias_table"):
+            portable_trunc_normal_(param, std=0.02)
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             portable_trunc_normal_(module.weight, std=0.02)
@@ -62,8 +64,9 @@ def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") ->
     images, labels = render_source(n_train + n_heldout, cfg["seed"])
     print(f"[pretrain] rendered {len(labels)} source images in {time.perf_counter() - t0:.1f}s", flush=True)
     torch.manual_seed(cfg["seed"])  # the initial weights too: the backbone is deterministic from the seed
+    spec = BACKBONES[backbone_key]
     model = timm.create_model(
-        BACKBONES[backbone_key].timm_name, pretrained=False, num_classes=len(SOURCE_SHAPES)
+        spec.timm_name, pretrained=False, num_classes=len(SOURCE_SHAPES), **spec.timm_args
     )
     redraw_truncated_normals(model)
     inputs = input_config(model)

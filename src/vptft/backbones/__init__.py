@@ -69,7 +69,9 @@ class BackboneSpec:
     timm_args: dict = field(default_factory=dict)  # create_model arguments besides num_classes and dropout
     batches: Table8Batches | None = None  # None: not a VPT-paper backbone
     epochs: int = 100  # the VPT paper's schedule on this backbone (Table 6: 50 for ViT-L / ViT-H)
-    prompt_lengths: tuple[int, ...] | None = None  # the VPT paper's prompt-length grid here, where it has its own
+    prompt_lengths: tuple[int, ...] | None = (
+        None  # the VPT paper's prompt-length grid here, where it has its own
+    )
     weights: str = ""  # where to get the checkpoint file (said when it is missing)
     fixed: tuple[
         str, ...
@@ -96,6 +98,18 @@ BACKBONES = {
             preprocessing=Preprocessing(32, HALF, HALF, "bilinear"),
             pretrained_by_workflow=True,
             bench=BenchProfile(batch=64, repeats=3, steps=20, config="config/config.yaml"),
+        ),
+        BackboneSpec(
+            "mini_swin",
+            "swin_mini_patch4_window4_32.vptft",
+            "swin",
+            "the workflow's rendered source set, supervised (rule pretrain)",
+            depth=4,
+            tokens=64,
+            dim=96,
+            preprocessing=Preprocessing(32, HALF, HALF, "bilinear"),
+            timm_args={"drop_path_rate": 0.0},  # like the mini ViT: no regularisation to switch on or off
+            pretrained_by_workflow=True,
         ),
         BackboneSpec(
             "vit_b16_in21k",

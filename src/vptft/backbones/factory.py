@@ -11,6 +11,7 @@ from pathlib import Path
 import timm
 from timm.models import register_model
 from timm.models._registry import generate_default_cfgs
+from timm.models.swin_transformer import SwinTransformer, _create_swin_transformer
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
 
 from vptft.backbones import BACKBONES, FAMILIES, IMAGENET_MEAN, IMAGENET_STD, get_backbone, needs_local_file
@@ -28,19 +29,37 @@ MINI_ARGS = dict(
     global_pool="token",
 )
 
+MINI_SWIN = BACKBONES["mini_swin"]
+MINI_SWIN_ARGS = dict(
+    img_size=MINI_SWIN.preprocessing.size,
+    patch_size=4,
+    window_size=4,
+    embed_dim=48,
+    depths=(2, 2),
+    num_heads=(3, 6),
+)
+
+
+def _workflow_cfg(spec, classifier: str) -> dict:
+    """timm's pretrained config of a workflow-pretrained backbone: its weights come from the `pretrain` rule,
+    never from a hub."""
+    prep = spec.preprocessing
+    return dict(
+        num_classes=0,
+        input_size=(3, prep.size, prep.size),
+        mean=prep.mean,
+        std=prep.std,
+        interpolation=prep.interpolation,
+        crop_pct=1.0,
+        first_conv="patch_embed.proj",
+        classifier=classifier,
+    )
+
+
 default_cfgs = generate_default_cfgs(
     {
-        # weights come from the workflow's `pretrain` rule, never from a hub
-        "vit_mini_patch8_32.vptft": dict(
-            num_classes=0,
-            input_size=(3, MINI.preprocessing.size, MINI.preprocessing.size),
-            mean=MINI.preprocessing.mean,
-            std=MINI.preprocessing.std,
-            interpolation=MINI.preprocessing.interpolation,
-            crop_pct=1.0,
-            first_conv="patch_embed.proj",
-            classifier="head",
-        ),
+        "vit_mini_patch8_32.vptft": _workflow_cfg(MINI, "head"),
+        "swin_mini_patch4_window4_32.vptft": _workflow_cfg(MINI_SWIN, "head.fc"),
     }
 )
 
@@ -50,6 +69,15 @@ def vit_mini_patch8_32(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """ViT (patch 8, width 96, depth 4, 3 heads) for 32x32 images: the mini benchmark's backbone."""
     return _create_vision_transformer(
         "vit_mini_patch8_32", pretrained=pretrained, **dict(MINI_ARGS, **kwargs)
+    )
+
+
+@register_model
+def swin_mini_patch4_window4_32(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """Swin (patch 4, window 4, widths 48 / 96, 2 + 2 blocks, 3 / 6 heads) for 32x32 images: the mini
+    benchmark's hierarchical backbone (8x8 then 4x4 tokens, one shifted block per stage)."""
+    return _create_swin_transformer(
+        "swin_mini_patch4_window4_32", pretrained=pretrained, **dict(MINI_SWIN_ARGS, **kwargs)
     )
 
 
