@@ -46,7 +46,12 @@ def test_every_registry_entry_builds_the_model_it_declares(key):
 
 def test_the_workflow_pretrained_backbone_and_the_schema_read_the_registry():
     assert "enum" not in load_schema()["properties"]["backbone"]  # the registry is the one list
-    assert [k for k, s in BACKBONES.items() if s.pretrained_by_workflow] == ["mini_vit"]
+    assert [k for k, s in BACKBONES.items() if s.pretrained_by_workflow] == [
+        "mini_vit",
+        "mini_vit_mae",
+        "mini_swin",
+    ]
+    assert {s.objective for s in BACKBONES.values()} == {"supervised", "mae"}
     assert [k for k, s in BACKBONES.items() if needs_local_file(s)] == ["vit_b16_mae", "vit_b16_mocov3"]
 
 
@@ -62,7 +67,8 @@ def _paper_config(**changes) -> dict:
 
 def test_config_names_an_unknown_backbone_and_a_missing_local_file(tmp_path):
     with pytest.raises(
-        ConfigError, match=r"\$\.backbone: unknown backbone 'vit_z'; known: mini_vit, vit_b16_in21k"
+        ConfigError,
+        match=r"\$\.backbone: unknown backbone 'vit_z'; known: mini_vit, mini_vit_mae, mini_swin, vit_b16_in21k",
     ):
         validate_config(_paper_config(backbone="vit_z"))
     with pytest.raises(

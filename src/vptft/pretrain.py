@@ -1,4 +1,5 @@
-"""Pre-train the mini ViT on the rendered source set (the mini benchmark's stand-in for ImageNet-21k).
+"""Pre-train a mini backbone on the rendered source set (the mini benchmark's stand-in for ImageNet-21k), by the
+registry entry's objective: supervised on the source classes, or masked autoencoding (vptft.mae).
 
 Writes a timm-loadable safetensors checkpoint (no classifier) and a report with the held-out source accuracy.
 """
@@ -15,8 +16,10 @@ from safetensors.torch import save_file
 from vptft import engine, reproducibility
 from vptft.backbones import BACKBONES
 from vptft.backbones.factory import input_config
-from vptft.data import SplitData, to_uint8_tensor
+from vptft.data import Normalize, SplitData, to_uint8_tensor
 from vptft.io import atomic_path, write_json
+from vptft.mae import MaskedAutoencoder, knn_top1
+from vptft.schedule import lr_factor
 from vptft.tasks.mini import SOURCE_SHAPES, render_source
 
 
@@ -57,23 +60,13 @@ def redraw_truncated_normals(model: torch.nn.Module) -> None:
             portable_trunc_normal_(module.weight, std=0.02)
 
 
-def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") -> dict:
-    out_dir = Path(out_dir)
-    t0 = time.perf_counter()
-    n_train, n_heldout = cfg["n_train"], cfg["n_heldout"]
-    images, labels = render_source(n_train + n_heldout, cfg["seed"])
-    print(f"[pretrain] rendered {len(labels)} source images in {time.perf_counter() - t0:.1f}s", flush=True)
-    torch.manual_seed(cfg["seed"])  # the initial weights too: the backbone is deterministic from the seed
-    spec = BACKBONES[backbone_key]
+def _supervised(cfg: dict, spec, train: SplitData, heldout: SplitData, device: str):
+    """Cross-entropy on the source classes (flip augmentation): (model, held-out top-1, curves, extras, why it
+    failed or None)."""
     model = timm.create_model(
         spec.timm_name, pretrained=False, num_classes=len(SOURCE_SHAPES), **spec.timm_args
     )
     redraw_truncated_normals(model)
-    inputs = input_config(model)
-    size = inputs["size"]
-    x = to_uint8_tensor(images, size)
-    y = torch.as_tensor(labels)
-    train, heldout = SplitData(x[:n_train], y[:n_train]), SplitData(x[n_train:], y[n_train:])
     fit_cfg = engine.FitConfig(
         optimizer="adamw",
         lr=cfg["lr"],
@@ -91,7 +84,7 @@ def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") ->
         train,
         {"heldout": heldout},
         fit_cfg,
-        inputs,
+        input_config(model),
         engine.pick_device(device),
         desc="pretrain",
     )
@@ -103,12 +96,113 @@ def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") ->
                 flush=True,
             )
     top1 = result["final"]["heldout"]["top1"]
-    chance = 100.0 / len(SOURCE_SHAPES)
-    if top1 < cfg["min_heldout_top1"]:  # checked before anything is written: no checkpoint of a failed run
-        raise RuntimeError(
-            f"pre-training failed: held-out top-1 {top1:.1f}% is below pretrain.min_heldout_top1 "
-            f"= {cfg['min_heldout_top1']}% (chance {chance:.1f}%); check the pretrain config"
+    problem = None
+    if top1 < cfg["min_heldout_top1"]:
+        problem = (
+            f"held-out top-1 {top1:.1f}% is below pretrain.min_heldout_top1 = {cfg['min_heldout_top1']}% "
+            f"(chance {100.0 / len(SOURCE_SHAPES):.1f}%)"
         )
+    return model, top1, result["curves"], {}, problem
+
+
+def _masked_autoencoding(cfg: dict, spec, train: SplitData, heldout: SplitData, device: str):
+    """MAE on the source images (labels unused; flip augmentation): (encoder, held-out kNN top-1 of its
+    average-pooled patch features, curves, extras with the held-out reconstruction loss, why it failed or
+    None). It fails on its own objective, not on the class information (MAE's features hold little of it)."""
+    encoder = timm.create_model(spec.timm_name, pretrained=False, num_classes=0)  # MAE's layout: final norm
+    redraw_truncated_normals(encoder)
+    model = MaskedAutoencoder(encoder).to(engine.pick_device(device))
+    dev = next(model.parameters()).device
+    normalize = Normalize(*(input_config(encoder)[k] for k in ("mean", "std"))).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    g = torch.Generator().manual_seed(cfg["seed"])
+    curves, evals = [], engine.eval_epochs(cfg["epochs"], cfg.get("curve_points", 10))
+    for epoch in range(cfg["epochs"]):
+        for group in optimizer.param_groups:
+            group["lr"] = cfg["lr"] * lr_factor(epoch, cfg["warmup_epochs"], cfg["epochs"])
+        model.train()
+        order, losses = torch.randperm(len(train), generator=g), []
+        for start in range(0, len(order), cfg["batch_size"]):
+            batch = normalize(train.images[order[start : start + cfg["batch_size"]]].to(dev))
+            flip = torch.rand(len(batch), generator=g) < 0.5
+            batch = torch.where(flip[:, None, None, None].to(dev), batch.flip(-1), batch)
+            loss = model.loss(batch, g)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        row = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses)}
+        if evals is None or epoch in evals:
+            row["heldout_loss"] = _heldout_loss(model, normalize, heldout, cfg)
+            print(
+                f"[pretrain] epoch {epoch + 1:3d}  train loss {row['train_loss']:.3f}  "
+                f"held-out reconstruction loss {row['heldout_loss']:.3f}",
+                flush=True,
+            )
+        curves.append(row)
+    features = {
+        name: _pooled(model, normalize, split, cfg)
+        for name, split in (("train", train), ("heldout", heldout))
+    }
+    top1 = knn_top1(features["train"], train.labels, features["heldout"], heldout.labels)
+    loss = curves[-1]["heldout_loss"]
+    extras = {
+        "objective": "masked autoencoding (75% of patches masked)",
+        "heldout_reconstruction_loss": loss,
+        "reconstruction_loss_of_predicting_each_patch_mean": 1.0,
+        "heldout_top1_is": "20-nearest-neighbour vote on average-pooled patch features",
+    }
+    problem = None
+    if loss > cfg["max_reconstruction_loss"]:
+        problem = (
+            f"held-out reconstruction loss {loss:.3f} is above pretrain.max_reconstruction_loss = "
+            f"{cfg['max_reconstruction_loss']} (predicting each patch's mean: 1.0)"
+        )
+    return encoder, top1, curves, extras, problem
+
+
+@torch.no_grad()
+def _heldout_loss(model, normalize, heldout: SplitData, cfg: dict) -> float:
+    model.eval()
+    g = torch.Generator().manual_seed(cfg["seed"] + 1)  # the same masks every evaluation
+    losses = [
+        float(model.loss(normalize(heldout.images[i : i + 256].to(normalize.mean.device)), g))
+        * len(heldout.images[i : i + 256])
+        for i in range(0, len(heldout), 256)
+    ]
+    return sum(losses) / len(heldout)
+
+
+@torch.no_grad()
+def _pooled(model, normalize, split: SplitData, cfg: dict) -> torch.Tensor:
+    model.eval()
+    return torch.cat(
+        [
+            model.encode(normalize(split.images[i : i + 256].to(normalize.mean.device)))[:, 1:].mean(1).cpu()
+            for i in range(0, len(split), 256)
+        ]
+    )
+
+
+OBJECTIVES = {"supervised": _supervised, "mae": _masked_autoencoding}
+
+
+def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") -> dict:
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    n_train, n_heldout = cfg["n_train"], cfg["n_heldout"]
+    images, labels = render_source(n_train + n_heldout, cfg["seed"])
+    print(f"[pretrain] rendered {len(labels)} source images in {time.perf_counter() - t0:.1f}s", flush=True)
+    torch.manual_seed(cfg["seed"])  # the initial weights too: the backbone is deterministic from the seed
+    spec = BACKBONES[backbone_key]
+    size = (spec.preprocessing.size, spec.preprocessing.size)
+    x = to_uint8_tensor(images, size)
+    y = torch.as_tensor(labels)
+    train, heldout = SplitData(x[:n_train], y[:n_train]), SplitData(x[n_train:], y[n_train:])
+    model, top1, curves, extras, problem = OBJECTIVES[spec.objective](cfg, spec, train, heldout, device)
+    chance = 100.0 / len(SOURCE_SHAPES)
+    if problem:  # checked before anything is written: no checkpoint of a failed run
+        raise RuntimeError(f"pre-training of {backbone_key!r} failed: {problem}; check the pretrain config")
     state = {
         k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("head.")
     }
@@ -121,9 +215,10 @@ def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") ->
         "n_heldout": n_heldout,
         "heldout_top1": top1,
         "chance_top1": chance,
+        **extras,
         "epochs": cfg["epochs"],
         "seconds": round(time.perf_counter() - t0, 1),
-        "curves": result["curves"],
+        "curves": curves,
         "config": cfg,
         "arithmetic": reproducibility.facts(),
     }

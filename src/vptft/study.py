@@ -161,13 +161,6 @@ def problems(config: dict) -> list[str]:
             "$.regimes.fewshot: draws 0 and prototype false select no few-shot train set; set `draws` >= 1 "
             "or `prototype: true`, or remove the fewshot family"
         )
-    named = {table_backbone(config, table) for table in config["tables"]}
-    for key in config.get("backbones") or {}:
-        if key not in named:
-            errors.append(
-                f"$.backbones.{key}: no table names it, so nothing would train on it; add `backbone: {key}` to "
-                "the tables that should show it"
-            )
     for table, entry in config["tables"].items():
         if table_backbone(config, table) not in backbones(config):
             errors.append(

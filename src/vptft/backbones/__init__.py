@@ -77,6 +77,7 @@ class BackboneSpec:
         str, ...
     ] = ()  # parameters that never train, whatever the strategy (MoCo v3's position embedding)
     pretrained_by_workflow: bool = False  # True: the `pretrain` rule makes the checkpoint
+    objective: str = "supervised"  # the `pretrain` rule's objective: supervised, or mae (vptft.pretrain)
     bench: BenchProfile | None = None  # None: `vptft bench` has no profile for it
 
 
@@ -98,6 +99,20 @@ BACKBONES = {
             preprocessing=Preprocessing(32, HALF, HALF, "bilinear"),
             pretrained_by_workflow=True,
             bench=BenchProfile(batch=64, repeats=3, steps=20, config="config/config.yaml"),
+        ),
+        BackboneSpec(
+            "mini_vit_mae",
+            "vit_mini_patch8_32.vptft",
+            "vit",
+            "the workflow's rendered source set, masked autoencoding (rule pretrain)",
+            depth=4,
+            tokens=16,
+            dim=96,
+            preprocessing=Preprocessing(32, HALF, HALF, "bilinear"),
+            loader="mae",  # pooled as the VPT code pools MAE: average of the tokens after CLS, a fresh fc_norm
+            timm_args={"global_pool": "avg"},
+            pretrained_by_workflow=True,
+            objective="mae",
         ),
         BackboneSpec(
             "mini_swin",
