@@ -308,3 +308,47 @@ def test_stage1_evaluates_once_at_the_end(job_files):
     spec["train"].update(epochs=3, min_steps=0)
     result = _stage1(tmp, spec, "once")
     assert ["val_top1" in row for row in result["curves"]] == [False, False, True]
+
+
+def test_each_grid_point_starts_from_the_jobs_backbone_and_head_init(job_files):
+    """A point that trains the backbone trains its own copy: the next point starts from the pre-trained weights."""
+    tmp, data_dir = job_files
+    spec = _spec("full", {"lr": [0.004, 0.01], "wd": [0.0]}, data_dir)
+    spec["train"]["head_init"] = "vpt"
+    job = Job(spec, tmp / "manifest.json", tmp / "backbone.safetensors")
+    before = {k: v.clone() for k, v in job.backbone.state_dict().items()}
+    for _, model, _, _ in job.fit_points([{"lr": 0.004, "wd": 0.0}, {"lr": 0.01, "wd": 0.0}], seed=0):
+        assert model.backbone is not job.backbone
+        assert torch.allclose(model.head.bias, torch.tensor(-4.595), atol=0.05)  # train.head_init "vpt": -log(99)
+    assert all(torch.equal(v, job.backbone.state_dict()[k]) for k, v in before.items())
+    for k, v in model.backbone.state_dict().items():
+        if v.is_floating_point() and not torch.equal(v, before[k]):
+            break
+    else:
+        raise AssertionError("the point's own backbone did not train")
+
+
+def test_heads_of_a_grid_share_the_backbone_and_its_features_once_per_job(job_files, monkeypatch):
+    tmp, data_dir = job_files
+    spec = _spec("linear", {"lr": [0.5, 2.0], "wd": [0.0]}, data_dir)
+    job = Job(spec, tmp / "manifest.json", tmp / "backbone.safetensors")
+    passes = []
+    monkeypatch.setattr(job.backbone, "forward_features", _counting(job.backbone.forward_features, passes))
+    points = [{"lr": 0.5, "wd": 0.0}, {"lr": 2.0, "wd": 0.0}]
+    models = [model for _, model, _, _ in job.fit_points(points, seed=0)]
+    assert all(model.backbone is job.backbone for model in models)  # frozen: one copy for the grid
+    assert set(job.feature_cache) == {"train", "val"}
+    first = len(passes)
+    list(job.fit_points(points, seed=1))  # another chunk / seed of the same job: features from the cache
+    assert len(passes) == first > 0
+    final = job.build(points[0], seed=0)
+    job.fit(final, "train", ["val"], job.fit_config(points[0], 0, len(job.split("train")), 1))
+    assert len(passes) == first  # a single point of the job reuses them too
+
+
+def _counting(forward, calls):
+    def counted(x):
+        calls.append(len(x))
+        return forward(x)
+
+    return counted
