@@ -254,3 +254,24 @@ def test_an_extra_backbone_on_the_paper_schedule_gets_its_epochs_batches_and_pro
         100,
         200,
     ]  # not changed
+
+
+def test_a_strategy_without_a_form_on_a_backbone_it_trains_on_is_refused():
+    tables = {
+        "table7": {
+            "groups": ["natural"],
+            "backbone": "swin_b_in21k",
+            "strategies": ["vpt_prefix", "vpt_deep"],
+        }
+    }
+    config = _paper_config(backbones={"swin_b_in21k": {}}, tables=tables)
+    config["strategies"]["vpt_prefix"] = {"grid": {"lr": [0.1], "wd": [0.0]}}
+    config["strategies"]["vpt_deep"]["grid"]["pooling"] = ["backbone", "cls"]
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    assert str(err.value).splitlines()[1:] == [
+        "  $.strategies.vpt_prefix: key/value prompts have no swin form here (swin_b_in21k); it trains on backbone 'swin_b_in21k'",
+        "  $.strategies.vpt_deep: pooling 'cls': swin_b_in21k has no CLS token; it trains on backbone 'swin_b_in21k'",
+    ]
+    config["strategies"]["vpt_deep"]["grid"]["pooling"] = ["backbone"]
+    validate_config({**config, "tables": {"table7": {**tables["table7"], "strategies": ["vpt_deep"]}}})

@@ -319,7 +319,9 @@ def test_each_grid_point_starts_from_the_jobs_backbone_and_head_init(job_files):
     before = {k: v.clone() for k, v in job.backbone.state_dict().items()}
     for _, model, _, _ in job.fit_points([{"lr": 0.004, "wd": 0.0}, {"lr": 0.01, "wd": 0.0}], seed=0):
         assert model.backbone is not job.backbone
-        assert torch.allclose(model.head.bias, torch.tensor(-4.595), atol=0.05)  # train.head_init "vpt": -log(99)
+        assert torch.allclose(
+            model.head.bias, torch.tensor(-4.595), atol=0.05
+        )  # train.head_init "vpt": -log(99)
     assert all(torch.equal(v, job.backbone.state_dict()[k]) for k, v in before.items())
     for k, v in model.backbone.state_dict().items():
         if v.is_floating_point() and not torch.equal(v, before[k]):

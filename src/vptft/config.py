@@ -13,7 +13,7 @@ import yaml
 
 from vptft import study
 from vptft import tasks as task_registry
-from vptft.backbones import BACKBONES, needs_local_file
+from vptft.backbones import BACKBONES, family_problem, needs_local_file
 from vptft.strategies import STRATEGIES
 
 SCHEMA_PATH = Path(__file__).with_name("config_schema.yaml")
@@ -116,6 +116,31 @@ def _semantic_errors(config: dict) -> list[str]:
             )
     errors += _regime_errors(config)
     errors += study.problems(config)
+    errors += _family_errors(config)
+    return errors
+
+
+def _family_errors(config: dict) -> list[str]:
+    """Strategies (and prompt locations / poolings of their grids) with no form on a backbone that trains them:
+    the main backbone trains every configured strategy, another one those of the tables naming it."""
+    errors = []
+    for key in study.backbones(config):
+        if key == config["backbone"]:
+            trained = list(config["strategies"])
+        else:
+            tables = [t for t in config["tables"] if study.table_backbone(config, t) == key]
+            trained = [s for t in tables for s in study.table_strategies(config, t)]
+        for name in dict.fromkeys(trained):
+            entry, spec = config["strategies"].get(name), STRATEGIES.get(name)
+            if entry is None or spec is None:  # reported by the other checks
+                continue
+            settings = [spec.resolve(entry.get("options", {}))]
+            for option in ("location", "pooling"):
+                settings += [{**settings[0], option: v} for v in entry["grid"].get(option, [])]
+            for values in settings:
+                if (problem := family_problem(BACKBONES[key], name, values)) is not None:
+                    errors.append(f"$.strategies.{name}: {problem}; it trains on backbone {key!r}")
+                    break
     return errors
 
 

@@ -15,9 +15,25 @@ from dataclasses import dataclass, field
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
-# families with a token interface in vptft.strategies.tokens -> the create_model arguments `train.backbone_dropout`
-# sets (the VPT code's ViT dropout; its Swin has none, only the drop path of the registry's timm_args)
-FAMILIES = {"vit": ("pos_drop_rate", "proj_drop_rate"), "swin": ()}
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the workflow plans with about a backbone family (its token interface in vptft.strategies.tokens has
+    the code): which create_model arguments `train.backbone_dropout` sets (the VPT code's ViT dropout; its Swin
+    has none, only the drop path of the registry's timm_args) and what has no form on it, refused before any
+    job."""
+
+    dropout_args: tuple[str, ...]
+    cls_token: bool = True
+    kv_prompts: bool = True  # key/value prompts (VPT-prefix, Adapt)
+    prompt_locations: tuple[str, ...] = ("prepend", "add")
+
+
+FAMILIES = {
+    "vit": Family(("pos_drop_rate", "proj_drop_rate")),
+    "swin": Family((), cls_token=False, kv_prompts=False, prompt_locations=("prepend",)),
+}
 LOADERS = ("timm", "mae", "mocov3")  # vptft.backbones.checkpoints
 
 
@@ -219,6 +235,18 @@ BACKBONES = {
         ),
     ]
 }
+
+
+def family_problem(spec: BackboneSpec, strategy: str, values: dict) -> str | None:
+    """Why `strategy` with these option values has no form on the backbone's family (None if it has one)."""
+    family = FAMILIES[spec.family]
+    if not family.kv_prompts and strategy in ("vpt_prefix", "adapt"):
+        return f"key/value prompts have no {spec.family} form here ({spec.key})"
+    if "location" in values and values["location"] not in family.prompt_locations:
+        return f"prompt location {values['location']!r} has no {spec.family} form ({spec.key})"
+    if not family.cls_token and values.get("pooling") == "cls":
+        return f"pooling 'cls': {spec.key} has no CLS token"
+    return None
 
 
 def needs_local_file(spec: BackboneSpec) -> bool:

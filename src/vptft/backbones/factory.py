@@ -112,7 +112,7 @@ def create_backbone(
             pretrained=timm_file or (pretrained and checkpoint is None),
             num_classes=0,
             pretrained_cfg_overlay=overlay,
-            **{name: dropout for name in FAMILIES[spec.family]},
+            **{name: dropout for name in FAMILIES[spec.family].dropout_args},
             **spec.timm_args,
         )
         if checkpoint is not None and not timm_file:
