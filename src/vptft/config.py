@@ -116,8 +116,7 @@ def _semantic_errors(config: dict) -> list[str]:
             )
     errors += _regime_errors(config)
     errors += study.problems(config)
-    errors += _family_errors(config)
-    return errors
+    return errors or _family_errors(config)  # on option values the other checks have found valid
 
 
 def _family_errors(config: dict) -> list[str]:
