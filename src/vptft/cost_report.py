@@ -79,7 +79,16 @@ def price(
         or config["resources"].get("default", {}).get("runtime")
         or 30
     )
-    planner = cost.Planner(config, times, limit)
+    planners = {}
+    for key in study.backbones(
+        config
+    ):  # each backbone's jobs with its own schedule (and step times, if measured)
+        view = study.backbone_view(config, key)
+        planners[key] = cost.Planner(
+            view, cost.step_times(view) if key != config["backbone"] else times, limit
+        )
+        if planners[key].times is None:
+            planners[key] = cost.Planner(view, times, limit)
     rows: dict = defaultdict(
         lambda: {
             "jobs": 0,
@@ -92,6 +101,7 @@ def price(
         }
     )
     for job in jobs:
+        planner = planners[job["wildcards"].get("backbone", config["backbone"])]
         estimate = cost.job_estimate(planner, job["rule"], job["wildcards"], study.draws_curves)
         row = rows[job["rule"]]
         row["jobs"] += 1
@@ -155,4 +165,12 @@ def run(
         )
     jobs = dry_run_jobs(snakefile, configfiles, targets, every_job, workdir)
     rows = price(config, jobs, times, job_seconds, light_job_seconds)
-    return rows, format_table(rows, times.source, cores)
+    source = times.source
+    borrowed = [
+        k for k in study.backbones(config)[1:] if cost.step_times(study.backbone_view(config, k)) is None
+    ]
+    if borrowed:
+        source += (
+            f"; backbones without step times of their own, priced with {config['backbone']}'s: {borrowed}"
+        )
+    return rows, format_table(rows, source, cores)
