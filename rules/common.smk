@@ -7,12 +7,8 @@ import shlex
 import sys
 import types
 
-from vptft.config import (
-    backbone_weights,
-    check_local_resources,
-    missing_weights,
-    validate_config,
-)
+from vptft.config import backbone_weights, missing_weights
+from vptft.config import check_local_resources, validate_config
 from vptft import provenance
 from vptft.backbones import BACKBONES
 from vptft.io import image_files

@@ -60,6 +60,6 @@ def test_killed_train_job_leaves_no_output_and_resumes(tmp_path):
     rerun = subprocess.run([*cmd, "--rerun-incomplete"], capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
     assert all(path.exists() for path in declared)
-    log = (work / "results/mini/logs/train/newshapes_src/vtab1k/vpt_deep.log").read_text()
+    log = (work / "results/mini/logs/train/mini_vit/newshapes_src/vtab1k/vpt_deep.log").read_text()
     assert "[fit] resumed from" in log
     assert not any(runs.glob("seed*/checkpoint.pt"))
