@@ -57,6 +57,7 @@ def test_the_workflow_pretrained_backbone_and_the_schema_read_the_registry():
 
 def _paper_config(**changes) -> dict:
     import yaml
+
     from conftest import ROOT
 
     with open(f"{ROOT}/config/paper.yaml") as f:

@@ -106,3 +106,9 @@ def test_terminated_exits_like_a_process_killed_by_sigterm():
     with pytest.raises(SystemExit) as exit_info:
         raise engine.Terminated()
     assert exit_info.value.code == 143 == 128 + signal.SIGTERM
+
+
+def test_auto_picks_cuda_where_there_is_one_and_the_cpu_otherwise():
+    expected = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert engine.pick_device() == engine.pick_device("auto") == expected
+    assert engine.pick_device("cpu") == CPU

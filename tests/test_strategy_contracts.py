@@ -220,3 +220,19 @@ def test_key_value_block_drops_attention_probabilities_in_training_mode_only(min
         block.eval()
         first, second = (ViTTokens.block_with_kv_prefix(block, x, prefix) for _ in range(2))
         assert torch.equal(first, second)
+
+
+def test_lora_scales_by_alpha_over_rank_without_dropout(mini_vit):
+    model = get_strategy("lora").build(mini_vit, 3, rank=4, alpha=16.0)
+    layers = [m for m in model.modules() if hasattr(m, "lora_A")]
+    assert layers and all(m.scaling["default"] == 4.0 for m in layers)
+    assert all(isinstance(m.lora_dropout["default"], torch.nn.Identity) for m in layers)
+
+
+def test_a_point_without_a_prompt_length_trains_at_the_short_prompt_batch():
+    """The long-prompt batch (VPT Table 8) applies from prompt length 100; a point that leaves the length to its
+    default (10) is a short-prompt run."""
+    spec = get_strategy("vpt_deep")
+    entry = {"batch_size": 128, "batch_size_long_prompts": 64}
+    assert spec.batch_size({"lr": 0.1, "wd": 0.0}, entry, 32) == 128
+    assert spec.batch_size({"lr": 0.1, "wd": 0.0, "prompt_length": 100}, entry, 32) == 64
