@@ -53,10 +53,9 @@ os.environ["PATH"] = os.pathsep.join(
 )
 
 BENCH = config["benchmark"]
-BB = config["backbone"]  # the main backbone: every family, figure and the claims
-BACKBONE_KEYS = study.backbones(
-    config
-)  # with the extra ones, which train what their tables show
+# The main backbone (every family, figure and the claims), and with it the extra ones (what their tables show).
+BB = config["backbone"]
+BACKBONE_KEYS = study.backbones(config)
 # Written into every table, figure and report (benchmark, backbone, config hash): whose results a file holds.
 PROVENANCE = provenance.of_config(config)
 DATA = config["data_dir"]
@@ -105,14 +104,8 @@ def stage_resources(stage):
 
 
 # Job sizes and runtimes from the cost estimate (vptft.cost; without step times: the configured runtime).
-# The config as each backbone's jobs see it (its schedule), and a planner per backbone.
-CONFIGS = {key: study.backbone_view(config, key) for key in BACKBONE_KEYS}
-PLANNERS = {
-    key: cost.Planner(
-        view, cost.step_times(view), limit=stage_resources("train")["runtime"]
-    )
-    for key, view in CONFIGS.items()
-}
+# A planner per backbone, on the config as its jobs see it (its schedule: PLANNERS[b].config).
+PLANNERS = cost.backbone_planners(config, stage_resources("train")["runtime"])
 PLANNER = PLANNERS[BB]
 
 
@@ -209,7 +202,7 @@ STRATEGY_ENTRY_KEYS = ("grid", "options", "batch_size", "batch_size_long_prompts
 
 
 def run_spec(wildcards, stage):
-    view = CONFIGS[wildcards.backbone]
+    view = PLANNERS[wildcards.backbone].config
     train = {k: view["train"][k] for k in SWEEP_TRAIN_KEYS}
     entry = view["strategies"][wildcards.strategy]
     entry = {key: entry[key] for key in STRATEGY_ENTRY_KEYS if key in entry}

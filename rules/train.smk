@@ -41,7 +41,7 @@ rule select:
     params:
         spec=lambda wc: spec(
             grid_size=grid_size(
-                CONFIGS[wc.backbone]["strategies"][wc.strategy]["grid"]
+                PLANNERS[wc.backbone].config["strategies"][wc.strategy]["grid"]
             )
         ),
     shell:

@@ -65,3 +65,16 @@ def reduced_test_config(tasks, strategies, tables=("table1",)) -> dict:
     config["regimes"] = {"vtab1k": {k: config["regimes"]["vtab1k"][k] for k in ("n_train", "n_val")}}
     config.pop("analyses", None)
     return config
+
+
+def spy_autocast(monkeypatch, module) -> list:
+    """Record the precision of every `module._autocast(device, precision)` call (bf16 is a no-op on the CPU, so
+    only the call shows that a forward asked for it)."""
+    precisions, real = [], module._autocast
+
+    def spy(device, precision="fp32"):
+        precisions.append(precision)
+        return real(device, precision)
+
+    monkeypatch.setattr(module, "_autocast", spy)
+    return precisions

@@ -8,6 +8,7 @@ import signal
 import pytest
 import torch
 
+from conftest import spy_autocast
 from vptft import engine
 from vptft.data import SplitData
 from vptft.strategies import get_strategy
@@ -37,14 +38,7 @@ def test_cached_features_are_computed_once_per_split_across_calls(mini_vit):
 
 def test_cached_features_are_extracted_at_the_jobs_precision(mini_vit, monkeypatch):
     """bf16 is an autocast on CUDA (a no-op on the CPU): the feature pass must ask for it too."""
-    precisions = []
-    real = engine._autocast
-
-    def spy(device, precision="fp32"):
-        precisions.append(precision)
-        return real(device, precision)
-
-    monkeypatch.setattr(engine, "_autocast", spy)
+    precisions = spy_autocast(monkeypatch, engine)
     model = get_strategy("linear").build(mini_vit, 3)
     engine.cached_features(model, {"train": images(4)}, None, INPUT, CPU, precision="bf16")
     assert precisions == ["bf16"]

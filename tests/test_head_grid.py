@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import spy_autocast
 from vptft import engine, head_grid
 from vptft.data import SplitData
 from vptft.strategies import get_strategy
@@ -52,25 +53,19 @@ def test_stacked_logits_are_each_heads_own_linear_layer():
     torch.testing.assert_close(head_grid._logits(weight, bias, x), expected)
 
 
+def fit_alone(model, cfg, train, test):
+    """engine.fit of one head on cached features: what the lockstep results must equal."""
+    cache = {"train": train, "test": test}
+    return engine.fit(model, train, {"test": test}, cfg, INPUT, CPU, cache_features=True, feature_cache=cache)
+
+
 def test_lockstep_results_and_trained_heads_match_engine_fit(mini_vit):
     """Beyond the curves: the fields the sweep and the final runs read, and the heads each model keeps."""
     cfgs = [config(0.5, 0.0, eval_epochs={0, 2}), config(2.0, 0.01, eval_epochs={0, 2})]
     train, test = features(32, 0), features(16, 1)
     alone_models, together_models = linear_models(mini_vit, 2), linear_models(mini_vit, 2)
     initial_bias = together_models[0].head.bias.detach().clone()
-    alone = [
-        engine.fit(
-            model,
-            train,
-            {"test": test},
-            cfg,
-            INPUT,
-            CPU,
-            cache_features=True,
-            feature_cache={"train": train, "test": test},
-        )
-        for model, cfg in zip(alone_models, cfgs)
-    ]
+    alone = [fit_alone(model, cfg, train, test) for model, cfg in zip(alone_models, cfgs)]
     together = head_grid.fit_heads(together_models, cfgs, train, {"test": test}, CPU)
     for a, b, model_a, model_b in zip(alone, together, alone_models, together_models):
         assert b["epochs"] == a["epochs"] == 3
@@ -90,19 +85,7 @@ def test_lockstep_results_and_trained_heads_match_engine_fit(mini_vit):
 def test_lockstep_of_zero_epochs_returns_what_engine_fit_returns(mini_vit):
     cfg = config(epochs=0, warmup_epochs=0)
     train, test = features(16, 0), features(8, 1)
-    (alone,) = [
-        engine.fit(
-            m,
-            train,
-            {"test": test},
-            cfg,
-            INPUT,
-            CPU,
-            cache_features=True,
-            feature_cache={"train": train, "test": test},
-        )
-        for m in linear_models(mini_vit, 1)
-    ]
+    (alone,) = [fit_alone(m, cfg, train, test) for m in linear_models(mini_vit, 1)]
     together = head_grid.fit_heads(linear_models(mini_vit, 2), [cfg, cfg], train, {"test": test}, CPU)
     for result in together:
         assert {k: v for k, v in result.items() if k != "seconds"} == {
@@ -135,14 +118,7 @@ def test_lockstep_evaluates_only_at_the_eval_epochs(mini_vit, monkeypatch):
 
 def test_lockstep_trains_and_evaluates_at_the_configured_precision(mini_vit, monkeypatch):
     """bf16 is an autocast on CUDA (a no-op on the CPU): every forward must ask for it, train and eval."""
-    precisions = []
-    real = head_grid._autocast
-
-    def spy(device, precision="fp32"):
-        precisions.append(precision)
-        return real(device, precision)
-
-    monkeypatch.setattr(head_grid, "_autocast", spy)
+    precisions = spy_autocast(monkeypatch, head_grid)
     cfgs = [config(lr, precision="bf16") for lr in (0.5, 2.0)]
     head_grid.fit_heads(linear_models(mini_vit, 2), cfgs, features(16, 0), {"val": features(8, 1)}, CPU)
     assert len(precisions) == 3 * 2 + 3 and set(precisions) == {"bf16"}  # 2 batches and 1 eval an epoch

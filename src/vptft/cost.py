@@ -359,3 +359,15 @@ def job_estimate(planner: Planner, rule: str, wildcards: dict, curves) -> Estima
         seeds = 1 if rule == "train_seed" else len(study.final_seeds(config, strategy))
         return planner.final(task, regime, strategy, seeds, curves(config, task, regime, strategy))
     return Estimate()
+
+
+def backbone_planners(config: dict, limit: int, times: StepTimes | None = None) -> dict[str, Planner]:
+    """A planner per configured backbone, on the config as its jobs see it (study.backbone_view) and its own
+    measured step times; `times`, where given, are the main backbone's and stand in for a backbone without
+    its own (None there: the planner falls back to the configured runtime)."""
+    planners = {}
+    for key in study.backbones(config):
+        view = study.backbone_view(config, key)
+        own = times if key == config["backbone"] and times is not None else step_times(view)
+        planners[key] = Planner(view, own or times, limit)
+    return planners

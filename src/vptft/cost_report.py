@@ -79,16 +79,7 @@ def price(
         or config["resources"].get("default", {}).get("runtime")
         or 30
     )
-    planners = {}
-    for key in study.backbones(
-        config
-    ):  # each backbone's jobs with its own schedule (and step times, if measured)
-        view = study.backbone_view(config, key)
-        planners[key] = cost.Planner(
-            view, cost.step_times(view) if key != config["backbone"] else times, limit
-        )
-        if planners[key].times is None:
-            planners[key] = cost.Planner(view, times, limit)
+    planners = cost.backbone_planners(config, limit, times)
     rows: dict = defaultdict(
         lambda: {
             "jobs": 0,

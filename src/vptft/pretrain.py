@@ -133,7 +133,7 @@ def _masked_autoencoding(cfg: dict, spec, train: SplitData, heldout: SplitData, 
             losses.append(loss.item())
         row = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses)}
         if evals is None or epoch in evals:
-            row["heldout_loss"] = _heldout_loss(model, normalize, heldout, cfg)
+            row["heldout_loss"] = _heldout_loss(model, normalize, heldout, cfg["seed"])
             print(
                 f"[pretrain] epoch {epoch + 1:3d}  train loss {row['train_loss']:.3f}  "
                 f"held-out reconstruction loss {row['heldout_loss']:.3f}",
@@ -141,8 +141,7 @@ def _masked_autoencoding(cfg: dict, spec, train: SplitData, heldout: SplitData, 
             )
         curves.append(row)
     features = {
-        name: _pooled(model, normalize, split, cfg)
-        for name, split in (("train", train), ("heldout", heldout))
+        name: _pooled(model, normalize, split) for name, split in (("train", train), ("heldout", heldout))
     }
     top1 = knn_top1(features["train"], train.labels, features["heldout"], heldout.labels)
     loss = curves[-1]["heldout_loss"]
@@ -161,27 +160,22 @@ def _masked_autoencoding(cfg: dict, spec, train: SplitData, heldout: SplitData, 
     return encoder, top1, curves, extras, problem
 
 
-@torch.no_grad()
-def _heldout_loss(model, normalize, heldout: SplitData, cfg: dict) -> float:
+def _batches(model, normalize, split: SplitData, size: int = 256):
+    """The split's images, normalised on the model's device, `size` at a time, with the model in eval mode."""
     model.eval()
-    g = torch.Generator().manual_seed(cfg["seed"] + 1)  # the same masks every evaluation
-    losses = [
-        float(model.loss(normalize(heldout.images[i : i + 256].to(normalize.mean.device)), g))
-        * len(heldout.images[i : i + 256])
-        for i in range(0, len(heldout), 256)
-    ]
-    return sum(losses) / len(heldout)
+    for i in range(0, len(split), size):
+        yield normalize(split.images[i : i + size].to(normalize.mean.device))
 
 
 @torch.no_grad()
-def _pooled(model, normalize, split: SplitData, cfg: dict) -> torch.Tensor:
-    model.eval()
-    return torch.cat(
-        [
-            model.encode(normalize(split.images[i : i + 256].to(normalize.mean.device)))[:, 1:].mean(1).cpu()
-            for i in range(0, len(split), 256)
-        ]
-    )
+def _heldout_loss(model, normalize, heldout: SplitData, seed: int) -> float:
+    g = torch.Generator().manual_seed(seed + 1)  # the same masks every evaluation
+    return sum(float(model.loss(x, g)) * len(x) for x in _batches(model, normalize, heldout)) / len(heldout)
+
+
+@torch.no_grad()
+def _pooled(model, normalize, split: SplitData) -> torch.Tensor:
+    return torch.cat([model.encode(x)[:, 1:].mean(1).cpu() for x in _batches(model, normalize, split)])
 
 
 OBJECTIVES = {"supervised": _supervised, "mae": _masked_autoencoding}

@@ -7,7 +7,10 @@ reads only the validated config, so the Snakefile can plan the DAG without impor
 
 from __future__ import annotations
 
+import copy
+
 from vptft import tasks as task_registry
+from vptft.backbones import BACKBONES
 from vptft.splits import family_of, family_regimes
 from vptft.strategies import STRATEGIES
 
@@ -77,10 +80,6 @@ def backbone_view(config: dict, backbone: str) -> dict:
     """The config as the jobs of one backbone see it: `backbone` set to it; for an extra backbone with
     `schedule: paper`, the VPT paper's schedule for it (the registry's epochs, its Table 8 batch sizes by
     each strategy's column, its prompt-length grid where it has one). Sweeps, chunking and cost read this."""
-    import copy
-
-    from vptft.backbones import BACKBONES
-
     view = {**config, "backbone": backbone}
     extra = (config.get("backbones") or {}).get(backbone)
     if not extra or extra.get("schedule") != "paper":

@@ -11,7 +11,7 @@ class.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
@@ -100,35 +100,32 @@ class BackboneSpec:
 VIT_B_BATCHES = Table8Batches(linear=2048, partial=1280, full=128, prompt=128, long_prompt=64)
 INCEPTION_LIKE = Preprocessing(224, HALF, HALF, "bicubic")  # the original in21k ViTs: 0.5 / 0.5
 IMAGENET_224 = Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD, "bicubic")
+MINI_INPUT = Preprocessing(32, HALF, HALF, "bilinear")
+MINI_VIT = BackboneSpec(
+    "mini_vit",
+    "vit_mini_patch8_32.vptft",
+    "vit",
+    "the workflow's rendered source set, supervised (rule pretrain)",
+    depth=4,
+    tokens=16,
+    dim=96,
+    preprocessing=MINI_INPUT,
+    pretrained_by_workflow=True,
+    bench=BenchProfile(batch=64, repeats=3, steps=20, config="config/config.yaml"),
+)
 
 BACKBONES = {
     b.key: b
     for b in [
-        BackboneSpec(
-            "mini_vit",
-            "vit_mini_patch8_32.vptft",
-            "vit",
-            "the workflow's rendered source set, supervised (rule pretrain)",
-            depth=4,
-            tokens=16,
-            dim=96,
-            preprocessing=Preprocessing(32, HALF, HALF, "bilinear"),
-            pretrained_by_workflow=True,
-            bench=BenchProfile(batch=64, repeats=3, steps=20, config="config/config.yaml"),
-        ),
-        BackboneSpec(
-            "mini_vit_mae",
-            "vit_mini_patch8_32.vptft",
-            "vit",
-            "the workflow's rendered source set, masked autoencoding (rule pretrain)",
-            depth=4,
-            tokens=16,
-            dim=96,
-            preprocessing=Preprocessing(32, HALF, HALF, "bilinear"),
+        MINI_VIT,
+        replace(
+            MINI_VIT,
+            key="mini_vit_mae",
+            pretraining="the workflow's rendered source set, masked autoencoding (rule pretrain)",
             loader="mae",  # pooled as the VPT code pools MAE: average of the tokens after CLS, a fresh fc_norm
             timm_args={"global_pool": "avg"},
-            pretrained_by_workflow=True,
             objective="mae",
+            bench=None,
         ),
         BackboneSpec(
             "mini_swin",
@@ -138,7 +135,7 @@ BACKBONES = {
             depth=4,
             tokens=64,
             dim=96,
-            preprocessing=Preprocessing(32, HALF, HALF, "bilinear"),
+            preprocessing=MINI_INPUT,
             timm_args={"drop_path_rate": 0.0},  # like the mini ViT: no regularisation to switch on or off
             pretrained_by_workflow=True,
         ),
