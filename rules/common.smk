@@ -58,6 +58,15 @@ BB = config["backbone"]
 BACKBONE_KEYS = study.backbones(config)
 # Written into every table, figure and report (benchmark, backbone, config hash): whose results a file holds.
 PROVENANCE = provenance.of_config(config)
+
+
+def stamp_of(name):
+    """The stamp of an output (a table, figure or report by its name): a table of another backbone names it."""
+    if name in config["tables"]:
+        return {**PROVENANCE, "backbone": study.table_backbone(config, name)}
+    return PROVENANCE
+
+
 DATA = config["data_dir"]
 RESULTS = f"results/{BENCH}"
 
@@ -340,7 +349,7 @@ def table_spec(wildcards, input, output):
         runs=list(input.runs),
         out_csv=output.csv,
         vs_paper=output.get("vs_paper"),
-        provenance=PROVENANCE,
+        provenance=stamp_of(wildcards.table),
     )
 
 
@@ -359,13 +368,14 @@ def foreign_copy_note(wildcards):
     """
     alias = f"results/{wildcards.name}"
     note = f"{RESULTS}/.paper_names/{wildcards.name}.json"
+    stamp = stamp_of(wildcards.name.split(".")[0])
     found = provenance.note_foreign_copy(
-        alias, f"{RESULTS}/{wildcards.name}", note, PROVENANCE
+        alias, f"{RESULTS}/{wildcards.name}", note, stamp
     )
     if found:
         print(
             f"{alias} holds {provenance.describe(found['found'])}, not this config's "
-            f"({provenance.describe(PROVENANCE)}): it is copied again",
+            f"({provenance.describe(stamp)}): it is copied again",
             file=sys.stderr,
         )
     return note

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
+from vptft import provenance
 
 pytestmark = pytest.mark.workflow
 
@@ -95,6 +96,8 @@ def test_a_second_backbone_trains_only_what_its_table_shows(workdir):
     assert metrics["tuned"] == 2 * (48 + 48 + 96 + 96) + 96 * classes + classes
     table = pd.read_csv(workdir / "results/mini/table7.csv")
     assert set(table.strategy) == {"full", "vpt_deep"}
+    assert set(table.backbone) == {"mini_swin"}  # the stamp names whose runs the table shows
+    assert provenance.read(workdir / "results/table7.csv")["backbone"] == "mini_swin"
     assert (workdir / "results/mini/backbones/mini_swin/pretrain.json").is_file()
 
 
