@@ -1,6 +1,6 @@
 rule fid:
     input:
-        manifest=f"{RESULTS}/splits/{{task}}/vtab1k.json",
+        manifest=home_manifest,
         backbone=backbone_checkpoint,
         reference=fid_reference,
     output:

@@ -87,8 +87,8 @@ wildcard_constraints:
     backbone="|".join(map(re.escape, BACKBONE_KEYS)),
     task="[a-z0-9_]+",
     strategy="[a-z0-9_]+",
-    regime="vtab1k|scale[0-9]+|fewshot[0-9]+_(draw[0-9]+|prototype)",
-    family="vtab1k|scaling|fewshot",
+    regime="vtab1k|scale[0-9]+|fewshot[0-9]+_(draw[0-9]+|prototype)|fgvc|fraction[0-9]+",
+    family="vtab1k|scaling|fewshot|fgvc|fraction",
     seed="[0-9]+",
     chunk="[0-9]+",
     table="(vpt_)?table[0-9]+",
@@ -327,12 +327,30 @@ def buildable(output, inputs):
 
 
 def table_runs(wildcards):
-    return collected(
-        study.table_family(config, wildcards.table),
-        study.table_tasks(config, wildcards.table),
-        study.table_strategies(config, wildcards.table),
-        study.table_backbone(config, wildcards.table),
-    )
+    return [
+        path
+        for family, tasks in study.table_task_families(config, wildcards.table).items()
+        for path in collected(
+            family,
+            tasks,
+            study.table_strategies(config, wildcards.table, family),
+            study.table_backbone(config, wildcards.table),
+        )
+    ]
+
+
+def table_fid(wildcards):
+    """The FID files of a table's tasks where it shows them (Table 19), else none."""
+    if not config["tables"][wildcards.table]["fid"]:
+        return []
+    tasks = study.table_tasks(config, wildcards.table)
+    return expand(f"{RESULTS}/fid/{{task}}.json", task=tasks)
+
+
+def home_manifest(wildcards):
+    """The split a task's FID and attribution read: its vtab1k one, or (fine-grained tasks) its fgvc one."""
+    regime = "fgvc" if study.in_family(wildcards.task, "fgvc") else "vtab1k"
+    return f"{RESULTS}/splits/{wildcards.task}/{regime}.json"
 
 
 def table_spec(wildcards, input, output):
@@ -344,6 +362,8 @@ def table_spec(wildcards, input, output):
         family=entry["regime"],
         groups=entry["groups"],
         metric=entry["metric"],
+        layout=entry["layout"],
+        fid=list(input.fid),
         tasks=study.table_tasks(config, wildcards.table),
         strategies=study.table_strategies(config, wildcards.table),
         runs=list(input.runs),
@@ -354,9 +374,7 @@ def table_spec(wildcards, input, output):
 
 
 # The unqualified names (results/table2.csv, ...) that the paper_name rule copies from results/{bench}/.
-PAPER_NAMES = (
-    "(vpt_)?table[0-9]+[.]csv|claims[.](md|csv)|figure[0-9]+(_log)?[.]png|fid[.]csv"
-)
+PAPER_NAMES = "(vpt_)?table[0-9]+[.]csv|claims[.](md|csv)|(vpt_)?figure[0-9]+(_log)?[.]png|fid[.]csv"
 
 
 def foreign_copy_note(wildcards):
@@ -419,7 +437,7 @@ def curve_strategies():
 
 
 def curve_tasks():
-    return study.analysis_tasks(config, "curves") or list(config["tasks"])
+    return study.analysis_tasks(config, "curves") or study.vtab_tasks(config)
 
 
 def attribution_tasks():
@@ -452,6 +470,8 @@ def report_targets():
         targets += [f"{RESULTS}/claims.md", "results/claims.md", "results/claims.csv"]
     if "scaling" in families:
         figures += ["figure4", "figure6"]
+    if "fraction" in families:
+        figures += ["vpt_figure3", "vpt_figure20"]
     if attribution_tasks():
         figures += ATTRIBUTION_FIGURES
     for name in figures:

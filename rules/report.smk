@@ -37,6 +37,7 @@ rule collect_family:
 rule table:
     input:
         runs=buildable(lambda wc: f"{wc.table}.csv", table_runs),
+        fid=table_fid,
         notebook=os.path.join(NOTEBOOKS, "vtab_table.ipynb"),
     output:
         **({"vs_paper": f"{RESULTS}/{{table}}_vs_paper.csv"} if BENCH == "vtab" else {}),
@@ -96,9 +97,10 @@ rule paper_name_note:
 rule figure_fid:
     input:
         fid=buildable(
-            "figure3.png", expand(f"{RESULTS}/fid/{{task}}.json", task=config["tasks"])
+            "figure3.png",
+            expand(f"{RESULTS}/fid/{{task}}.json", task=study.vtab_tasks(config)),
         ),
-        runs=lambda wc: collected("vtab1k", config["tasks"], fid_strategies()),
+        runs=lambda wc: collected("vtab1k", study.vtab_tasks(config), fid_strategies()),
         notebook=os.path.join(NOTEBOOKS, "fid.ipynb"),
     output:
         figure=report(
@@ -168,11 +170,54 @@ rule figure_scaling:
         "&& mv {params.tmp_notebook:q} {output.notebook:q}"
 
 
+rule figure_fraction:
+    input:
+        runs=buildable(
+            "vpt_figure3.png",
+            lambda wc: collected(
+                "fraction",
+                study.family_tasks(config, "fraction"),
+                study.family_strategies(config, "fraction"),
+            ),
+        ),
+        notebook=os.path.join(NOTEBOOKS, "fraction.ipynb"),
+    output:
+        figure3=report(
+            f"{RESULTS}/vpt_figure3.png",
+            caption="../report/vpt_figure3.rst",
+            category="Figures",
+        ),
+        figure20=report(
+            f"{RESULTS}/vpt_figure20.png",
+            caption="../report/vpt_figure20.rst",
+            category="Figures",
+        ),
+        notebook=f"{RESULTS}/vpt_figure3.ipynb",
+    log:
+        f"{LOGS}/report/vpt_figure3.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        spec=lambda wc, input, output: spec(
+            runs=list(input.runs),
+            strategies=study.family_strategies(config, "fraction"),
+            figure3=output.figure3,
+            figure20=output.figure20,
+            provenance=PROVENANCE,
+        ),
+        tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
+    shell:
+        "papermill {input.notebook:q} {params.tmp_notebook:q} -p spec {params.spec:q} > {log:q} 2>&1 "
+        "&& mv {params.tmp_notebook:q} {output.notebook:q}"
+
+
 rule figure_curves:
     input:
         runs=buildable(
             "figure5.png",
-            lambda wc: collected("vtab1k", config["tasks"], curve_strategies()),
+            lambda wc: collected(
+                "vtab1k", study.vtab_tasks(config), curve_strategies()
+            ),
         ),
         notebook=os.path.join(NOTEBOOKS, "curves.ipynb"),
     output:

@@ -74,6 +74,7 @@ RULES = {
     "table": runs({"report"}, notebook="vtab_table.ipynb"),
     "figure_fid": runs({"report"}, notebook="fid.ipynb"),
     "figure_scaling": runs({"report"}, notebook="scaling.ipynb"),
+    "figure_fraction": runs({"report"}, notebook="fraction.ipynb"),
     "figure_curves": runs({"report"}, notebook="curves.ipynb"),
     "figure_attribution": runs({"report"}, notebook="attribution.ipynb"),
     "claims": runs({"report"}, notebook="claims.ipynb"),
@@ -91,6 +92,7 @@ CALLED_BY = {
     ("vptft.tasks.tfds_prepare", "tfds_builder"): {"download"},  # through vtab._builder
     ("vptft.tasks.vtab", "prepare"): {"download"},  # TFDS download_and_prepare under a file lock
     ("vptft.tasks.vtab", "_source"): READS_RECORDS,  # tfds.data_source
+    ("vptft.tasks.fgvc", "_nabirds_images"): READS_RECORDS,  # NABirds' image files, decoded with PIL
     ("vptft.tasks.tfds_prepare", "explain_failure"): {"download"},
     ("vptft.tasks.tfds_prepare", "_RecordingDownloads"): set(),  # the data-plan verb, run by no rule
     ("vptft.strategies", "StrategySpec.build"): BUILDS_TUNED_MODELS,

@@ -119,6 +119,7 @@ def test_final_runs_train_the_selected_point_once_per_seed(job_files):
         assert json.loads((run / "metrics.json").read_text()) == metrics
         assert metrics["hparams"] == {"lr": float(best["lr"]), "wd": 0.01}
         assert metrics["n_train"] == 24 and metrics["n_test"] == 40  # train + val; the test slice
+        assert metrics["final_split"] == "trainval"
         assert metrics["data"] == {"n_train": 16, "n_val": 8, "capped": None}
         assert metrics["epochs"] == engine.epochs_for(24, 8, 2, 6) == 2 and metrics["batch_size"] == 8
         assert metrics["optimizer"] == "adamw" and metrics["tuned_pct"] == 100.0
@@ -173,7 +174,7 @@ def test_a_job_refuses_a_schedule_its_strategy_cannot_run(job_files):
 METRICS_KEYS = {
     "task", "regime", "strategy", "backbone", "seed", "hparams", "options", "data", "lr_scaled", "batch_size",
     "optimizer", "optimizer_behavior", "precision", "compile", "backbone_dropout", "epochs", "test_top1",
-    "test_loss", "train_loss", "train_top1", "n_train", "n_test", "tuned", "total", "tuned_pct",
+    "test_loss", "train_loss", "train_top1", "n_train", "final_split", "n_test", "tuned", "total", "tuned_pct",
     "backbone_params", "task_params", "summary", "seconds", "checkpoints", "checkpoint_bytes", "provenance",
 }  # fmt: skip
 

@@ -221,11 +221,10 @@ def test_dry_runs_of_both_shipped_configs():
     assert "rule stage1:" in out  # FT-then-PT's sweep backbone
 
 
-def _dry_run_jobs(target, workdir=ROOT):
-    """(rule, wildcards) of every job a paper-config dry run of `target` lists."""
-    proc = snakemake(
-        "-n", "-c1", "-d", f"{workdir}", f"--configfile={ROOT}/config/paper.yaml", target, cwd=ROOT
-    )
+def _dry_run_jobs(target, workdir=ROOT, overlays=()):
+    """(rule, wildcards) of every job a paper-config dry run of `target` lists (config overlays on top)."""
+    configs = [f"{ROOT}/config/paper.yaml", *map(str, overlays)]
+    proc = snakemake("-n", "-c1", "-d", f"{workdir}", target, "--configfile", *configs, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     jobs, rule = [], None
     for line in proc.stdout.splitlines():
@@ -256,6 +255,41 @@ def test_paper_outputs_list_exactly_the_runs_they_show():
         "smallnorb_azimuth",
     }
     assert {r for _, r, _ in _final_runs(figure8)} == {"vtab1k"}
+
+
+FGVC = {"cub200", "nabirds", "oxford_flowers", "stanford_dogs", "stanford_cars"}
+
+
+def test_fgvc_outputs_list_exactly_their_runs(tmp_path):
+    """Table 19 (FT vs VPT + FID), the VPT paper's Table 14 and Figures 3 / 20: fgvc / fraction runs of the five
+    FGVC tasks only; Table 19 asks for the FID reference folder while the DAG is built."""
+    table14 = _dry_run_jobs("results/vpt_table14.csv", tmp_path)
+    assert _final_runs(table14) == {(t, "fgvc", s) for t in FGVC for s in ("full", "linear", "vpt_deep")}
+    assert {w["regime"] for rule, w in table14 if rule == "splits"} == {"fgvc"}
+    figure3 = _dry_run_jobs("results/vpt_figure3.png", tmp_path)
+    fractions = {f"fraction{p}" for p in (10, 20, 40, 60, 80)}
+    assert _final_runs(figure3) == {
+        (t, r, s) for t in FGVC for r in fractions for s in ("vpt_deep", "linear")
+    }
+    proc = snakemake(
+        "-n", "-c1", "-d", str(tmp_path), f"--configfile={ROOT}/config/paper.yaml", "results/table19.csv"
+    )
+    assert proc.returncode != 0 and "analyses.fid.reference_dir" in proc.stdout + proc.stderr
+    reference = tmp_path / "imagenet_sample"
+    reference.mkdir()
+    for i in range(2):
+        (reference / f"{i}.png").write_bytes(b"")
+    overlay = tmp_path / "fid.yaml"
+    overlay.write_text(f"analyses: {{fid: {{reference_dir: {reference}, n_reference: 2, repeats: 1}}}}\n")
+    jobs = _dry_run_jobs("results/table19.csv", tmp_path, [overlay])
+    assert {w["task"] for rule, w in jobs if rule == "fid"} == FGVC  # an FID job per FGVC task, none for VTAB
+    assert {w["regime"] for rule, w in jobs if rule == "splits"} == {"fgvc"}
+    assert _final_runs(jobs) == {(t, "fgvc", s) for t in FGVC for s in ("full", "vpt_deep")}
+    table1 = _dry_run_jobs("results/vpt_table1.csv", tmp_path)  # its FGVC column: the fgvc runs
+    assert {(t, s) for t, r, s in _final_runs(table1) if r == "fgvc"} == {
+        (t, s) for t in FGVC for s in ("full", "linear", "vpt_deep")
+    }
+    assert not {t for t, r, _ in _final_runs(table1) if r == "vtab1k"} & FGVC
 
 
 def test_a_table_of_another_backbone_trains_its_runs_on_that_backbone_only(tmp_path):

@@ -254,7 +254,7 @@ def run_attribution(spec: dict, manifest_path, backbone_path, runs: dict[str, st
             device
         )
     input_cfg = input_config(models[pair[0]].backbone, spec["normalization"])
-    normalize = Normalize(input_cfg["mean"], input_cfg["std"]).to(device)
+    normalize = Normalize(input_cfg["mean"], input_cfg["std"], input_cfg.get("size")).to(device)
     test = load_split(manifest, "test", spec["data_dir"], input_cfg["size"])
     preds = {name: predict(model, test.images, normalize, device) for name, model in models.items()}
     top1 = {

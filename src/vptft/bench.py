@@ -144,7 +144,9 @@ class Bench:
             torch.randint(0, 256, (n, 3, *size), generator=g, dtype=torch.uint8),
             torch.randint(0, NUM_CLASSES, (n,), generator=g),
         )
-        self.normalize = Normalize(self.input_cfg["mean"], self.input_cfg["std"]).to(device)
+        self.normalize = Normalize(
+            self.input_cfg["mean"], self.input_cfg["std"], self.input_cfg.get("size")
+        ).to(device)
 
     def backbone(self, dropout: float):
         """A random-init backbone (one per dropout rate, copied for every model, as a sweep job does)."""

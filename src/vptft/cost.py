@@ -21,7 +21,7 @@ from vptft import tasks as task_registry
 from vptft.backbones import get_backbone
 from vptft.schedule import epochs_for, eval_epochs
 from vptft.selection import chunk_indices, grid_points
-from vptft.splits import capped_sizes, pool_size, regime_spec
+from vptft.splits import capped_sizes, fgvc_parts, pool_size, regime_spec
 from vptft.strategies import get_strategy
 from vptft.tasks.vtab import TEST_SIZES, catalog_split_sizes
 
@@ -118,7 +118,20 @@ def test_size(task: str) -> int:
         return 797
     if task in TEST_SIZES:
         return TEST_SIZES[task]
+    if task_registry.TASKS[task].benchmark == "fgvc":
+        return fgvc_split_sizes(task_registry.TASKS[task])["test"]
     return MINI_TEST_SIZE if task_registry.TASKS[task].benchmark == "mini" else 10000
+
+
+def fgvc_split_sizes(task) -> dict:
+    """A fine-grained task's split sizes before its data exists: the catalog's (FGVC) or the renderer's (mini)."""
+    if task.benchmark == "fgvc":
+        from vptft.tasks.fgvc import SPLIT_SIZES
+
+        return SPLIT_SIZES[task.name]
+    from vptft.tasks.mini import SPLIT_SIZES
+
+    return dict(SPLIT_SIZES)
 
 
 def regime_sizes(config: dict, task: str, regime: str) -> tuple[int, int]:
@@ -129,6 +142,11 @@ def regime_sizes(config: dict, task: str, regime: str) -> tuple[int, int]:
     if spec["kind"] == "fewshot":
         n = spec["per_class"] * declared.num_classes
         return n, n
+    if spec["kind"] in ("fgvc", "fraction"):
+        sizes = fgvc_split_sizes(declared)
+        train, val = fgvc_parts(declared, sizes, spec["val_fraction"], spec["seed"])
+        n_train = round(spec["percent"] / 100 * len(train)) if spec["kind"] == "fraction" else len(train)
+        return max(1, n_train), len(val)
     n_train, n_val = spec["n_train"], spec["n_val"]
     if spec["kind"] == "scaling" and declared.benchmark == "vtab":
         available = pool_size(declared, catalog_split_sizes(declared))

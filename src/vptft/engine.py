@@ -157,7 +157,7 @@ def cached_features(
     """Each split's frozen features, computed once and kept in `cache` (keyed by split name) across calls."""
     cache = cache if cache is not None else {}
     set_precision(device, precision)
-    normalize = Normalize(input_cfg["mean"], input_cfg["std"]).to(device)
+    normalize = Normalize(input_cfg["mean"], input_cfg["std"], input_cfg.get("size")).to(device)
     for name, data in splits.items():
         if name not in cache:
             cache[name] = extract_features(model, data, normalize, device, precision)
@@ -236,6 +236,11 @@ def _load_checkpoint(path: Path, model, optimizer) -> dict | None:
     return state
 
 
+def crop_seed(seed: int, epoch: int, batch: int) -> int:
+    """The seed of one batch's random crops and flips."""
+    return (seed * 1_000_003 + epoch) * 1_000_003 + batch
+
+
 def _running(sums: torch.Tensor) -> dict:
     loss_sum, correct = sums.tolist()
     return {"loss_sum": loss_sum, "correct": round(correct)}
@@ -263,7 +268,7 @@ def fit(
     torch.manual_seed(cfg.seed)
     set_precision(device, cfg.precision)
     model.to(device)
-    normalize = Normalize(input_cfg["mean"], input_cfg["std"]).to(device)
+    normalize = Normalize(input_cfg["mean"], input_cfg["std"], input_cfg.get("size")).to(device)
     if cache_features:
         cached = cached_features(
             model, {"train": train, **evals}, feature_cache, input_cfg, device, cfg.precision
@@ -272,6 +277,9 @@ def fit(
         forward, prepare = model.head, (lambda x: x)
     else:
         forward, prepare = model, normalize
+    # FGVC preprocessing: images decoded larger than the input are randomly cropped and flipped in training,
+    # with draws that depend only on (seed, epoch, batch), so a resumed run crops as a straight one does
+    augment = not cache_features and normalize.crop not in (None, tuple(train.images.shape[-2:]))
     if cfg.compile:  # the module itself stays plain: its state dict and the optimiser see the same parameters
         forward = torch.compile(forward)
     train = train.to(device)
@@ -332,7 +340,12 @@ def fit(
             starts = range(0, len(train), cfg.batch_size)
             for batch in range(position["next_batch"], len(starts)):
                 idx = order[starts[batch] : starts[batch] + cfg.batch_size].to(device)
-                x, y = prepare(train.images[idx]), train.labels[idx]
+                x, y = train.images[idx], train.labels[idx]
+                if augment:
+                    draws = torch.Generator().manual_seed(crop_seed(cfg.seed, epoch, batch))
+                    x = normalize(x, generator=draws)
+                else:
+                    x = prepare(x)
                 with _autocast(device, cfg.precision):
                     logits = forward(x).float()
                 loss = F.cross_entropy(logits, y)

@@ -93,7 +93,7 @@ def backbone_features(
     backbone, images_uint8: torch.Tensor, input_cfg: dict, device, batch_size: int = 256
 ) -> np.ndarray:
     """The backbone's pooled pre-logits (what a linear head reads) of uint8 (N, 3, H, W) images, float64 (N, D)."""
-    normalize = Normalize(input_cfg["mean"], input_cfg["std"]).to(device)
+    normalize = Normalize(input_cfg["mean"], input_cfg["std"], input_cfg.get("size")).to(device)
     return _batched(_PreLogits(backbone), images_uint8, normalize, batch_size, device)
 
 

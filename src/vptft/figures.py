@@ -33,7 +33,7 @@ LABELS = {
     "linear": "Linear",
     "lora": "LoRA",
 }
-GROUP_ORDER = {"natural": 0, "specialized": 1, "structured": 2}
+GROUP_ORDER = {"natural": 0, "specialized": 1, "structured": 2, "fgvc": 3}
 
 
 def label(strategy: str) -> str:
@@ -385,3 +385,62 @@ def attribution_panels(
             "wrong_right",
         ],
     )
+
+
+def fraction_means(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean test top-1 over seeds per (task, fraction, strategy)."""
+    return (
+        runs.groupby(["task", "fraction", "strategy"])
+        .agg(top1=("test_top1", "mean"), seeds=("seed", "nunique"))
+        .reset_index()
+    )
+
+
+def vpt_figure3(
+    runs: pd.DataFrame, strategies: list[str], path, stamp: dict | None = None, reference: str = "vpt_deep"
+) -> pd.DataFrame:
+    """The VPT paper's Figure 3: test top-1 vs train-data fraction averaged over the fine-grained tasks, VPT-deep
+    against each other strategy in its own panel, the gap between them shaded (green where VPT leads)."""
+    means = fraction_means(runs[runs.strategy.isin(strategies)])
+    tasks_of = means.groupby("strategy").task.nunique()
+    average = means.groupby(["strategy", "fraction"]).top1.mean().unstack("strategy").sort_index()
+    others = [s for s in strategies if s != reference and s in average.columns]
+    if reference not in average.columns or not others:
+        raise ValueError(
+            f"Figure 3 compares {reference} with other strategies; the runs have {list(average)}"
+        )
+    fig, axes = plt.subplots(1, len(others), figsize=(4.2 * len(others), 3.6), squeeze=False)
+    x = average.index.to_numpy()
+    for ax, other in zip(axes[0], others):
+        ours, theirs = average[reference].to_numpy(), average[other].to_numpy()
+        ax.plot(x, ours, "-o", color=color(reference), label=label(reference))
+        ax.plot(x, theirs, "--s", color=color(other), label=label(other))
+        ax.fill_between(x, ours, theirs, where=ours >= theirs, color="tab:green", alpha=0.2, interpolate=True)
+        ax.fill_between(x, ours, theirs, where=ours < theirs, color="tab:red", alpha=0.2, interpolate=True)
+        ax.set_xticks(x, [f"{int(f)}%" for f in x])
+        ax.set_xlabel("train data (% of the task's train split)")
+        ax.set_ylabel(f"mean test top-1 over {int(tasks_of.min())} tasks (%)")
+        ax.legend(frameon=False, fontsize=8)
+    fig.suptitle("VPT Figure 3: accuracy vs train-data fraction, fine-grained tasks (green: VPT-deep ahead)")
+    save(fig, path, stamp=stamp)
+    return average
+
+
+def vpt_figure20(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | None = None) -> pd.DataFrame:
+    """The VPT paper's Figure 20: Figure 3 per task (one panel per task, a line per strategy)."""
+    means = fraction_means(runs[runs.strategy.isin(strategies)])
+    tasks = sorted(means.task.unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for strategy in strategies:
+            line = means[(means.task == task) & (means.strategy == strategy)].sort_values("fraction")
+            if len(line):
+                ax.plot(line.fraction, line.top1, "-o", color=color(strategy), label=label(strategy))
+        ax.set_xticks(sorted(means.fraction.unique()))
+        ax.set_xlabel("train data (%)")
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title(task)
+    axes[0][-1].legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("VPT Figure 20: accuracy vs train-data fraction per fine-grained task")
+    save(fig, path, stamp=stamp)
+    return means

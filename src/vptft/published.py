@@ -13,7 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 REFERENCE_DIR = Path(__file__).with_name("reference")
-JIA_GROUPS = {"natural": "vtab_natural", "specialized": "vtab_specialized", "structured": "vtab_structured"}
+JIA_GROUPS = {
+    "natural": "vtab_natural",
+    "specialized": "vtab_specialized",
+    "structured": "vtab_structured",
+    "fgvc": "fgvc",
+}
 # strategy names of the transcriptions -> this project's strategies + options
 JIA_STRATEGIES = {"partial_1": "partial", "mlp_3": "mlp"}
 
@@ -42,7 +47,7 @@ def _like_with_like(ours: pd.DataFrame, per_task: pd.DataFrame, keys: list[str],
     over the same tasks (`compared` says which); a mean the paper has no per-task values for is left out."""
     from vptft import tasks as task_registry
 
-    vtab = task_registry.tasks_of("vtab")
+    vtab = task_registry.tasks_of("vtab") + task_registry.tasks_of("fgvc")  # the papers' tasks
     rows = []
     for row in ours.itertuples(index=False):
         row = row._asdict()

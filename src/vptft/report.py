@@ -20,10 +20,16 @@ import pandas as pd
 from vptft import provenance
 from vptft import tasks as task_registry
 from vptft.io import atomic_path
-from vptft.splits import FEWSHOT_RE, SCALE_RE
+from vptft.splits import FEWSHOT_RE, FRACTION_RE, SCALE_RE
 from vptft.strategies import STUDY_STRATEGIES
 
-SETTING_COLUMNS = {"vtab1k": [], "scaling": ["size"], "fewshot": ["shots", "selection"]}
+SETTING_COLUMNS = {
+    "vtab1k": [],
+    "scaling": ["size"],
+    "fewshot": ["shots", "selection"],
+    "fgvc": [],
+    "fraction": ["fraction"],
+}
 
 
 def ordered_strategies(strategies: list[str]) -> list[str]:
@@ -35,14 +41,18 @@ def ordered_strategies(strategies: list[str]) -> list[str]:
 
 def regime_setting(regime: str, vtab1k_n_train: int | None = None) -> dict:
     """What a regime name says about its data: train size, shots per class, selection rule and draw."""
+    none = {"size": None, "shots": None, "selection": None, "draw": None, "fraction": None}
     if regime == "vtab1k":
-        return {"size": vtab1k_n_train, "shots": None, "selection": None, "draw": None}
+        return none | {"size": vtab1k_n_train}
+    if regime == "fgvc":
+        return none
+    if match := FRACTION_RE.match(regime):
+        return none | {"fraction": int(match.group(1))}
     if match := SCALE_RE.match(regime):
-        return {"size": int(match.group(1)), "shots": None, "selection": None, "draw": None}
+        return none | {"size": int(match.group(1))}
     if match := FEWSHOT_RE.match(regime):
         k, draw, prototype = match.groups()
-        return {
-            "size": None,
+        return none | {
             "shots": int(k),
             "selection": "prototype" if prototype else "random",
             "draw": None if prototype else int(draw),
@@ -260,7 +270,7 @@ def make_table(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFr
     runs (paths), out_csv, provenance (the stamp)); writes its files and returns (table, spread, runs)."""
     runs = read_runs(spec["runs"])
     runs = runs[runs.task.isin(spec["tasks"]) & runs.strategy.isin(spec["strategies"])]
-    if spec["table"].startswith("vpt_"):
+    if table_layout(spec["table"], spec.get("layout")) == "group_means":
         table = vpt_table1(runs, spec["groups"], spec["tasks"], spec["strategies"], spec["family"])
         spread = None
     else:
@@ -272,5 +282,34 @@ def make_table(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFr
             spec["strategies"],
             spec.get("metric", "top1"),
         )
+    if spec.get("fid"):
+        table, spread = with_fid_row(table, spread, spec["fid"], spec["groups"])
     write_table(table, runs, spec["out_csv"], spread, spec.get("provenance"))
     return table, spread, runs
+
+
+def table_layout(name: str, layout: str | None = None) -> str:
+    """per_task (Han et al.'s tables, the VPT paper's per-task ones) or group_means (the VPT paper's Table 1):
+    as configured, else group_means for vpt_table1-like names (vpt_ without a layout) and per_task otherwise."""
+    return layout or ("group_means" if name.startswith("vpt_") else "per_task")
+
+
+def with_fid_row(
+    table: pd.DataFrame, spread: pd.DataFrame | None, fid_paths, groups: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The table and its spread table with a row `fid` (Table 19): each task's FID to the pre-training data (mean
+    over the reference draws) with group means beside it, and its std over the draws in the spread table."""
+    records = [json.loads(Path(path).read_text()) for path in fid_paths]
+    mean = {r["task"]: r["fid_mean"] for r in records}
+    std = {r["task"]: r["fid_std"] for r in records}
+
+    def appended(frame: pd.DataFrame, values: dict, with_means: bool) -> pd.DataFrame:
+        row = pd.Series({task: values[task] for task in frame.columns if task in values}, dtype=float)
+        for group in groups if with_means else ():
+            tasks = [t for t in row.index if task_registry.get_task(t).group == group]
+            if tasks and f"mean_{group}" in frame.columns:
+                row[f"mean_{group}"] = row[tasks].mean()
+        key = tuple([None] * (frame.index.nlevels - 1) + ["fid"]) if frame.index.nlevels > 1 else "fid"
+        return pd.concat([frame, pd.DataFrame([row], index=pd.Index([key], name=frame.index.name))])
+
+    return appended(table, mean, True), None if spread is None else appended(spread, std, False)

@@ -11,11 +11,17 @@ Regimes (docs/protocol.md#regimes):
   first ones of each class in a seeded order (draw i: seed + i); the prototype rule takes, per class, the records
   whose backbone feature is nearest the class's mean feature over the non-test pool (train the k nearest, val
   the next k). A class without enough records is reported (`missing_classes`), never silently dropped.
+- `fgvc` (the VPT paper's FGVC protocol): train / val = a seeded split of the task's train split, val =
+  ceil(val_fraction x its records) (10 %), or the task's own val split where it has one (Flowers); the final
+  runs train on train only (`final_split`), as the public code does for FGVC.
+- `fraction<pct>`: the first pct % of the fgvc train part in one seeded order (so a larger fraction contains
+  every smaller one), the fgvc val part as val; final runs on train only.
 Test is always the task's test slice, untouched by every regime.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import zlib
 
@@ -27,7 +33,9 @@ from vptft.io import read_json, write_json
 SPLITS = ("train", "val", "trainval", "test")
 SCALE_RE = re.compile(r"^scale(\d+)$")
 FEWSHOT_RE = re.compile(r"^fewshot(\d+)_(?:draw(\d+)|(prototype))$")
-FAMILIES = ("vtab1k", "scaling", "fewshot")
+FRACTION_RE = re.compile(r"^fraction(\d+)$")
+FAMILIES = ("vtab1k", "scaling", "fewshot", "fgvc", "fraction")
+FGVC_FAMILIES = ("fgvc", "fraction")  # the families of fine-grained tasks (and only of them)
 
 
 def family_regimes(family: str, regimes: dict) -> list[str]:
@@ -35,8 +43,10 @@ def family_regimes(family: str, regimes: dict) -> list[str]:
     entry = regimes.get(family)
     if entry is None:
         return []
-    if family == "vtab1k":
-        return ["vtab1k"]
+    if family in ("vtab1k", "fgvc"):
+        return [family]
+    if family == "fraction":
+        return [f"fraction{pct}" for pct in entry["percent"]]
     if family == "scaling":
         return [f"scale{n}" for n in entry["n_train"]]
     selections = [f"draw{i}" for i in range(entry["draws"])] + (["prototype"] if entry["prototype"] else [])
@@ -49,13 +59,25 @@ def regime_names(regimes: dict) -> list[str]:
 
 
 def family_of(regime: str) -> str:
-    if regime == "vtab1k":
-        return "vtab1k"
+    if regime in ("vtab1k", "fgvc"):
+        return regime
+    if FRACTION_RE.match(regime):
+        return "fraction"
     if SCALE_RE.match(regime):
         return "scaling"
     if FEWSHOT_RE.match(regime):
         return "fewshot"
     raise ValueError(f"regime {regime!r} belongs to no family ({', '.join(FAMILIES)})")
+
+
+def _fgvc_spec(regimes: dict) -> dict:
+    fgvc = regimes.get("fgvc") or {}
+    return {
+        "kind": "fgvc",
+        "val_fraction": fgvc.get("val_fraction", 0.1),
+        "seed": fgvc.get("seed", 0),
+        "final_split": fgvc.get("final_split", "train"),
+    }
 
 
 def regime_spec(regime: str, regimes: dict) -> dict:
@@ -70,6 +92,10 @@ def regime_spec(regime: str, regimes: dict) -> dict:
             "n_train": regimes["vtab1k"]["n_train"],
             "n_val": regimes["vtab1k"]["n_val"],
         }
+    if regime == "fgvc":
+        return _fgvc_spec(regimes)
+    if match := FRACTION_RE.match(regime):
+        return {**_fgvc_spec(regimes), "kind": "fraction", "percent": int(match.group(1))}
     if match := SCALE_RE.match(regime):
         n, scaling = int(match.group(1)), regimes["scaling"]
         return {
@@ -145,6 +171,27 @@ def _seeded_order(task, pool: list, seed: int) -> list:
     return [pool[i] for i in rng.permutation(len(pool))]
 
 
+def fgvc_parts(task, split_sizes: dict, val_fraction: float, seed: int) -> tuple[list, list]:
+    """The fgvc regime's train and val records ((split, index) lists, train in one seeded order): the task's own
+    val split where it has one, else a seeded ceil(val_fraction) share of its train split."""
+    n = split_sizes[task.train_split]
+    if task.val_split != task.train_split:
+        train = [(task.train_split, i) for i in range(n)]
+        return _seeded_order(task, train, seed), [
+            (task.val_split, i) for i in range(split_sizes[task.val_split])
+        ]
+    order = _seeded_order(task, [(task.train_split, i) for i in range(n)], seed)
+    n_val = math.ceil(val_fraction * n - 1e-9)
+    return order[n_val:], sorted(order[:n_val])
+
+
+def _fgvc(task, split_sizes: dict, spec: dict) -> dict:
+    train, val = fgvc_parts(task, split_sizes, spec["val_fraction"], spec["seed"])
+    if spec["kind"] == "fraction":
+        train = train[: max(1, round(spec["percent"] / 100 * len(train)))]
+    return {"train": _group(sorted(train)), "val": _group(val)}
+
+
 def _group(records) -> dict:
     out: dict = {}
     for split, index in records:
@@ -209,6 +256,8 @@ def build_manifest(
         parts = _vtab1k(task, sizes, spec["n_train"], spec["n_val"])
     elif spec["kind"] == "scaling":
         parts = _scaling(task, sizes, spec["n_train"], spec["n_val"], spec["ratio"], spec["seed"])
+    elif spec["kind"] in ("fgvc", "fraction"):
+        parts = _fgvc(task, sizes, spec)
     elif spec["kind"] == "fewshot":
         pool = non_test_pool(task, sizes)
         labels = {

@@ -11,8 +11,9 @@ import copy
 
 from vptft import tasks as task_registry
 from vptft.backbones import BACKBONES
-from vptft.splits import family_of, family_regimes
+from vptft.splits import FAMILIES, FGVC_FAMILIES, family_of, family_regimes
 from vptft.strategies import STRATEGIES
+from vptft.tasks import FGVC_GROUP
 
 CURVE_STRATEGIES = ("full", "vpt_deep", "mixed", "ft_then_pt")  # Figures 5, 9-12: the study's four rows
 CLAIM_STRATEGIES = ("full", "vpt_deep")  # whose final runs (every family) the claims' seed tests read
@@ -35,10 +36,21 @@ def seed_sets(config: dict) -> dict[tuple[int, ...], list[str]]:
     return sets
 
 
+def in_family(task: str, family: str) -> bool:
+    """Fine-grained (FGVC) tasks train in the fgvc families only, every other task in the VTAB ones."""
+    known = task_registry.TASKS.get(task)  # unknown names are reported by the config check
+    return known is not None and known.fine_grained == (family in FGVC_FAMILIES)
+
+
+def vtab_tasks(config: dict) -> list[str]:
+    """The configured tasks of the VTAB families (every task but the fine-grained ones)."""
+    return [t for t in config["tasks"] if in_family(t, "vtab1k")]
+
+
 def family_tasks(config: dict, family: str) -> list[str]:
     entry = config["regimes"].get(family) or {}
     chosen = entry.get("tasks")
-    return list(config["tasks"]) if chosen is None else [t for t in config["tasks"] if t in chosen]
+    return [t for t in config["tasks"] if in_family(t, family) and (chosen is None or t in chosen)]
 
 
 def family_strategies(config: dict, family: str) -> list[str]:
@@ -49,25 +61,38 @@ def family_strategies(config: dict, family: str) -> list[str]:
     return list(entry.get("strategies") or ["full", "vpt_deep"])
 
 
-def table_family(config: dict, table: str) -> str:
-    return config["tables"][table]["regime"]
+def table_task_families(config: dict, table: str) -> dict[str, list[str]]:
+    """The regime family whose runs each of a table's tasks shows: the table's own; a vtab1k table with the fgvc
+    group (the VPT paper's Table 1 and its FGVC column) takes its fine-grained tasks from the fgvc family."""
+    entry = config["tables"][table]
+    families = [entry["regime"]]
+    if entry["regime"] == "vtab1k" and FGVC_GROUP in entry["groups"]:
+        families.append("fgvc")
+    chosen = entry.get("tasks")
+    out = {}
+    for family in families:
+        pool = (
+            family_tasks(config, family)
+            if chosen is None
+            else [t for t in config["tasks"] if t in chosen and in_family(t, family)]
+        )
+        known = task_registry.TASKS  # unknown names are reported by the config check, not here
+        out[family] = [t for t in pool if known[t].group in entry["groups"]]
+    return out
 
 
 def table_tasks(config: dict, table: str) -> list[str]:
-    entry = config["tables"][table]
-    chosen = entry.get("tasks")
-    pool = (
-        family_tasks(config, entry["regime"])
-        if chosen is None
-        else [t for t in config["tasks"] if t in chosen]
-    )
-    known = task_registry.TASKS  # unknown names are reported by the config check, not here
-    return [t for t in pool if t in known and known[t].group in entry["groups"]]
+    return [t for tasks in table_task_families(config, table).values() for t in tasks]
 
 
-def table_strategies(config: dict, table: str) -> list[str]:
+def table_strategies(config: dict, table: str, family: str | None = None) -> list[str]:
+    """A table's rows; of those, what it shows of `family` where that is not its own regime (a vtab1k table's
+    FGVC column: the rows the fgvc family trains, no more)."""
     entry = config["tables"][table]
-    return list(entry.get("strategies") or family_strategies(config, entry["regime"]))
+    rows = list(entry.get("strategies") or family_strategies(config, entry["regime"]))
+    if family is None or family == entry["regime"]:
+        return rows
+    return [s for s in rows if s in family_strategies(config, family)]
 
 
 def backbones(config: dict) -> list[str]:
@@ -108,12 +133,12 @@ def family_runs(config: dict, family: str, backbone: str | None = None) -> dict[
         if main
         else {}
     )
-    for table, entry in config["tables"].items():
-        if entry["regime"] != family or table_backbone(config, table) != backbone:
+    for table in config["tables"]:
+        if table_backbone(config, table) != backbone:
             continue
-        for task in table_tasks(config, table):
+        for task in table_task_families(config, table).get(family, []):
             strategies = runs.setdefault(task, [])
-            strategies += [s for s in table_strategies(config, table) if s not in strategies]
+            strategies += [s for s in table_strategies(config, table, family) if s not in strategies]
     return {task: runs[task] for task in config["tasks"] if task in runs}
 
 
@@ -132,16 +157,17 @@ def family_regime_names(config: dict, family: str) -> list[str]:
 
 def hparams_source(config: dict, regime: str) -> str:
     """Which regime's sweep selects a regime's hyper-parameters: its own, or vtab1k's (config `hparams`)."""
-    from vptft.splits import family_of
-
     family = family_of(regime)
-    if family == "vtab1k":
+    if family in ("vtab1k", "fgvc"):
         return regime
-    return "vtab1k" if config["regimes"][family].get("hparams") == "vtab1k" else regime
+    home = (
+        "fgvc" if family == "fraction" else "vtab1k"
+    )  # the family whose selection a data-size family reuses
+    return home if config["regimes"][family].get("hparams") == home else regime
 
 
 def configured_families(config: dict) -> list[str]:
-    return [family for family in ("vtab1k", "scaling", "fewshot") if family in config["regimes"]]
+    return [family for family in FAMILIES if family in config["regimes"]]
 
 
 def problems(config: dict) -> list[str]:
@@ -274,6 +300,11 @@ def output_problem(config: dict, output: str) -> str | None:
             return "no task to explain: set `analyses.attribution.tasks` (Figures 8, 17) and `quadrant_tasks` (18)"
         if not compares_ft_and_vpt(config):
             return f"it explains full finetuning and VPT, but vtab1k trains {trained}; add full and vpt_deep"
+    if output in ("vpt_figure3", "vpt_figure20") and not family_runs(config, "fraction"):
+        return (
+            "no train-fraction runs: add `regimes.fraction` (percent, strategies) and fine-grained tasks "
+            "(e.g. cub200, or the mini finestars_src) to `tasks`"
+        )
     if output in ("figure4", "figure6") and "scaling" not in config["regimes"]:
         return "no data-scaling runs: add `regimes.scaling` (train sizes, tasks, strategies)"
     if output.startswith(("figure5", "figure9", "figure10", "figure11", "figure12")) and not curve_strategies(

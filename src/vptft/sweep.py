@@ -1,7 +1,7 @@
 """Hyper-parameter search and final runs.
 
 A grid (lr x wd x the strategy's extras) is trained on train -> val and the point with the best last-epoch
-val top-1 selected (vptft.selection); final runs train on train+val (trainval) with each seed and report
+val top-1 selected (vptft.selection); final runs train on train+val (trainval; FGVC: train) with each seed and report
 last-epoch test top-1. A job loads its data and backbone once and trains several grid points or seeds.
 """
 
@@ -59,6 +59,11 @@ class Job:
                 self.manifest, name, self.spec["data_dir"], self.input_cfg["size"]
             )
         return self._splits[name]
+
+    @property
+    def final_split(self) -> str:
+        """What final runs train on: train + val (VTAB), or train only (the fgvc regimes, as the public code)."""
+        return self.manifest["spec"].get("final_split", "trainval")
 
     def values(self, point: dict) -> dict:
         """A grid point with the strategy's fixed options: every hyper-parameter of one run."""
@@ -272,12 +277,13 @@ def provenance(job: Job, seed: int) -> dict:
 def _final_run(job: Job, point: dict, seed: int, out_dir: Path) -> dict:
     spec = job.spec
     model = job.build(point, seed)
+    final_split = job.final_split
     cfg = job.fit_config(
-        point, seed, len(job.split("trainval")), curve_points=spec["train"].get("curve_points")
+        point, seed, len(job.split(final_split)), curve_points=spec["train"].get("curve_points")
     )
     result = job.fit(
         model,
-        "trainval",
+        final_split,
         ["test"],
         cfg,
         checkpoint=out_dir / "checkpoint.pt",
@@ -304,7 +310,8 @@ def _final_run(job: Job, point: dict, seed: int, out_dir: Path) -> dict:
         "test_loss": result["final"]["test"]["loss"],
         "train_loss": result["train"]["loss"],
         "train_top1": result["train"]["top1"],
-        "n_train": len(job.split("trainval")),
+        "n_train": len(job.split(final_split)),
+        "final_split": final_split,
         "n_test": len(job.split("test")),
         **parameter_counts(model),
         **storage_counts(job, model),

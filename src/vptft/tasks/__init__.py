@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 GROUPS = ("natural", "specialized", "structured")
+FGVC_GROUP = "fgvc"  # the fine-grained tasks (VPT paper's FGVC; the mini benchmark's fine-grained group)
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
-    benchmark: str  # "mini" or "vtab": selects the loader
-    group: str  # natural | specialized | structured (VTAB groups; the mini benchmark maps onto them)
+    benchmark: str  # "mini", "vtab" or "fgvc": selects the loader
+    group: str  # natural | specialized | structured (VTAB groups; the mini benchmark maps onto them) | fgvc
     num_classes: int
     train_split: str  # the train examples are the first records of this split
     val_split: str  # val examples start at val_start in this split (VTAB's val200 slice)
@@ -24,8 +25,16 @@ class Task:
     test_start: int = 0
     test_stop: int | None = None
     domain: str = "source"  # source | shifted: rendered like the pre-training data or not (mini quadrants)
+    # vtab: bilinear resize to the input size, no augmentation; fgvc: the public VPT code's FGVC transforms
+    # (resize to 256/224 of the input, train random crop + flip, eval centre crop; vptft.data)
+    preprocessing: str = "vtab"
     description: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def fine_grained(self) -> bool:
+        """FGVC tasks train in the fgvc regime families only; the others in the VTAB ones."""
+        return self.group == FGVC_GROUP
 
     @property
     def task_disparity(self) -> str:
@@ -34,10 +43,10 @@ class Task:
 
 
 def _registry() -> dict[str, Task]:
-    from vptft.tasks import mini, vtab
+    from vptft.tasks import fgvc, mini, vtab
 
     tasks = {}
-    for module in (mini, vtab):
+    for module in (mini, vtab, fgvc):
         for task in module.TASKS:
             if task.name in tasks:
                 raise ValueError(f"task {task.name!r} is defined twice")
@@ -55,13 +64,24 @@ def get_task(name: str) -> Task:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}") from None
 
 
+# The task benchmarks a config's `benchmark` may name: the paper config's real data is VTAB-1k and FGVC
+CONFIG_BENCHMARKS = {"mini": ("mini",), "vtab": ("vtab", "fgvc")}
+
+
 def tasks_of(benchmark: str) -> list[str]:
     return [name for name, task in TASKS.items() if task.benchmark == benchmark]
+
+
+def config_tasks(benchmark: str) -> list[str]:
+    """The tasks a config whose `benchmark` is this may name."""
+    return [name for b in CONFIG_BENCHMARKS.get(benchmark, (benchmark,)) for name in tasks_of(b)]
 
 
 def _module(task: Task):
     if task.benchmark == "mini":
         from vptft.tasks import mini as module
+    elif task.benchmark == "fgvc":
+        from vptft.tasks import fgvc as module
     else:
         from vptft.tasks import vtab as module
     return module

@@ -105,6 +105,15 @@ NEW_SHAPES = {  # never seen in pre-training
 }
 
 
+# The fine-grained group: 12 kinds of star that differ only in their number of points and the depth of their
+# notches (many similar classes of one object, as FGVC's species of bird), drawn larger than the other shapes
+FINE_STARS = {
+    f"star{points}_{round(inner * 10)}": _star(points, inner)
+    for points in (4, 5, 6, 7)
+    for inner in (0.3, 0.5, 0.7)
+}
+
+
 def _local(cx, cy, scale, angle):
     """Object-local coordinates of every pixel for an object at (cx, cy), radius `scale`, rotated by `angle`."""
     dx, dy = GX - cx, GY - cy
@@ -214,6 +223,16 @@ def _single_object(rng, shapes, label, style):
     return canvas.finish()
 
 
+def _fine_object(rng, label, style):
+    canvas = _Canvas(rng, style)
+    canvas.clutter(rng.integers(0, 3))
+    shapes = list(FINE_STARS.values())
+    canvas.draw(
+        shapes[label], *rng.uniform(-0.25, 0.25, 2), rng.uniform(0.55, 0.75), rng.uniform(-MAX_TILT, MAX_TILT)
+    )
+    return canvas.finish()
+
+
 def _count(rng, label, style):
     canvas = _Canvas(rng, style)
     canvas.clutter(rng.integers(0, 2))
@@ -262,7 +281,9 @@ def _renderer(kind, style):
         if style == "invnoise":
             return lambda rng, label: _invnoise(rng, _single_object(rng, shapes, label, "src"))
         return lambda rng, label: _single_object(rng, shapes, label, style)
-    draw = {"count": _count, "location": _location, "orientation": _orientation}[kind]
+    draw = {"count": _count, "location": _location, "orientation": _orientation, "finestars": _fine_object}[
+        kind
+    ]
     return lambda rng, label: draw(rng, label, style)
 
 
@@ -299,8 +320,9 @@ def _digits():
 
 
 # ---------------------------------------------------------------------------------------------- tasks
-def _task(name, group, domain, kind, style, num_classes, description):
+def _task(name, group, domain, kind, style, num_classes, description, preprocessing="vtab"):
     return Task(
+        preprocessing=preprocessing,
         name=name,
         benchmark="mini",
         group=group,
@@ -351,6 +373,13 @@ TASKS = [
     _task("count_sketch", "structured", "shifted", "count", "sketch", 6, "count 1-6 outlines"),
     _task("orient_sketch", "structured", "shifted", "orientation", "sketch", 8, "outlined pointer direction"),
     _task("location_sketch", "structured", "shifted", "location", "sketch", 6, "outline x position, 6 bins"),
+    # the fine-grained group (FGVC's stand-in): the fgvc regimes' 90/10 split and FGVC's crop + flip
+    *(
+        _task(
+            f"finestars_{style}", "fgvc", domain, "finestars", style, 12, f"12 kinds of star, {what}", "fgvc"
+        )
+        for style, domain, what in (("src", "source", "source style"), ("sketch", "shifted", "as outlines"))
+    ),
 ]
 
 
@@ -361,6 +390,8 @@ def class_names(task: Task, data_dir=None) -> list[str]:
         return [str(i) for i in range(10)]
     if kind in ("source", "newshapes"):
         return list(SOURCE_SHAPES if kind == "source" else NEW_SHAPES)
+    if kind == "finestars":
+        return list(FINE_STARS)
     if kind == "count":
         return [f"{i + 1} objects" for i in range(task.num_classes)]
     if kind == "orientation":
