@@ -62,7 +62,7 @@ PROVENANCE = provenance.of_config(config)
 
 def stamp_of(name):
     """The stamp of an output (a table, figure or report by its name): a table of another backbone names it."""
-    if name in config["tables"]:
+    if name in study.run_outputs(config):
         return {**PROVENANCE, "backbone": study.table_backbone(config, name)}
     return PROVENANCE
 
@@ -326,17 +326,20 @@ def buildable(output, inputs):
     return inputs_of
 
 
-def table_runs(wildcards):
+def output_runs(name):
+    """The runs tables an output shows (a table, or the model-scale figure): per backbone and regime family."""
     return [
         path
-        for family, tasks in study.table_task_families(config, wildcards.table).items()
+        for backbone in study.table_backbones(config, name)
+        for family, tasks in study.table_task_families(config, name).items()
         for path in collected(
-            family,
-            tasks,
-            study.table_strategies(config, wildcards.table, family),
-            study.table_backbone(config, wildcards.table),
+            family, tasks, study.table_strategies(config, name, family), backbone
         )
     ]
+
+
+def table_runs(wildcards):
+    return output_runs(wildcards.table)
 
 
 def table_fid(wildcards):
@@ -359,6 +362,7 @@ def table_spec(wildcards, input, output):
         table=wildcards.table,
         benchmark=BENCH,
         backbone=study.table_backbone(config, wildcards.table),
+        backbones=study.table_backbones(config, wildcards.table),
         family=entry["regime"],
         groups=entry["groups"],
         metric=entry["metric"],
@@ -472,6 +476,8 @@ def report_targets():
         figures += ["figure4", "figure6"]
     if "fraction" in families:
         figures += ["vpt_figure3", "vpt_figure20"]
+    if study.MODEL_SCALE in study.run_outputs(config):
+        figures.append(study.MODEL_SCALE)
     if attribution_tasks():
         figures += ATTRIBUTION_FIGURES
     for name in figures:

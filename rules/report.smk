@@ -211,6 +211,38 @@ rule figure_fraction:
         "&& mv {params.tmp_notebook:q} {output.notebook:q}"
 
 
+rule figure_model_scale:
+    input:
+        runs=buildable("vpt_figure4.png", lambda wc: output_runs(study.MODEL_SCALE)),
+        notebook=os.path.join(NOTEBOOKS, "model_scale.ipynb"),
+    output:
+        figure=report(
+            f"{RESULTS}/vpt_figure4.png",
+            caption="../report/vpt_figure4.rst",
+            category="Figures",
+        ),
+        csv=f"{RESULTS}/vpt_figure4.csv",
+        notebook=f"{RESULTS}/vpt_figure4.ipynb",
+    log:
+        f"{LOGS}/report/vpt_figure4.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        spec=lambda wc, input, output: spec(
+            runs=list(input.runs),
+            backbones=study.table_backbones(config, study.MODEL_SCALE),
+            strategies=study.table_strategies(config, study.MODEL_SCALE),
+            groups=study.output_entry(config, study.MODEL_SCALE)["groups"],
+            figure=output.figure,
+            csv=output.csv,
+            provenance=stamp_of(study.MODEL_SCALE),
+        ),
+        tmp_notebook=lambda wc, output: f"{output.notebook}.tmp",
+    shell:
+        "papermill {input.notebook:q} {params.tmp_notebook:q} -p spec {params.spec:q} > {log:q} 2>&1 "
+        "&& mv {params.tmp_notebook:q} {output.notebook:q}"
+
+
 rule figure_curves:
     input:
         runs=buildable(

@@ -63,7 +63,8 @@ def _paper_config(**changes) -> dict:
     with open(f"{ROOT}/config/paper.yaml") as f:
         config = yaml.safe_load(f)
     tables = {name: entry for name, entry in config["tables"].items() if not entry.get("backbone")}
-    return {**config, "backbones": {}, "tables": tables, **changes}
+    analyses = {name: entry for name, entry in config["analyses"].items() if name != "model_scale"}
+    return {**config, "backbones": {}, "tables": tables, "analyses": analyses, **changes}
 
 
 def test_config_names_an_unknown_backbone_and_a_missing_local_file(tmp_path):

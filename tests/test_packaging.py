@@ -75,6 +75,7 @@ RULES = {
     "figure_fid": runs({"report"}, notebook="fid.ipynb"),
     "figure_scaling": runs({"report"}, notebook="scaling.ipynb"),
     "figure_fraction": runs({"report"}, notebook="fraction.ipynb"),
+    "figure_model_scale": runs({"report"}, notebook="model_scale.ipynb"),
     "figure_curves": runs({"report"}, notebook="curves.ipynb"),
     "figure_attribution": runs({"report"}, notebook="attribution.ipynb"),
     "claims": runs({"report"}, notebook="claims.ipynb"),

@@ -292,6 +292,31 @@ def test_fgvc_outputs_list_exactly_their_runs(tmp_path):
     assert not {t for t, r, _ in _final_runs(table1) if r == "vtab1k"} & FGVC
 
 
+def test_the_vpt_papers_backbone_tables_and_model_scale_figure_list_their_runs(tmp_path):
+    """The VPT paper's Table 2 (Swin-B), Table 4 (MAE and MoCo v3 in one table) and Figure 4 (ViT-B / L / H):
+    the vtab1k runs of their rows on each of their backbones, nothing else."""
+    vtab = {w["task"] for rule, w in _dry_run_jobs("results/table2.csv", tmp_path) if rule == "download"}
+    vtab |= {w["task"] for rule, w in _dry_run_jobs("results/table1.csv", tmp_path) if rule == "download"}
+    assert len(vtab) == 19
+    rows = ("full", "linear", "vpt_deep")
+
+    def trained(jobs):
+        return {(w["backbone"], w["task"], w["strategy"]) for rule, w in jobs if rule == "train"}
+
+    table2 = _dry_run_jobs("results/vpt_table2.csv", tmp_path)
+    assert trained(table2) == {("swin_b_in21k", t, s) for t in vtab for s in rows}
+    (tmp_path / "resources/weights").mkdir(parents=True)
+    for name in ("mae_pretrain_vit_base.pth", "mocov3_linear-vit-b-300ep.pth.tar"):
+        (tmp_path / "resources/weights" / name).touch()
+    table4 = _dry_run_jobs("results/vpt_table4.csv", tmp_path)
+    assert trained(table4) == {
+        (b, t, s) for b in ("vit_b16_mae", "vit_b16_mocov3") for t in vtab for s in rows
+    }
+    figure4 = _dry_run_jobs("results/vpt_figure4.png", tmp_path)
+    scale = ("vit_b16_in21k", "vit_l16_in21k", "vit_h14_in21k")
+    assert trained(figure4) == {(b, t, s) for b in scale for t in vtab for s in rows}
+
+
 def test_a_table_of_another_backbone_trains_its_runs_on_that_backbone_only(tmp_path):
     """Han et al. Table 10 (MAE, natural tasks): FT and VPT on MAE, nothing on the main backbone; its local
     weights file is asked for by name and source while the DAG is built, and only by the targets that read it."""

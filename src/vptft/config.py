@@ -127,7 +127,7 @@ def _family_errors(config: dict) -> list[str]:
         if key == config["backbone"]:
             trained = list(config["strategies"])
         else:
-            tables = [t for t in config["tables"] if study.table_backbone(config, t) == key]
+            tables = [t for t in study.run_outputs(config) if key in study.table_backbones(config, t)]
             trained = [s for t in tables for s in study.table_strategies(config, t)]
         for name in dict.fromkeys(trained):
             entry, spec = config["strategies"].get(name), STRATEGIES.get(name)

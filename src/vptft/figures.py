@@ -444,3 +444,44 @@ def vpt_figure20(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | 
     fig.suptitle("VPT Figure 20: accuracy vs train-data fraction per fine-grained task")
     save(fig, path, stamp=stamp)
     return means
+
+
+def model_scale_means(runs: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
+    """Per (backbone, strategy, group): the mean over the group's tasks of each task's seed-mean test top-1."""
+    per_task = runs.groupby(["backbone", "strategy", "group", "task"]).test_top1.mean().reset_index()
+    per_task = per_task[per_task.group.isin(groups)]
+    return (
+        per_task.groupby(["backbone", "strategy", "group"])
+        .agg(top1=("test_top1", "mean"), tasks=("task", "nunique"))
+        .reset_index()
+    )
+
+
+def vpt_figure4(
+    runs: pd.DataFrame,
+    backbones: list[str],
+    strategies: list[str],
+    groups: list[str],
+    path,
+    stamp: dict | None = None,
+) -> pd.DataFrame:
+    """The VPT paper's Figure 4: each strategy's VTAB-1k group mean on backbones of growing size (x in the
+    configured order), one panel per group."""
+    means = model_scale_means(runs[runs.strategy.isin(strategies) & runs.backbone.isin(backbones)], groups)
+    missing = sorted(set(backbones) - set(means.backbone))
+    if missing:
+        raise ValueError(f"Figure 4: no runs on backbones {missing}")
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False)
+    x = range(len(backbones))
+    for ax, group in zip(axes[0], groups):
+        sub = means[means.group == group]
+        for strategy in strategies:
+            line = sub[sub.strategy == strategy].set_index("backbone").reindex(backbones)
+            ax.plot(x, line.top1, "-o", color=color(strategy), label=label(strategy))
+        ax.set_xticks(list(x), backbones, rotation=20, ha="right")
+        ax.set_ylabel(f"mean test top-1 over {int(sub.tasks.max())} tasks (%)")
+        ax.set_title(group)
+    axes[0][-1].legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("VPT Figure 4: VTAB-1k group means across backbone sizes")
+    save(fig, path, stamp=stamp)
+    return means

@@ -1,4 +1,5 @@
-"""The published numbers (Han et al. 2024 Tables 1-20; Jia et al. 2022 Table 1), for paper-vs-reproduced tables.
+"""The published numbers (Han et al. 2024 Tables 1-20; Jia et al. 2022 Tables 1, 2, 4, 13), for paper-vs-reproduced
+tables.
 
 Transcribed from the papers into src/vptft/reference/ (long format; README there). A cell of ours is matched on
 (strategy, task or group mean, data size where the table has sizes); the published value, ours and the
@@ -29,6 +30,14 @@ def han2024() -> pd.DataFrame:
 
 def jia2022_table1() -> pd.DataFrame:
     return pd.read_csv(REFERENCE_DIR / "jia2022_vpt_table1.csv")
+
+
+def jia2022_group_means() -> pd.DataFrame:
+    """The VPT paper's group means on every backbone it reports: Table 1 (ViT-B/16), Tables 2 and 4 (Swin-B, MAE,
+    MoCo v3: Full and VPT-deep)."""
+    return pd.concat(
+        [jia2022_table1(), pd.read_csv(REFERENCE_DIR / "jia2022_vpt_tables2_4.csv")], ignore_index=True
+    )
 
 
 def _long(table: pd.DataFrame, value_columns: list[str]) -> pd.DataFrame:
@@ -84,6 +93,12 @@ def vs_paper(
     mean over a subset of the group's tasks is compared with the paper's values of that subset, never with the
     paper's whole-group mean."""
     table_tasks = list(tasks) if tasks is not None else [c for c in table.columns if c in _task_names()]
+    if "backbone" in (table.index.names or []):  # one block of rows per backbone
+        blocks = [
+            vs_paper(name, table.xs(key, level="backbone"), key, metric, table_tasks).assign(backbone=key)
+            for key in table.index.get_level_values("backbone").unique()
+        ]
+        return pd.concat(blocks, ignore_index=True)
     if name.startswith("vpt_"):
         return _vs_jia(table, backbone, table_tasks)
     number = int(re.fullmatch(r"table(\d+)", name).group(1))
@@ -113,7 +128,7 @@ def _task_names() -> set[str]:
 
 
 def _vs_jia(table: pd.DataFrame, backbone: str, table_tasks: list[str]) -> pd.DataFrame:
-    ref = jia2022_table1()
+    ref = jia2022_group_means()
     ref = ref[(ref.backbone == backbone) & (ref.metric == "top1")]
     ref = ref.assign(strategy=ref.strategy.replace(JIA_STRATEGIES))
     per_task = pd.read_csv(REFERENCE_DIR / "jia2022_vpt_table13.csv")

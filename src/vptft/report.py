@@ -69,6 +69,7 @@ def run_row(metrics_path, family: str, vtab1k_n_train: int | None = None) -> dic
     capped = data.get("capped")
     return {
         "family": family,
+        "backbone": m.get("backbone"),
         "task": m["task"],
         "group": task.group,
         "domain": task.domain,
@@ -270,18 +271,31 @@ def make_table(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFr
     runs (paths), out_csv, provenance (the stamp)); writes its files and returns (table, spread, runs)."""
     runs = read_runs(spec["runs"])
     runs = runs[runs.task.isin(spec["tasks"]) & runs.strategy.isin(spec["strategies"])]
-    if table_layout(spec["table"], spec.get("layout")) == "group_means":
-        table = vpt_table1(runs, spec["groups"], spec["tasks"], spec["strategies"], spec["family"])
-        spread = None
+    backbones = spec.get("backbones") or [None]
+    tables, spreads = [], []
+    for backbone in backbones:  # one block of rows per backbone (the VPT paper's Table 4)
+        shown = runs if backbone is None else runs[runs.backbone == backbone]
+        if table_layout(spec["table"], spec.get("layout")) == "group_means":
+            tables.append(
+                vpt_table1(shown, spec["groups"], spec["tasks"], spec["strategies"], spec["family"])
+            )
+            spreads.append(None)
+        else:
+            block, spread = study_table(
+                shown,
+                spec["family"],
+                spec["groups"],
+                spec["tasks"],
+                spec["strategies"],
+                spec.get("metric", "top1"),
+            )
+            tables.append(block)
+            spreads.append(spread)
+    if len(backbones) == 1:
+        table, spread = tables[0], spreads[0]
     else:
-        table, spread = study_table(
-            runs,
-            spec["family"],
-            spec["groups"],
-            spec["tasks"],
-            spec["strategies"],
-            spec.get("metric", "top1"),
-        )
+        table = pd.concat(tables, keys=backbones, names=["backbone"])
+        spread = None if spreads[0] is None else pd.concat(spreads, keys=backbones, names=["backbone"])
     if spec.get("fid"):
         table, spread = with_fid_row(table, spread, spec["fid"], spec["groups"])
     write_table(table, runs, spec["out_csv"], spread, spec.get("provenance"))

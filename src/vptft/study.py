@@ -64,7 +64,7 @@ def family_strategies(config: dict, family: str) -> list[str]:
 def table_task_families(config: dict, table: str) -> dict[str, list[str]]:
     """The regime family whose runs each of a table's tasks shows: the table's own; a vtab1k table with the fgvc
     group (the VPT paper's Table 1 and its FGVC column) takes its fine-grained tasks from the fgvc family."""
-    entry = config["tables"][table]
+    entry = output_entry(config, table)
     families = [entry["regime"]]
     if entry["regime"] == "vtab1k" and FGVC_GROUP in entry["groups"]:
         families.append("fgvc")
@@ -88,7 +88,7 @@ def table_tasks(config: dict, table: str) -> list[str]:
 def table_strategies(config: dict, table: str, family: str | None = None) -> list[str]:
     """A table's rows; of those, what it shows of `family` where that is not its own regime (a vtab1k table's
     FGVC column: the rows the fgvc family trains, no more)."""
-    entry = config["tables"][table]
+    entry = output_entry(config, table)
     rows = list(entry.get("strategies") or family_strategies(config, entry["regime"]))
     if family is None or family == entry["regime"]:
         return rows
@@ -119,8 +119,42 @@ def backbone_view(config: dict, backbone: str) -> dict:
     return view
 
 
+MODEL_SCALE = "vpt_figure4"  # the VPT paper's Figure 4: its runs are configured in `analyses.model_scale`
+
+
+def output_entry(config: dict, name: str) -> dict:
+    """What an output that shows runs (a table, or the model-scale figure) asks for: regime family, groups,
+    tasks, strategies, backbone(s)."""
+    if name == MODEL_SCALE:
+        scale = (config.get("analyses") or {}).get("model_scale") or {}
+        return {
+            "regime": "vtab1k",
+            "groups": list(scale.get("groups") or ["natural", "specialized", "structured"]),
+            "tasks": scale.get("tasks"),
+            "strategies": scale.get("strategies"),
+            "backbone": scale.get("backbones"),
+        }
+    return config["tables"][name]
+
+
+def run_outputs(config: dict) -> list[str]:
+    """The outputs whose rows name the runs they need: every table, and Figure 4 of the VPT paper if asked."""
+    scale = (config.get("analyses") or {}).get("model_scale")
+    return [*config["tables"], *([MODEL_SCALE] if scale else [])]
+
+
+def table_backbones(config: dict, table: str) -> list[str]:
+    """The backbones whose runs a table shows: its `backbone` (one, or a list: the VPT paper's Table 4 shows MAE
+    and MoCo v3), else the main one."""
+    chosen = output_entry(config, table).get("backbone")
+    if not chosen:
+        return [config["backbone"]]
+    return [chosen] if isinstance(chosen, str) else list(chosen)
+
+
 def table_backbone(config: dict, table: str) -> str:
-    return config["tables"][table].get("backbone") or config["backbone"]
+    """The backbone a table's provenance names: its one backbone, or its backbones joined by '+'."""
+    return "+".join(table_backbones(config, table))
 
 
 def family_runs(config: dict, family: str, backbone: str | None = None) -> dict[str, list[str]]:
@@ -133,8 +167,8 @@ def family_runs(config: dict, family: str, backbone: str | None = None) -> dict[
         if main
         else {}
     )
-    for table in config["tables"]:
-        if table_backbone(config, table) != backbone:
+    for table in run_outputs(config):
+        if backbone not in table_backbones(config, table):
             continue
         for task in table_task_families(config, table).get(family, []):
             strategies = runs.setdefault(task, [])
@@ -186,12 +220,24 @@ def problems(config: dict) -> list[str]:
             "$.regimes.fewshot: draws 0 and prototype false select no few-shot train set; set `draws` >= 1 "
             "or `prototype: true`, or remove the fewshot family"
         )
-    for table, entry in config["tables"].items():
-        if table_backbone(config, table) not in backbones(config):
+    scale = analyses_entry(config, "model_scale")
+    for key, known in (("tasks", tasks), ("strategies", strategies)):
+        for i, name in enumerate(scale.get(key) or []):
+            if name not in known:
+                errors.append(f"$.analyses.model_scale.{key}[{i}]: {name!r} is not in the config's `{key}`")
+    for i, name in enumerate(scale.get("backbones") or []):
+        if name not in backbones(config):
             errors.append(
-                f"$.tables.{table}.backbone: {entry['backbone']!r} is neither `backbone` nor in `backbones`; "
+                f"$.analyses.model_scale.backbones[{i}]: {name!r} is neither `backbone` nor in `backbones`; "
                 "add it to `backbones`"
             )
+    for table, entry in config["tables"].items():
+        for name in table_backbones(config, table):
+            if name not in backbones(config):
+                errors.append(
+                    f"$.tables.{table}.backbone: {name!r} is neither `backbone` nor in `backbones`; "
+                    "add it to `backbones`"
+                )
         if entry["regime"] not in config["regimes"]:
             errors.append(
                 f"$.tables.{table}.regime: regime family {entry['regime']!r} is not configured in `regimes`"
@@ -242,6 +288,10 @@ def problems(config: dict) -> list[str]:
         if name not in tasks:
             errors.append(f"$.analyses.curves.tasks[{i}]: {name!r} is not in the config's `tasks`")
     return errors
+
+
+def analyses_entry(config: dict, name: str) -> dict:
+    return (config.get("analyses") or {}).get(name) or {}
 
 
 def compares_ft_and_vpt(config: dict) -> bool:
@@ -300,6 +350,11 @@ def output_problem(config: dict, output: str) -> str | None:
             return "no task to explain: set `analyses.attribution.tasks` (Figures 8, 17) and `quadrant_tasks` (18)"
         if not compares_ft_and_vpt(config):
             return f"it explains full finetuning and VPT, but vtab1k trains {trained}; add full and vpt_deep"
+    if output == MODEL_SCALE and len(analyses_entry(config, "model_scale").get("backbones") or []) < 2:
+        return (
+            "it compares backbones of several sizes: set `analyses.model_scale.backbones` (e.g. vit_b16_in21k, "
+            "vit_l16_in21k, vit_h14_in21k, each the main backbone or in `backbones`)"
+        )
     if output in ("vpt_figure3", "vpt_figure20") and not family_runs(config, "fraction"):
         return (
             "no train-fraction runs: add `regimes.fraction` (percent, strategies) and fine-grained tasks "
