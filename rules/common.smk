@@ -115,7 +115,6 @@ def stage_resources(stage):
 # Job sizes and runtimes from the cost estimate (vptft.cost; without step times: the configured runtime).
 # A planner per backbone, on the config as its jobs see it (its schedule: PLANNERS[b].config).
 PLANNERS = cost.backbone_planners(config, stage_resources("train")["runtime"])
-PLANNER = PLANNERS[BB]
 
 
 def requested_runtime(run, stage, seeds=None, chunk=0):
@@ -136,33 +135,39 @@ def requested_runtime(run, stage, seeds=None, chunk=0):
     )
 
 
-def planned_final_runs():
-    """(task, regime, strategy) of every final run the config's outputs need."""
+def planned_final_runs(backbone=BB):
+    """(task, regime, strategy) of every final run the config's outputs need on a backbone."""
     runs = set()
     for family in study.configured_families(config):
         for regime in family_regimes(family, config["regimes"]):
-            for task, strategies in study.family_runs(config, family).items():
+            for task, strategies in study.family_runs(config, family, backbone).items():
                 runs.update((task, regime, strategy) for strategy in strategies)
     return sorted(runs)
 
 
 def one_job_per_seed():
-    """Final runs whose seeds together would not fit the runtime limit: each seed gets its own job."""
-    if PLANNER.times is None:
-        return []
-    return [
-        f"{task}/{regime}/{strategy}"
-        for task, regime, strategy in planned_final_runs()
-        if not PLANNER.fits(
-            PLANNER.final(
-                task,
-                regime,
-                strategy,
-                len(study.final_seeds(config, strategy)),
-                study.draws_curves(config, task, regime, strategy),
+    """Final runs whose seeds together would not fit the runtime limit on some backbone: each seed gets its own
+    job (on every backbone: the `run` wildcard does not name the backbone; more jobs, the same files).
+    """
+    split = set()
+    for backbone in BACKBONE_KEYS:
+        planner = PLANNERS[backbone]
+        if planner.times is None:
+            continue
+        split.update(
+            f"{task}/{regime}/{strategy}"
+            for task, regime, strategy in planned_final_runs(backbone)
+            if not planner.fits(
+                planner.final(
+                    task,
+                    regime,
+                    strategy,
+                    len(study.final_seeds(config, strategy)),
+                    study.draws_curves(config, task, regime, strategy),
+                )
             )
         )
-    ]
+    return sorted(split)
 
 
 SPLIT_RUNS = one_job_per_seed()
@@ -351,7 +356,7 @@ def table_fid(wildcards):
 
 
 def home_manifest(wildcards):
-    """The split a task's FID and attribution read: its vtab1k one, or (fine-grained tasks) its fgvc one."""
+    """The split a task's FID reads: its vtab1k one, or (fine-grained tasks) its fgvc one."""
     regime = "fgvc" if study.in_family(wildcards.task, "fgvc") else "vtab1k"
     return f"{RESULTS}/splits/{wildcards.task}/{regime}.json"
 
@@ -466,7 +471,9 @@ def report_targets():
     targets = expand(f"{RESULTS}/{{table}}.csv", table=tables)
     targets += expand(f"{RESULTS}/{{table}}.ipynb", table=tables)
     targets += expand("results/{table}.csv", table=tables)
-    families = study.configured_families(config)
+    families = [
+        f for f in study.configured_families(config) if study.family_runs(config, f)
+    ]
     targets += [f"{RESULTS}/collected/{BB}/{family}.csv" for family in families]
     figures = list(CURVE_FIGURES) if curve_strategies() else []
     if study.compares_ft_and_vpt(config):  # Figure 3 and the claims compare FT with VPT
@@ -474,7 +481,7 @@ def report_targets():
         targets += [f"{RESULTS}/claims.md", "results/claims.md", "results/claims.csv"]
     if "scaling" in families:
         figures += ["figure4", "figure6"]
-    if "fraction" in families:
+    if "fraction" in families and not study.output_problem(config, "vpt_figure3"):
         figures += ["vpt_figure3", "vpt_figure20"]
     if study.MODEL_SCALE in study.run_outputs(config):
         figures.append(study.MODEL_SCALE)

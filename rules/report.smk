@@ -325,7 +325,7 @@ rule claims:
             "claims.md",
             expand(
                 f"{RESULTS}/collected/{BB}/{{family}}.csv",
-                family=study.configured_families(config),
+                family=study.claim_families(config),
             ),
         ),
         fid=f"{RESULTS}/fid.csv",
@@ -342,7 +342,7 @@ rule claims:
         "../envs/report.yaml"
     params:
         spec=lambda wc, input, output: spec(
-            runs=dict(zip(study.configured_families(config), input.runs)),
+            runs=dict(zip(study.claim_families(config), input.runs)),
             fid=input.fid,
             benchmark=BENCH,
             backbone=BB,

@@ -6,8 +6,14 @@
 # last score and what survived.
 #   scripts/mutation.sh            # the whole run
 #   scripts/mutation.sh "vptft.schedule*"   # the mutants of one module (mutmut's own name patterns)
+#   scripts/mutation.sh --fresh ...         # forget the last run first: mutmut keeps its map of which tests
+#                                           # reach which function, so tests added since would not be run
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--fresh" ]; then
+    rm -rf mutants
+    shift
+fi
 .venv/bin/pip install -q 'mutmut==3.8.1'
 # mutmut forks the test process once per mutant: torch's thread pool must not exist yet when it forks, so one
 # thread (conftest gives each pytest worker its share of the cores; 2 "workers" = 1 thread)

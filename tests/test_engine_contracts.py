@@ -36,6 +36,21 @@ def test_cached_features_are_computed_once_per_split_across_calls(mini_vit):
     assert again["val"] is first["val"] and len(passes) == 2  # no second pass over the same split
 
 
+def test_cached_features_of_larger_decoded_images_are_those_of_their_centre_crop(mini_vit):
+    """FGVC's images are decoded at 256/224 of the input: frozen features are taken of the centre crop."""
+    model = get_strategy("linear").build(mini_vit, 3)
+    large = SplitData(torch.randint(0, 255, (3, 3, 37, 37), dtype=torch.uint8), torch.arange(3))
+    centre = SplitData(large.images[..., 2:34, 2:34].clone(), large.labels)
+    got = engine.cached_features(model, {"train": large}, {}, INPUT, CPU)["train"].images
+    want = engine.cached_features(model, {"train": centre}, {}, INPUT, CPU)["train"].images
+    assert torch.equal(got, want)
+
+
+def test_each_batch_of_each_epoch_and_seed_draws_its_own_crops():
+    seeds = {engine.crop_seed(s, e, b) for s in range(3) for e in range(4) for b in range(5)}
+    assert len(seeds) == 3 * 4 * 5
+
+
 def test_cached_features_are_extracted_at_the_jobs_precision(mini_vit, monkeypatch):
     """bf16 is an autocast on CUDA (a no-op on the CPU): the feature pass must ask for it too."""
     precisions = spy_autocast(monkeypatch, engine)

@@ -217,13 +217,45 @@ def _augmented_fit(seed):
     return engine.fit(model, train, {"val": train}, cfg, input_cfg, torch.device("cpu"))
 
 
-def test_a_fit_on_images_larger_than_the_input_trains_on_crops_reproducibly():
-    first, again, other = _augmented_fit(0), _augmented_fit(0), _augmented_fit(1)
+def test_a_fit_on_images_larger_than_the_input_trains_on_crops_reproducibly(monkeypatch):
+    first, again = _augmented_fit(0), _augmented_fit(0)
     assert first["curves"] == again["curves"]
-    assert first["curves"][-1]["train_loss"] != other["curves"][-1]["train_loss"]
+    drawn = []
+    real = data.random_crop_flip
+    monkeypatch.setattr(data, "random_crop_flip", lambda x, size, g: drawn.append(len(x)) or real(x, size, g))
+    _augmented_fit(0)
+    assert drawn == [8, 8, 8, 8]  # every training batch (2 epochs x 2), never an evaluation
+    monkeypatch.setattr(data, "random_crop_flip", lambda x, size, g: data.centre_crop(x, size))
+    centre_only = _augmented_fit(0)
+    assert centre_only["curves"][-1]["train_loss"] != first["curves"][-1]["train_loss"]
+    assert (
+        centre_only["curves"][-1]["val_loss"] != first["curves"][-1]["val_loss"]
+    )  # eval: the same crop, another model
 
 
 # ----------------------------------------------------------------------------------- config, tables, figures
+def test_config_refuses_fgvc_outputs_without_what_they_read():
+    base = {
+        "tasks": ["source", "finestars_src"],
+        "strategies": {"full": {}, "vpt_deep": {}},
+        "regimes": {
+            "vtab1k": {},
+            "fraction": {"percent": [20], "hparams": "fgvc", "strategies": ["vpt_deep"]},
+        },
+        "train": {"seeds": [0]},
+        "backbone": "mini_vit",
+        "tables": {"vpt_table1": {"regime": "vtab1k", "groups": ["natural", "fgvc"]}},
+        "analyses": {"curves": {"tasks": ["finestars_src"]}, "attribution": {"tasks": ["finestars_src"]}},
+    }
+    problems = study.problems(base)
+    assert any(p.startswith("$.regimes.fraction.hparams: 'fgvc' reuses") for p in problems)
+    assert any(p.startswith("$.tables.vpt_table1.groups: the 'fgvc' group") for p in problems)
+    assert any(p.startswith("$.analyses.curves.tasks[0]: 'finestars_src' is fine-grained") for p in problems)
+    assert any(p.startswith("$.analyses.attribution.tasks[0]: 'finestars_src'") for p in problems)
+    assert "sets vpt_deep against other strategies" in study.output_problem(base, "vpt_figure3")
+    assert study.claim_families({"regimes": {"vtab1k": {}, "fgvc": {}, "fraction": {}}}) == ["vtab1k"]
+
+
 def test_fine_grained_tasks_train_in_the_fgvc_families_only():
     config = {
         "tasks": ["source", "finestars_src", "count_src"],
@@ -330,3 +362,21 @@ def test_fgvc_final_runs_train_on_train_only_with_crops(tmp_path, monkeypatch):
     )
     assert metrics["final_split"] == "train" and metrics["n_train"] == 24  # the train part, not 32
     assert crops and set(crops) == {(32, 32)}  # every training batch cropped to the input size
+
+
+def test_a_row_without_fgvc_runs_has_no_fgvc_wins():
+    """vpt_table1's FGVC column shows the strategies the fgvc family trains; the others' cells stay empty."""
+    rows = [
+        {"task": task, "group": tasks.get_task(task).group, "strategy": strategy, "seed": 0, "test_top1": top1,
+         "regime": "vtab1k", "tuned_pct": 1.0, "task_params": 1, "backbone_params": 10, "prompt_length": None,
+         "capped": False, "capped_to": None, **report.regime_setting("vtab1k", 160)}
+        for task, strategy, top1 in [
+            ("source", "full", 40.0), ("source", "mixed", 45.0),
+            ("finestars_src", "full", 20.0), ("finestars_src", "vpt_deep", 25.0), ("source", "vpt_deep", 30.0),
+        ]
+    ]  # fmt: skip
+    table = report.vpt_table1(
+        pd.DataFrame(rows), ["fgvc", "natural"], ["finestars_src", "source"], ["full", "vpt_deep", "mixed"]
+    )
+    assert table.loc["vpt_deep", "wins_fgvc"] == 1 and table.loc["mixed", "wins_natural"] == 1
+    assert pd.isna(table.loc["mixed", "wins_fgvc"]) and pd.isna(table.loc["mixed", "mean_fgvc"])

@@ -221,16 +221,18 @@ def worst_point(config: dict, strategy: str) -> dict:
 
 def final_estimate(config, times, task, regime, strategy, seeds: int, curves: bool) -> Estimate:
     n_train, n_val = regime_sizes(config, task, regime)
+    spec = regime_spec(regime, config["regimes"])
+    n_final = n_train if spec.get("final_split") == "train" else n_train + n_val  # FGVC: train only
     entry, train = config["strategies"][strategy], config["train"]
     point = worst_point(config, strategy)
     batch = get_strategy(strategy).batch_size(
         {**entry.get("options", {}), **point}, entry, train["batch_size"]
     )
-    epochs = epochs_for(n_train + n_val, batch, train["epochs"], train["min_steps"])
+    epochs = epochs_for(n_final, batch, train["epochs"], train["min_steps"])
     evals = final_evals(config, curves, epochs)
-    total = feature_pass(config, times, strategy, n_train + n_val + test_size(task))
+    total = feature_pass(config, times, strategy, n_final + test_size(task))
     for _ in range(seeds):
-        total += run_estimate(config, times, task, strategy, point, n_train + n_val, evals, test_size(task))
+        total += run_estimate(config, times, task, strategy, point, n_final, evals, test_size(task))
     return total
 
 

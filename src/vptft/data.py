@@ -39,6 +39,9 @@ def to_uint8_tensor(images, size) -> torch.Tensor:
     return torch.cat(out) if out else torch.zeros((0, 3, *size), dtype=torch.uint8)
 
 
+DECODE_CHUNK = 1024  # records decoded at full size before they are resized
+
+
 def resize_size(size) -> tuple[int, int]:
     """The FGVC transforms' resize before the crop: 256 for a 224 crop (the public VPT code), scaled alike."""
     return tuple(round(s * 256 / 224) for s in size)
@@ -75,12 +78,21 @@ def load_split(manifest: dict, split: str, data_dir: str, size) -> SplitData:
     task = task_registry.get_task(manifest["task"])
     images, labels = [], []
     for source_split, indices in manifest["splits"][split].items():
-        x, y = task_registry.load_images(task, source_split, indices, data_dir)
-        if task.preprocessing == "fgvc":
-            images.append(to_square_uint8_tensor(x, decoded_size(task, size)[0]))
-        else:
-            images.append(to_uint8_tensor(x, size))
-        labels.append(torch.as_tensor(y, dtype=torch.int64))
+        for start in range(
+            0, len(indices), DECODE_CHUNK
+        ):  # full-size images of one chunk in memory at a time
+            x, y = task_registry.load_images(
+                task, source_split, indices[start : start + DECODE_CHUNK], data_dir
+            )
+            if task.preprocessing == "fgvc":
+                images.append(to_square_uint8_tensor(x, decoded_size(task, size)[0]))
+            else:
+                images.append(to_uint8_tensor(x, size))
+            labels.append(torch.as_tensor(y, dtype=torch.int64))
+    if not images:  # an empty split
+        return SplitData(
+            torch.zeros((0, 3, *decoded_size(task, size)), dtype=torch.uint8), torch.zeros(0).long()
+        )
     return SplitData(torch.cat(images), torch.cat(labels))
 
 

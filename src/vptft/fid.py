@@ -22,7 +22,7 @@ import torch
 from vptft import engine
 from vptft import tasks as task_registry
 from vptft.backbones.factory import create_backbone, input_config
-from vptft.data import Normalize, load_split, to_uint8_tensor
+from vptft.data import Normalize, centre_crop, load_split, to_uint8_tensor
 from vptft.io import image_files, write_json
 from vptft.splits import read_manifest
 
@@ -227,7 +227,10 @@ def run_fid(spec: dict, manifest_path, backbone_path, out_json) -> dict:
     # the backbone's input size sets the image size of both sets; its weights only matter for its features
     backbone = create_backbone(spec["backbone"], backbone_path, pretrained=use_backbone)
     input_cfg = input_config(backbone, spec["normalization"])
-    task_images = load_split(manifest, fid["split"], spec["data_dir"], input_cfg["size"]).images
+    # FGVC's images are decoded larger than the input: FID sees the centre crop the models are evaluated on
+    task_images = centre_crop(
+        load_split(manifest, fid["split"], spec["data_dir"], input_cfg["size"]).images, input_cfg["size"]
+    )
     n_reference, repeats = fid["n_reference"], fid["repeats"]
     seed = fid["seed"] + (MINI_REFERENCE_SEED if spec["benchmark"] == "mini" else 0)
     reference = reference_images(

@@ -418,7 +418,7 @@ def vpt_figure3(
         ax.fill_between(x, ours, theirs, where=ours >= theirs, color="tab:green", alpha=0.2, interpolate=True)
         ax.fill_between(x, ours, theirs, where=ours < theirs, color="tab:red", alpha=0.2, interpolate=True)
         ax.set_xticks(x, [f"{int(f)}%" for f in x])
-        ax.set_xlabel("train data (% of the task's train split)")
+        ax.set_xlabel("train data (% of the fgvc train part)")
         ax.set_ylabel(f"mean test top-1 over {int(tasks_of.min())} tasks (%)")
         ax.legend(frameon=False, fontsize=8)
     fig.suptitle("VPT Figure 3: accuracy vs train-data fraction, fine-grained tasks (green: VPT-deep ahead)")

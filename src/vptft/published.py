@@ -96,7 +96,7 @@ def vs_paper(
     if "backbone" in (table.index.names or []):  # one block of rows per backbone
         blocks = [
             vs_paper(name, table.xs(key, level="backbone"), key, metric, table_tasks).assign(backbone=key)
-            for key in table.index.get_level_values("backbone").unique()
+            for key in table.index.get_level_values("backbone").dropna().unique()
         ]
         return pd.concat(blocks, ignore_index=True)
     if name.startswith("vpt_"):

@@ -90,7 +90,8 @@ def run_row(metrics_path, family: str, vtab1k_n_train: int | None = None) -> dic
         "lr": m["hparams"].get("lr"),
         "wd": m["hparams"].get("wd"),
         "hparams": json.dumps(m["hparams"], sort_keys=True),
-        "n_trainval": m.get("n_train"),
+        "n_final": m.get("n_train"),  # what the final run trained on: train + val, or (FGVC) train
+        "final_split": m.get("final_split", "trainval"),
         "capped": bool(capped),
         "capped_to": capped["used"][0] if capped else None,
         "summary": json.dumps(m.get("summary") or {}, sort_keys=True),
@@ -213,8 +214,8 @@ def _wins(table: pd.DataFrame, tasks: list[str]) -> pd.Series:
         setting = key[:-1] if isinstance(key, tuple) else ()
         strategy = key[-1] if isinstance(key, tuple) else key
         full_key = (*setting, "full") if setting else "full"
-        if strategy == "full" or full_key not in table.index:
-            continue
+        if strategy == "full" or full_key not in table.index or table.loc[key, tasks].isna().all():
+            continue  # no wins to count: full itself, no full row, or a row without runs on these tasks
         wins[key] = int((table.loc[key, tasks] > table.loc[full_key, tasks]).sum())
     return wins
 
@@ -274,7 +275,7 @@ def make_table(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFr
     backbones = spec.get("backbones") or [None]
     tables, spreads = [], []
     for backbone in backbones:  # one block of rows per backbone (the VPT paper's Table 4)
-        shown = runs if backbone is None else runs[runs.backbone == backbone]
+        shown = runs if len(backbones) == 1 else runs[runs.backbone == backbone]
         if table_layout(spec["table"], spec.get("layout")) == "group_means":
             tables.append(
                 vpt_table1(shown, spec["groups"], spec["tasks"], spec["strategies"], spec["family"])

@@ -204,6 +204,11 @@ def configured_families(config: dict) -> list[str]:
     return [family for family in FAMILIES if family in config["regimes"]]
 
 
+def claim_families(config: dict) -> list[str]:
+    """The families whose runs the claims report reads (the VTAB ones: its claims are about VTAB-1k)."""
+    return [family for family in configured_families(config) if family not in FGVC_FAMILIES]
+
+
 def problems(config: dict) -> list[str]:
     """Names in families, tables and analyses that the config does not define, with their key paths."""
     errors = []
@@ -263,7 +268,30 @@ def problems(config: dict) -> list[str]:
             for s in table_strategies(config, table):
                 if "prompt_length" not in config["strategies"].get(s, {}).get("grid", {}):
                     errors.append(f"$.tables.{table}.strategies: {s!r} has no prompt_length in its grid")
+    fraction = config["regimes"].get("fraction")
+    if fraction and fraction.get("hparams") == "fgvc" and "fgvc" not in config["regimes"]:
+        errors.append(
+            "$.regimes.fraction.hparams: 'fgvc' reuses the fgvc regime's selection, and `regimes.fgvc` is not "
+            "configured; add it, or set `hparams: sweep`"
+        )
+    for table, entry in config["tables"].items():
+        if FGVC_GROUP in entry["groups"] and "fgvc" not in config["regimes"]:
+            errors.append(
+                f"$.tables.{table}.groups: the {FGVC_GROUP!r} group shows the fgvc regime's runs; add "
+                "`regimes.fgvc`"
+            )
     analyses = config.get("analyses", {})
+    for key in ("tasks", "quadrant_tasks"):
+        for i, name in enumerate((analyses.get("attribution") or {}).get(key) or []):
+            if name in tasks and not in_family(name, "vtab1k"):
+                errors.append(
+                    f"$.analyses.attribution.{key}[{i}]: {name!r} is fine-grained; it explains vtab1k runs"
+                )
+    for i, name in enumerate((analyses.get("curves") or {}).get("tasks") or []):
+        if name in tasks and not in_family(name, "vtab1k"):
+            errors.append(
+                f"$.analyses.curves.tasks[{i}]: {name!r} is fine-grained; the curves are of vtab1k runs"
+            )
     claim_seeds = (analyses.get("claims") or {}).get("seeds")
     for name in config["strategies"]:
         known = STRATEGIES.get(name)  # unknown names are reported by the config check
@@ -355,11 +383,15 @@ def output_problem(config: dict, output: str) -> str | None:
             "it compares backbones of several sizes: set `analyses.model_scale.backbones` (e.g. vit_b16_in21k, "
             "vit_l16_in21k, vit_h14_in21k, each the main backbone or in `backbones`)"
         )
-    if output in ("vpt_figure3", "vpt_figure20") and not family_runs(config, "fraction"):
-        return (
-            "no train-fraction runs: add `regimes.fraction` (percent, strategies) and fine-grained tasks "
-            "(e.g. cub200, or the mini finestars_src) to `tasks`"
-        )
+    if output in ("vpt_figure3", "vpt_figure20"):
+        if not family_runs(config, "fraction"):
+            return (
+                "no train-fraction runs: add `regimes.fraction` (percent, strategies) and fine-grained tasks "
+                "(e.g. cub200, or the mini finestars_src) to `tasks`"
+            )
+        compared = family_strategies(config, "fraction")
+        if output == "vpt_figure3" and ("vpt_deep" not in compared or len(compared) < 2):
+            return f"it sets vpt_deep against other strategies; `regimes.fraction.strategies` is {compared}"
     if output in ("figure4", "figure6") and "scaling" not in config["regimes"]:
         return "no data-scaling runs: add `regimes.scaling` (train sizes, tasks, strategies)"
     if output.startswith(("figure5", "figure9", "figure10", "figure11", "figure12")) and not curve_strategies(

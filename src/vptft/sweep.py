@@ -337,7 +337,8 @@ def run_final(
     seeds: list[int],
     start_from: dict | None = None,
 ) -> list[dict]:
-    """Train the selected point on trainval once per seed (data and backbone loaded once); each seed writes
+    """Train the selected point on the manifest's final split (trainval; FGVC: train) once per seed (data and
+    backbone loaded once); each seed writes
     seed{s}/metrics.json, curves.csv and tuned.safetensors under runs_dir.
 
     Every seed keeps its epoch checkpoint until all seeds are done, so a killed job resumes each seed where it
