@@ -1,7 +1,14 @@
 import os
+import threading
 
 import pytest
 import torch
+from tqdm import tqdm
+
+# tqdm's default write lock includes a multiprocessing lock, shared by every process forked after it exists: a
+# forked test process killed while holding it (mutation testing forks one per mutant and kills the slow ones)
+# would leave every later one waiting on it forever. The tests' bars need only a lock per process.
+tqdm.set_lock(threading.RLock())
 
 # pytest-xdist workers share the cores: each in-process torch test gets its share (2 cores, 2 workers: 1 thread)
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
