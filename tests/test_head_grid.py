@@ -157,3 +157,18 @@ def test_stacked_sgd_refuses_a_grid_of_different_momenta(mini_vit):
     with pytest.raises(ValueError, match=r"one momentum for the whole grid, not \[0.5, 0.9\]"):
         stacked_sgd(models, [config(momentum=0.9), config(momentum=0.5), config(momentum=0.9)])
     assert stacked_sgd(models, [config(momentum=0.5)] * 3).momentum == 0.5
+
+
+def test_stacked_evaluation_is_each_heads_own_over_several_batches(monkeypatch):
+    """Loss and top-1 of every head summed over batches (3, 3 and 1 images here), and over one image."""
+    monkeypatch.setattr(head_grid, "EVAL_BATCH", 3)
+    monkeypatch.setattr(engine, "EVAL_BATCH", 3)
+    torch.manual_seed(0)
+    weight, bias = torch.randn(2, 4, 5), torch.randn(2, 4)
+    data = SplitData(torch.randn(7, 5), torch.tensor([0, 1, 2, 3, 0, 1, 2]))
+    for subset in (data, SplitData(data.images[:1], data.labels[:1])):
+        stacked = head_grid._evaluate(weight, bias, subset, torch.device("cpu"), "fp32")
+        for g, got in enumerate(stacked):
+            head = lambda x, g=g: x @ weight[g].T + bias[g]
+            want = engine.evaluate(head, subset, lambda x: x, torch.device("cpu"), "fp32")
+            assert got["top1"] == pytest.approx(want["top1"]) and got["loss"] == pytest.approx(want["loss"])

@@ -12,7 +12,7 @@ from torch import nn
 from vptft.backbones.factory import create_backbone
 from vptft.strategies import STRATEGIES, get_strategy
 from vptft.strategies.backbone_tuning import Adapter
-from vptft.strategies.base import tuned_parameters
+from vptft.strategies.base import make_head, tuned_parameters
 from vptft.strategies.prompts import prompt_init_bound
 from vptft.strategies.sidetune import side_network
 from vptft.strategies.tokens import ViTTokens
@@ -236,3 +236,12 @@ def test_a_point_without_a_prompt_length_trains_at_the_short_prompt_batch():
     entry = {"batch_size": 128, "batch_size_long_prompts": 64}
     assert spec.batch_size({"lr": 0.1, "wd": 0.0}, entry, 32) == 128
     assert spec.batch_size({"lr": 0.1, "wd": 0.0, "prompt_length": 100}, entry, 32) == 64
+
+
+def test_the_vpt_head_init_is_kaiming_normal_over_the_classes():
+    """The VPT code's head: weights ~ N(0, 2 / num_classes) (fan_out, ReLU gain), bias -log(99)."""
+    torch.manual_seed(0)
+    head = make_head(768, 50, "vpt")
+    assert head.weight.std().item() == pytest.approx(math.sqrt(2 / 50), rel=0.02)
+    assert head.weight.mean().abs().item() < 0.01
+    torch.testing.assert_close(head.bias, torch.full((50,), -math.log(99)))

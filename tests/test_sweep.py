@@ -2,15 +2,18 @@
 numbers in it (batch rule, epochs and warm-up, scaled lr, selection, seeds, one run per seed)."""
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import write_digits_manifest
+from conftest import spy_autocast, write_digits_manifest
 from vptft import engine
 from vptft.attribution import load_trained
 from vptft.backbones.factory import create_backbone
+from vptft.io import write_json
 from vptft.selection import merge_sweep, read_csv
 from vptft.sweep import Job, run_final, run_stage1, run_sweep_chunk
 
@@ -78,11 +81,110 @@ def test_a_sweep_writes_every_point_with_the_protocols_numbers(job_files):
         assert row["epochs"] == 3  # 16 images at batch 8: 2 steps an epoch, min_steps 6 -> 3 epochs (> 2)
         assert 0 <= row["val_top1"] <= 100 and row["val_loss"] > 0 and row["train_loss"] > 0
         assert row["tuned"] == 4 * row["prompt_length"] * 96 + 96 * 10 + 10  # prompts + head
+        assert isinstance(row["seconds"], float) and 0 < row["seconds"] == round(row["seconds"], 3)
     top = max(float(r["val_top1"]) for r in rows)
     assert float(best["val_top1"]) == top
     assert float(best["lr"]) == min(
         float(r["lr"]) for r in rows if float(r["val_top1"]) == top
     )  # ties: smaller
+
+
+def test_final_runs_say_when_their_data_size_was_capped(job_files):
+    """A data-scaling size the task cannot supply is capped by the splits (the manifest says so): its runs too."""
+    tmp, data_dir = job_files
+    capped = {"requested": [20000, 5000], "available": 24, "used": [19, 5]}
+    manifest = json.loads((tmp / "manifest.json").read_text())
+    del manifest["sha256"]
+    write_json(tmp / "capped.json", {**manifest, "capped": capped}, with_hash=True)
+    spec = _spec("linear", {"lr": [0.1], "wd": [0.0]}, data_dir)
+    _sweep(tmp, spec, "lin")
+    [metrics] = run_final(
+        spec, tmp / "capped.json", tmp / "backbone.safetensors", tmp / "lin_sweep.csv", tmp / "lin", [0]
+    )
+    assert metrics["data"]["capped"] == capped
+
+
+def test_provenance_names_the_code_commit_and_the_gpu(job_files, monkeypatch, tmp_path_factory):
+    from vptft import sweep
+
+    tmp, data_dir = job_files
+    job = Job(
+        _spec("linear", {"lr": [0.1], "wd": [0.0]}, data_dir),
+        tmp / "manifest.json",
+        tmp / "backbone.safetensors",
+    )
+    repo = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(sweep.__file__).parent
+    )
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))  # the commit is the code's, not the working dir's
+    assert sweep.provenance(job, 0)["git_commit"] == (repo.stdout.strip() if repo.returncode == 0 else None)
+    outside = tmp_path_factory.mktemp("installed")  # code outside a git checkout (pip-installed): no commit
+    monkeypatch.setattr(sweep, "__file__", str(outside / "sweep.py"))
+    assert sweep.provenance(job, 0)["git_commit"] is None
+    job.device = torch.device("cuda")  # the GPU's name, decided without one
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"H100 at {device}")
+    assert sweep.provenance(job, 0)["device"] == "cuda (H100 at cuda)"
+
+
+def test_a_jobs_fit_config_carries_every_training_setting(job_files):
+    from vptft.strategies import LONG_PROMPT
+
+    tmp, data_dir = job_files
+    spec = _spec("vpt_deep", {"lr": [0.1], "wd": [0.0]}, data_dir, batch_size_long_prompts=4)
+    spec["train"].update(
+        epochs=20, min_steps=0, warmup_fraction=0.25, lr_scale_batch=128, precision="bf16", compile=True
+    )
+    spec["train"]["checkpoint_minutes"] = 2
+    job = Job(spec, tmp / "manifest.json", tmp / "backbone.safetensors")
+    cfg = job.fit_config({"lr": 0.1, "wd": 0.001, "prompt_length": LONG_PROMPT}, 3, 16, curve_points=2)
+    assert (cfg.batch_size, cfg.epochs, cfg.warmup_epochs, cfg.seed) == (4, 20, 5, 3)  # the long-prompt batch
+    assert (cfg.lr, cfg.weight_decay, cfg.lr_scale_batch) == (0.1, 0.001, 128)
+    assert (cfg.precision, cfg.compile, cfg.checkpoint_interval_s) == ("bf16", True, 120.0)
+    assert cfg.eval_epochs == engine.eval_epochs(20, 2)
+    spec["train"].update(epochs=8, warmup_fraction=0.1)
+    del spec["train"]["checkpoint_minutes"]
+    cfg = job.fit_config({"lr": 0.1, "wd": 0.0, "prompt_length": 1}, 0, 16, curve_points=1)
+    assert (cfg.batch_size, cfg.warmup_epochs, cfg.checkpoint_interval_s) == (
+        8,
+        1,
+        0.0,
+    )  # at least one warm-up
+    spec["train"]["warmup_fraction"] = 0.0
+    assert job.fit_config({"lr": 0.1, "wd": 0.0}, 0, 16, curve_points=1).warmup_epochs == 0
+
+
+def test_a_job_loads_what_its_spec_asks_for(job_files):
+    """Deterministic kernels on the CPU, backbone dropout only where the backbone trains, the normalisation."""
+    tmp, data_dir = job_files
+    torch.use_deterministic_algorithms(False)
+    try:
+        full = _spec("full", {"lr": [0.1], "wd": [0.0]}, data_dir, options={"prompt_length": 3})
+        full["train"].update(backbone_dropout=0.1, normalization="imagenet")
+        job = Job(full, tmp / "manifest.json", tmp / "backbone.safetensors")
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    drops = {m.p for m in job.backbone.modules() if isinstance(m, torch.nn.Dropout)}
+    assert drops == {0.0, 0.1}  # position, attention output and MLP at 0.1; attention probabilities at 0
+    assert job.input_cfg["mean"] == (0.485, 0.456, 0.406)
+    assert job.values({"lr": 0.1}) == {"prompt_length": 3, "lr": 0.1}  # the strategy's fixed options join
+    linear = _spec("linear", {"lr": [0.1], "wd": [0.0]}, data_dir)
+    linear["train"].update(backbone_dropout=0.1)
+    job = Job(linear, tmp / "manifest.json", tmp / "backbone.safetensors")
+    assert {m.p for m in job.backbone.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}
+    assert job.input_cfg["mean"] == tuple(job.backbone.pretrained_cfg["mean"]) != (0.485, 0.456, 0.406)
+
+
+@pytest.mark.parametrize("strategy", ["linear", "full"])  # heads in lockstep on cached features; one by one
+def test_grid_points_evaluate_once_at_the_end_at_the_jobs_precision(job_files, monkeypatch, strategy):
+    tmp, data_dir = job_files
+    spec = _spec(strategy, {"lr": [0.01, 0.02], "wd": [0.0]}, data_dir)
+    spec["train"].update(epochs=3, min_steps=0, precision="bf16")
+    job = Job(spec, tmp / "manifest.json", tmp / "backbone.safetensors")
+    precisions = spy_autocast(monkeypatch, engine)
+    for _, _, _, result in job.fit_points([{"lr": 0.01, "wd": 0.0}, {"lr": 0.02, "wd": 0.0}], seed=0):
+        assert ["val_top1" in row for row in result["curves"]] == [False, False, True]
+    assert precisions and set(precisions) == {"bf16"}
 
 
 def test_sweep_chunks_split_the_grid(job_files):
@@ -127,7 +229,10 @@ def test_final_runs_train_the_selected_point_once_per_seed(job_files):
         curves = read_csv(run / "curves.csv")
         assert [int(r["epoch"]) for r in curves] == [1, 2] and float(curves[0]["lr"]) == 0.0  # warm-up epoch
         assert all(r["test_top1"] != "" for r in curves)  # curve_points 2 of 2 epochs
-        assert not (run / "checkpoint.pt").exists()
+        assert not any("checkpoint" in p.name.lower() for p in run.iterdir())  # resume state removed
+        assert isinstance(metrics["seconds"], float) and 0 < metrics["seconds"] == round(
+            metrics["seconds"], 3
+        )
         model = load_trained(run, tmp / "backbone.safetensors", 10)
         from vptft.data import Normalize, load_split
         from vptft.splits import read_manifest
@@ -315,14 +420,13 @@ def test_each_grid_point_starts_from_the_jobs_backbone_and_head_init(job_files):
     """A point that trains the backbone trains its own copy: the next point starts from the pre-trained weights."""
     tmp, data_dir = job_files
     spec = _spec("full", {"lr": [0.004, 0.01], "wd": [0.0]}, data_dir)
-    spec["train"]["head_init"] = "vpt"
+    spec["train"]["head_init"] = "zero"  # not the strategies' default ("vpt"): the job's setting reaches them
     job = Job(spec, tmp / "manifest.json", tmp / "backbone.safetensors")
     before = {k: v.clone() for k, v in job.backbone.state_dict().items()}
+    for point in ({"lr": 0.004, "wd": 0.0}, {"lr": 0.01, "wd": 0.0}):
+        assert not job.build(point, seed=0).head.weight.any()
     for _, model, _, _ in job.fit_points([{"lr": 0.004, "wd": 0.0}, {"lr": 0.01, "wd": 0.0}], seed=0):
         assert model.backbone is not job.backbone
-        assert torch.allclose(
-            model.head.bias, torch.tensor(-4.595), atol=0.05
-        )  # train.head_init "vpt": -log(99)
     assert all(torch.equal(v, job.backbone.state_dict()[k]) for k, v in before.items())
     for k, v in model.backbone.state_dict().items():
         if v.is_floating_point() and not torch.equal(v, before[k]):

@@ -8,16 +8,17 @@ import torch.nn.functional as F
 from timm.models.swin_transformer import SwinTransformer
 
 from vptft.strategies import get_strategy
-from vptft.strategies.prompts import expected_swin_tuned_parameters
+from vptft.strategies.base import tuned_state_dict
+from vptft.strategies.prompts import expected_swin_tuned_parameters, prompt_init_bound
 from vptft.strategies.tokens import token_interface
 
 P, DIMS, DEPTHS, HEADS, WINDOW, GRID = 3, (16, 32), (2, 2), (2, 4), 4, 16
 
 
-def _swin(seed=0):
+def _swin(seed=0, img_size=32, **kwargs):
     torch.manual_seed(seed)
     model = SwinTransformer(
-        img_size=32,
+        img_size=img_size,
         patch_size=2,
         window_size=WINDOW,
         embed_dim=DIMS[0],
@@ -25,6 +26,7 @@ def _swin(seed=0):
         num_heads=HEADS,
         num_classes=0,
         drop_path_rate=0.0,
+        **kwargs,
     )
     with torch.no_grad():  # non-zero biases and norm affines, so a misplaced one shows
         for name, param in model.named_parameters():
@@ -104,9 +106,10 @@ def _reference_block(block, x, p, h, w):
         x = torch.roll(x, (-shift, -shift), (1, 2))
     windows = _partition(x, ws).view(-1, ws * ws, c)
     nw = windows.shape[0] // b
-    windows = torch.cat([prompts[None].expand(nw, -1, -1, -1).reshape(-1, p, c), windows], dim=1)
+    if p:
+        windows = torch.cat([prompts[None].expand(nw, -1, -1, -1).reshape(-1, p, c), windows], dim=1)
     out = _reference_attention(block.attn, windows, _shift_mask(h, w, ws, shift) if shift else None, p)
-    prompts = out[:, :p].view(-1, b, p, c).mean(0)
+    prompts = out[:, :p].view(-1, b, p, c).mean(0) if p else prompts
     x = _reverse(out[:, p:].reshape(-1, ws, ws, c), ws, h, w)
     if shift:
         x = torch.roll(x, (shift, shift), (1, 2))
@@ -127,21 +130,21 @@ def _reference_merge(merge, x, p, h, w):
     return F.linear(_ln(x, merge.norm), merge.reduction.weight)
 
 
-def _reference_vpt(swin, prompts, images, deep):
-    """Features of the VPT code's PromptedSwinTransformer: the block-0 prompts prepended after the patch
-    embedding, fresh ones before every later block if deep, final norm, mean over all tokens."""
+def _reference_vpt(swin, prompts, images):
+    """Features of the VPT code's PromptedSwinTransformer: `prompts` maps a block index to the prompts that
+    replace the previous ones before it (block 0: prepended after the patch embedding; blocks before the first
+    prompted one run unprompted), final norm, mean over all tokens."""
     emb = swin.patch_embed
-    x = F.conv2d(images, emb.proj.weight, emb.proj.bias, stride=2).flatten(2).transpose(1, 2)
-    x = torch.cat([prompts[0].expand(len(images), -1, -1), _ln(x, emb.norm)], dim=1)
+    x = _ln(F.conv2d(images, emb.proj.weight, emb.proj.bias, stride=2).flatten(2).transpose(1, 2), emb.norm)
     h = w = GRID
-    i = 0
+    i = p = 0
     for s, stage in enumerate(swin.layers):
         if s:
-            x, h, w = _reference_merge(stage.downsample, x, P, h, w), h // 2, w // 2
+            x, h, w = _reference_merge(stage.downsample, x, p, h, w), h // 2, w // 2
         for block in stage.blocks:
-            if deep and i:
-                x = torch.cat([prompts[i].expand(len(images), -1, -1), x[:, P:]], dim=1)
-            x = _reference_block(block, x, P, h, w)
+            if i in prompts:
+                x, p = torch.cat([prompts[i].expand(len(images), -1, -1), x[:, p:]], dim=1), P
+            x = _reference_block(block, x, p, h, w)
             i += 1
     return _ln(x, swin.norm).mean(1)
 
@@ -152,12 +155,28 @@ def test_prompted_swin_equals_the_vpt_code_reference(deep):
         get_strategy("vpt_deep" if deep else "vpt_shallow").build(_swin(), 5, prompt_length=P).double().eval()
     )
     images = torch.randn(1, 3, 32, 32, dtype=torch.float64)
-    prompts = [model.prompts[i] for i in range(len(model.prompted))] if deep else [model.prompts[0]]
+    prompts = {i: model.prompts[i] for i in range(len(model.prompted))} if deep else {0: model.prompts[0]}
     with torch.no_grad():
         ours = model.forward_head(model.forward_features(images), pre_logits=True)
-        reference = _reference_vpt(model.backbone, prompts, images, deep)
+        reference = _reference_vpt(model.backbone, prompts, images)
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-10)
     assert ours.abs().mean() > 0.1
+
+
+def test_blocks_before_the_first_prompted_one_run_as_timms_and_prompts_start_later():
+    """`layers: '2:4'`: stage 1 runs unprompted (timm's own blocks), prompts join at stage 2's first block."""
+    model = get_strategy("vpt_deep").build(_swin(), 5, prompt_length=P, layers="2:4").double().eval()
+    assert model.prompted == [2, 3]
+    images = torch.randn(
+        1, 3, 32, 32, dtype=torch.float64
+    )  # the reference pairs windows exactly for one image
+    prompts = {block: model.prompts[k] for k, block in enumerate(model.prompted)}
+    with torch.no_grad():
+        ours = model.forward_head(model.forward_features(images), pre_logits=True)
+        reference = _reference_vpt(model.backbone, prompts, images)
+        unprompted = _reference_vpt(model.backbone, {}, images)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-10)
+    assert (ours - unprompted).abs().max() > 1e-3
 
 
 def test_each_image_sees_only_its_own_windows():
@@ -188,7 +207,50 @@ def test_token_shapes_at_every_stage_and_tuned_count_in_closed_form():
     )
     shallow = get_strategy("vpt_shallow").build(_swin(), 5, prompt_length=P)
     assert sum(p.numel() for p in shallow.parameters() if p.requires_grad) == P * 16 + 32 * 5 + 5
+    assert expected_swin_tuned_parameters(P, list(DIMS), list(DEPTHS), 5, deep=False) == P * 16 + 32 * 5 + 5
     assert expected_swin_tuned_parameters(1, [128, 256, 512, 1024], [2, 2, 18, 2], 0, deep=True) == 12032
+    assert expected_swin_tuned_parameters(1, [128, 256, 512, 1024], [2, 2, 18, 2], 10, deep=False) == (
+        128 + 1024 * 10 + 10
+    )
+
+
+def test_prompts_start_uniform_within_the_vpt_codes_bound_from_the_patch_size_and_embedding_width():
+    bound = prompt_init_bound(2, DIMS[0])  # one bound for every stage's prompts, as the VPT code
+    for layers in ("all", "2:4"):  # prompts of several widths (one tensor each), or of one (one tensor)
+        model = get_strategy("vpt_deep").build(_swin(), 5, prompt_length=P, layers=layers)
+        tokens = token_interface(model.backbone)
+        assert (tokens.patch_size, tokens.dim) == (2, DIMS[0])
+        values = torch.cat([prompts.flatten() for prompts in model.prompts])
+        assert -bound <= values.min() < -0.9 * bound and 0.9 * bound < values.max() <= bound
+
+
+def test_tuned_state_holds_the_prompts_and_head_not_the_backbones_buffers():
+    swin = _swin()
+    swin.register_buffer("running_stat", torch.ones(3))  # a backbone's own saved buffer (as BatchNorm's)
+    model = get_strategy("vpt_deep").build(swin, 5, prompt_length=P)
+    assert "backbone.running_stat" in model.state_dict()
+    assert set(tuned_state_dict(model)) == {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_a_grid_that_is_not_a_multiple_of_the_window_is_refused():
+    model = get_strategy("vpt_shallow").build(_swin(img_size=(32, 40)), 5, prompt_length=P).eval()
+    with pytest.raises(ValueError, match="a 8x10 token grid is not a multiple of the 4x4 window"):
+        model(torch.randn(1, 3, 32, 40))
+
+
+def test_attention_dropout_applies_in_training_only():
+    """Mixed trains the backbone (train mode): its prompted attention drops; evaluated, it is the reference."""
+    model = get_strategy("mixed").build(_swin(attn_drop_rate=0.5), 5, prompt_length=P).double()
+    images = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    model.eval()
+    with torch.no_grad():
+        prompts = {i: model.prompts[i] for i in range(len(model.prompted))}
+        reference = _reference_vpt(model.backbone, prompts, images)
+        torch.testing.assert_close(
+            model.forward_head(model.forward_features(images), pre_logits=True), reference
+        )
+        model.train()
+        assert not torch.equal(model(images), model(images))
 
 
 STRATEGY_TUNED = {  # what trains on Swin besides the head (VPT paper Table 2's protocols)

@@ -126,7 +126,7 @@ def set_precision(device: torch.device, precision: str) -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
 
 
-def _autocast(device: torch.device, precision: str = "fp32"):
+def _autocast(device: torch.device, precision: str):
     """bf16 autocast on CUDA when asked for; fp32 / tf32 matmuls (set_precision) otherwise."""
     enabled = precision == "bf16" and device.type == "cuda"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
@@ -137,18 +137,16 @@ def pre_logits(model, x: torch.Tensor) -> torch.Tensor:
     return model.forward_head(model.forward_features(x), pre_logits=True)
 
 
-@torch.no_grad()
-def extract_features(
-    model, data: SplitData, normalize: Normalize, device, precision: str = "fp32"
-) -> SplitData:
+def extract_features(model, data: SplitData, normalize: Normalize, device, precision: str) -> SplitData:
     """The frozen pre-logits of every image: computed once, reused by every epoch and grid point."""
-    model.eval()
-    feats = []
-    for start in range(0, len(data), EVAL_BATCH):
-        with _autocast(device, precision):
-            x = normalize(data.images[start : start + EVAL_BATCH].to(device))
-            feats.append(pre_logits(model, x).float())
-    return SplitData(torch.cat(feats), data.labels.to(device))
+    with torch.no_grad():
+        model.eval()
+        feats = []
+        for start in range(0, len(data), EVAL_BATCH):
+            with _autocast(device, precision):
+                x = normalize(data.images[start : start + EVAL_BATCH].to(device))
+                feats.append(pre_logits(model, x).float())
+        return SplitData(torch.cat(feats), data.labels.to(device))
 
 
 def cached_features(
@@ -164,16 +162,16 @@ def cached_features(
     return {name: cache[name] for name in splits}
 
 
-@torch.no_grad()
-def evaluate(forward, data: SplitData, prepare, device, precision: str = "fp32") -> dict:
-    loss, correct = 0.0, 0
-    for start in range(0, len(data), EVAL_BATCH):
-        with _autocast(device, precision):
-            logits = forward(prepare(data.images[start : start + EVAL_BATCH].to(device))).float()
-        y = data.labels[start : start + EVAL_BATCH].to(device)
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-    return {"loss": loss / max(1, len(data)), "top1": 100.0 * correct / max(1, len(data))}
+def evaluate(forward, data: SplitData, prepare, device, precision: str) -> dict:
+    with torch.no_grad():
+        loss, correct = 0.0, 0
+        for start in range(0, len(data), EVAL_BATCH):
+            with _autocast(device, precision):
+                logits = forward(prepare(data.images[start : start + EVAL_BATCH].to(device))).float()
+            y = data.labels[start : start + EVAL_BATCH].to(device)
+            loss += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+        return {"loss": loss / max(1, len(data)), "top1": 100.0 * correct / max(1, len(data))}
 
 
 class _TermSignal:

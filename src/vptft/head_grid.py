@@ -66,17 +66,19 @@ class StackedSGD:
         )
         self.buffers: list[torch.Tensor | None] = [None, None]
 
-    @torch.no_grad()
     def step(self, lrs: list[float]) -> None:
-        for i, (param, decay) in enumerate(zip(self.params, self.decays)):
-            d_p = param.grad + decay * param
-            if self.buffers[i] is None:
-                self.buffers[i] = d_p.clone()
-            else:
-                self.buffers[i].mul_(self.momentum).add_(d_p)
-            lr = torch.tensor(lrs, device=param.device, dtype=param.dtype).view(-1, *[1] * (param.dim() - 1))
-            param.sub_(lr * self.buffers[i])
-            param.grad = None
+        with torch.no_grad():
+            for i, (param, decay) in enumerate(zip(self.params, self.decays)):
+                d_p = param.grad + decay * param
+                if self.buffers[i] is None:
+                    self.buffers[i] = d_p.clone()
+                else:
+                    self.buffers[i].mul_(self.momentum).add_(d_p)
+                lr = torch.tensor(lrs, device=param.device, dtype=param.dtype).view(
+                    -1, *[1] * (param.dim() - 1)
+                )
+                param.sub_(lr * self.buffers[i])
+                param.grad = None
 
 
 def _logits(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -84,20 +86,20 @@ def _logits(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.
     return torch.einsum("nd,gcd->gnc", x, weight) + bias[:, None, :]
 
 
-@torch.no_grad()
 def _evaluate(weight, bias, data: SplitData, device, precision) -> list[dict]:
-    points = len(weight)
-    loss = torch.zeros(points, dtype=torch.float64, device=device)
-    correct = torch.zeros(points, dtype=torch.float64, device=device)
-    for start in range(0, len(data), EVAL_BATCH):
-        with _autocast(device, precision):
-            logits = _logits(weight, bias, data.images[start : start + EVAL_BATCH]).float()
-        y = data.labels[start : start + EVAL_BATCH]
-        per_image = F.cross_entropy(logits.transpose(1, 2), y.expand(points, -1), reduction="none")
-        loss += per_image.sum(1).double()
-        correct += (logits.argmax(2) == y).sum(1).double()
-    n = max(1, len(data))
-    return [{"loss": l / n, "top1": 100.0 * c / n} for l, c in zip(loss.tolist(), correct.tolist())]
+    with torch.no_grad():
+        points = len(weight)
+        loss = torch.zeros(points, dtype=torch.float64, device=device)
+        correct = torch.zeros(points, dtype=torch.float64, device=device)
+        for start in range(0, len(data), EVAL_BATCH):
+            with _autocast(device, precision):
+                logits = _logits(weight, bias, data.images[start : start + EVAL_BATCH]).float()
+            y = data.labels[start : start + EVAL_BATCH]
+            per_image = F.cross_entropy(logits.transpose(1, 2), y.expand(points, -1), reduction="none")
+            loss += per_image.sum(1).double()
+            correct += (logits.argmax(2) == y).sum(1).double()
+        n = max(1, len(data))
+        return [{"loss": l / n, "top1": 100.0 * c / n} for l, c in zip(loss.tolist(), correct.tolist())]
 
 
 def fit_heads(

@@ -46,7 +46,7 @@ class TunedModel(nn.Module):
         self,
         backbone: nn.Module,
         num_classes: int,
-        head_init: str = "vpt",
+        head_init: str,
         trains_backbone: bool = False,
         head: nn.Module | None = None,
     ):

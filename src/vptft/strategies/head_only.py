@@ -17,5 +17,5 @@ def build_mlp(backbone, num_classes, head_init, k):
     dim = backbone.num_features
     hidden = [layer for _ in range(k - 1) for layer in (nn.Linear(dim, dim), nn.ReLU())]
     return TunedModel(
-        backbone, num_classes, head=nn.Sequential(*hidden, make_head(dim, num_classes, head_init))
+        backbone, num_classes, head_init, head=nn.Sequential(*hidden, make_head(dim, num_classes, head_init))
     )

@@ -80,14 +80,14 @@ class AdaptModel(KVPromptModel):
         if int(self.batches) % self.prune_every == 0:
             self.prune()
 
-    @torch.no_grad()
     def prune(self) -> None:
         """Mask out the lowest-saliency active tokens (at most prune_tokens, never below target_length)."""
-        n = min(self.prune_tokens, int(self.keep.sum()) - self.target_length)
-        if n > 0:
-            ranked = self.score.masked_fill(~self.keep, float("inf")).flatten().argsort(stable=True)
-            self.keep.view(-1)[ranked[:n]] = False
-        self.score.zero_()
+        with torch.no_grad():
+            n = min(self.prune_tokens, int(self.keep.sum()) - self.target_length)
+            if n > 0:
+                ranked = self.score.masked_fill(~self.keep, float("inf")).flatten().argsort(stable=True)
+                self.keep.view(-1)[ranked[:n]] = False
+            self.score.zero_()
 
     def stored_parameters(self) -> int:
         return super().stored_parameters() - int((~self.keep).sum()) * self.prompts.shape[-1]

@@ -38,7 +38,7 @@ class ViTTokens:
         """The backbone's final-normed tokens (B, N, D)."""
         return self.vit.forward_features(x)
 
-    def forward_prompted(self, x: torch.Tensor, prompts_at, location: str = "prepend") -> torch.Tensor:
+    def forward_prompted(self, x: torch.Tensor, prompts_at, location: str) -> torch.Tensor:
         """Final-normed [prefix, prompts, patches] of an image batch. Before block i, `prompts_at(i, x)` gives the
         block's prompts (B, p, D) or None: inserted after the prefix at the first prompted block, replacing the
         previous block's outputs at those positions at the later ones (None: they flow on); `location="add"`
@@ -180,7 +180,7 @@ class SwinTokens:
         for block in self.blocks:
             block.mlp = wrap(block.mlp, block.dim)
 
-    def forward_prompted(self, x: torch.Tensor, prompts_at, location: str = "prepend") -> torch.Tensor:
+    def forward_prompted(self, x: torch.Tensor, prompts_at, location: str) -> torch.Tensor:
         """As ViTTokens.forward_prompted, through Swin's stages (prompts at the front; `add` has no Swin form)."""
         if location != "prepend":
             raise ValueError(
@@ -202,7 +202,7 @@ class SwinTokens:
                     else block(x.reshape(b, h, w, -1)).reshape(b, h * w, -1)
                 )
                 i += 1
-        return self.swin.norm(x)
+        return self.norm(x)
 
     @staticmethod
     def _merge(merge, x: torch.Tensor, p: int, hw: tuple[int, int]):
