@@ -36,3 +36,8 @@ def test_a_selected_row_beyond_the_grid_says_the_sweep_is_stale(tmp_path):
     grid = {"lr": [0.1, 0.2]}  # two points: the selected row is index 2
     with pytest.raises(ValueError, match="is not grid point 2 of the configured grid"):
         selection.selected_point(tmp_path / "sweep.csv", grid)
+
+
+def test_grid_size_is_the_product_of_the_value_counts():
+    """The select rule expects this many sweep rows (its merge refuses fewer)."""
+    assert selection.grid_size({"lr": [0.1, 0.2, 0.5], "wd": [0.0, 0.01], "prompt_length": [1]}) == 6
