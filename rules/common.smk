@@ -56,6 +56,7 @@ BENCH = config["benchmark"]
 # The main backbone (every family, figure and the claims), and with it the extra ones (what their tables show).
 BB = config["backbone"]
 BACKBONE_KEYS = study.backbones(config)
+EXTRA_BACKBONES = BACKBONE_KEYS[1:]
 # Written into every table, figure and report (benchmark, backbone, config hash): whose results a file holds.
 PROVENANCE = provenance.of_config(config)
 
@@ -124,7 +125,9 @@ def requested_runtime(run, stage, seeds=None, chunk=0):
         return planner.limit
     if stage == "train":
         n_seeds = (
-            len(study.final_seeds(config, run.strategy)) if seeds is None else seeds
+            len(study.final_seeds(config, run.strategy, run.backbone))
+            if seeds is None
+            else seeds
         )
         curves = study.draws_curves(config, run.task, run.regime, run.strategy)
         estimate = planner.final(run.task, run.regime, run.strategy, n_seeds, curves)
@@ -162,7 +165,7 @@ def one_job_per_seed():
                     task,
                     regime,
                     strategy,
-                    len(study.final_seeds(config, strategy)),
+                    len(study.final_seeds(config, strategy, backbone)),
                     study.draws_curves(config, task, regime, strategy),
                 )
             )
@@ -262,7 +265,11 @@ def continued_runs(wildcards, stage, seeds=None):
         return [f"{runs}/stage1.safetensors"]
     return expand(
         f"{runs}/seed{{seed}}/tuned.safetensors",
-        seed=study.final_seeds(config, wildcards.strategy) if seeds is None else seeds,
+        seed=(
+            study.final_seeds(config, wildcards.strategy, wildcards.backbone)
+            if seeds is None
+            else seeds
+        ),
     )
 
 
@@ -271,7 +278,8 @@ def start_from_arg(input):
     return "--start-from " + " ".join(map(shlex.quote, files)) if files else ""
 
 
-# Seeds of the final runs: train.seeds, and analyses.claims.seeds for the runs the claims read (FT and VPT)
+# Seeds of the final runs: train.seeds, and analyses.claims.seeds for the runs the claims read (FT and VPT on the
+# main backbone)
 TRAIN_SEEDS = list(config["train"]["seeds"])
 CLAIM_SEEDS = study.final_seeds(config, study.CLAIM_STRATEGIES[0])
 # the strategies the `train` rule serves (the others, if any, are train_claims')
@@ -313,7 +321,7 @@ def family_metrics(wildcards):
     return expand(
         f"{runs_dir(wildcards.backbone)}/{wildcards.task}/{{regime}}/{wildcards.strategy}/seed{{seed}}/metrics.json",
         regime=study.family_regime_names(config, wildcards.family),
-        seed=study.final_seeds(config, wildcards.strategy),
+        seed=study.final_seeds(config, wildcards.strategy, wildcards.backbone),
     )
 
 

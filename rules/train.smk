@@ -112,8 +112,8 @@ rule train:
         "--runs-dir {params.runs_dir:q} --checkpoint-minutes {resources.checkpoint_minutes} > {log:q} 2>&1"
 
 
-# The final runs the claims read (FT and VPT, every family) with their own seeds, `analyses.claims.seeds`: the
-# same job, its seeds in one process.
+# The final runs the claims read (FT and VPT on the main backbone, every family) with their own seeds,
+# `analyses.claims.seeds`: the same job, its seeds in one process.
 if CLAIM_SEEDS != TRAIN_SEEDS:
 
     use rule train as train_claims with:
@@ -123,6 +123,7 @@ if CLAIM_SEEDS != TRAIN_SEEDS:
             tuned=seed_files("tuned.safetensors", CLAIM_SEEDS),
         wildcard_constraints:
             strategy="|".join(study.CLAIM_STRATEGIES),
+            backbone=re.escape(BB),
         params:
             threads=stage_resources("train")["threads"],
             spec=lambda wc: run_spec(wc, "train"),
@@ -132,6 +133,16 @@ if CLAIM_SEEDS != TRAIN_SEEDS:
             start_from=lambda wc, input: start_from_arg(input),
 
     ruleorder: train_seed > train_claims
+
+    # FT and VPT on the extra backbones: their tables state no claim, so train.seeds (as every other strategy)
+    if EXTRA_BACKBONES:
+
+        use rule train as train_extra_backbones with:
+            wildcard_constraints:
+                strategy="|".join(study.CLAIM_STRATEGIES),
+                backbone="|".join(map(re.escape, EXTRA_BACKBONES)),
+
+        ruleorder: train_seed > train_extra_backbones
 
 
 # Final runs whose seeds would not fit the runtime limit together (SPLIT_RUNS, from the cost estimate): one job

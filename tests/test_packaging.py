@@ -66,6 +66,7 @@ RULES = {
     "train": runs({"train"}, "train"),
     "train_seed": runs({"train"}, "train"),  # one seed of a final run too long for one job
     "train_claims": runs({"train"}, "train"),  # the FT / VPT final runs with the claims' seeds
+    "train_extra_backbones": runs({"train"}, "train"),  # FT / VPT on the extra backbones, train.seeds
     "fid": runs({"train"}, "fid"),
     # explains tuned models and reads the runs tables (pandas) to see which strategy won the task
     "attribution": runs({"train", "report"}, "attribution"),
@@ -82,7 +83,7 @@ RULES = {
     "paper_name": runs({"report"}),  # cp
     "paper_name_note": runs({"report"}),  # echo
 }
-TRAINS = {"train", "train_seed", "train_claims"}
+TRAINS = {"train", "train_seed", "train_claims", "train_extra_backbones"}
 READS_RECORDS = {"splits", "prototype_splits", "sweep", "stage1", *TRAINS, "fid", "attribution"}
 BUILDS_TUNED_MODELS = {"sweep", "stage1", *TRAINS, "attribution"}
 # Modules every stage imports (the task and strategy registries) hold loaders only some rules call: the imports

@@ -343,3 +343,30 @@ def test_a_table_of_another_backbone_trains_its_runs_on_that_backbone_only(tmp_p
 def test_lint_is_clean():
     proc = snakemake("--lint", cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_the_claims_seeds_train_only_the_main_backbones_ft_and_vpt(tmp_path):
+    """`analyses.claims.seeds` (0-2 in the default) are for the runs the claims read: FT and VPT on the main
+    backbone; on an extra backbone (the contrastive mini ViT of Tables 13-15) they train `train.seeds` (0)."""
+    targets = ("results/table13.csv", "results/table1.csv")
+    proc = snakemake(
+        "-n", "-c1", "-d", str(tmp_path), *targets, f"--configfile={ROOT}/config/config.yaml", cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    outputs, rule = {}, None
+    for line in proc.stdout.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("output:") and rule:
+            outputs.setdefault(rule, []).extend(p.strip() for p in line.split(":", 1)[1].split(","))
+    metrics = {rule: {p for p in paths if p.endswith("metrics.json")} for rule, paths in outputs.items()}
+    moco = metrics["train_extra_backbones"]
+    assert moco and all("/mini_vit_moco/" in p and "/seed0/" in p for p in moco)
+    assert {p.split("/")[-3] for p in moco} == {"full", "vpt_deep"}
+    main = metrics["train_claims"]
+    assert all("/mini_vit/" in p for p in main) and {p.split("/")[-2] for p in main} == {
+        "seed0",
+        "seed1",
+        "seed2",
+    }
+    assert not any("/mini_vit_moco/" in p for p in metrics.get("train", ()))

@@ -349,6 +349,11 @@ class Planner:
         return self.padded(estimate.seconds / 60) <= self.limit
 
 
+# The rules of final runs (train.smk): one job of a strategy's seeds - train.seeds, the claims' seeds (FT and VPT
+# on the main backbone), train.seeds on the extra backbones - or one seed of a run too long for one job.
+FINAL_RULES = ("train", "train_claims", "train_extra_backbones", "train_seed")
+
+
 def pretrain_estimate(config: dict, times: StepTimes) -> Estimate:
     """The workflow's own pre-training (mini benchmark): every epoch over n_train, held-out passes."""
     cfg = config["pretrain"]
@@ -363,7 +368,7 @@ def job_estimate(planner: Planner, rule: str, wildcards: dict, curves) -> Estima
     config = planner.config
     if rule == "pretrain":
         return pretrain_estimate(config, planner.times)
-    if rule in ("sweep", "stage1", "train", "train_claims", "train_seed"):
+    if rule in ("sweep", "stage1", *FINAL_RULES):
         if rule == "train_seed":
             task, regime, strategy = wildcards["run"].split("/")
         else:

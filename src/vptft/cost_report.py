@@ -64,9 +64,7 @@ def dry_run_jobs(
 
 # Rules whose jobs load a model (torch + timm imports, a backbone, a task's images) before any work: they pay
 # `job_seconds`; every other rule (collect, select, tables, file naming) only `light_job_seconds`.
-MODEL_RULES = frozenset(
-    {"pretrain", "sweep", "train", "train_claims", "train_seed", "stage1", "fid", "attribution"}
-)
+MODEL_RULES = frozenset({"pretrain", "sweep", *cost.FINAL_RULES, "stage1", "fid", "attribution"})
 
 
 def price(
@@ -117,9 +115,7 @@ def format_table(rows: list[dict], source: str, cores: int) -> str:
         )
     gpu = sum(r["hours"] for r in rows if r["gpu"])
     total = sum(r["hours"] for r in rows)
-    final_eval = (
-        sum(r["eval_seconds"] for r in rows if r["rule"] in ("train", "train_claims", "train_seed")) / 3600
-    )
+    final_eval = sum(r["eval_seconds"] for r in rows if r["rule"] in cost.FINAL_RULES) / 3600
     lines += [
         "-" * len(header),
         (

@@ -1,11 +1,13 @@
 """Pre-train a mini backbone on the rendered source set (the mini benchmark's stand-in for ImageNet-21k), by the
-registry entry's objective: supervised on the source classes, or masked autoencoding (vptft.mae).
+registry entry's objective: supervised on the source classes, masked autoencoding (vptft.mae) or contrastive
+(vptft.contrastive).
 
 Writes a timm-loadable safetensors checkpoint (no classifier) and a report with the held-out source accuracy.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from safetensors.torch import save_file
 from vptft import engine, reproducibility
 from vptft.backbones import BACKBONES
 from vptft.backbones.factory import input_config
+from vptft.contrastive import ContrastiveLearner
 from vptft.data import Normalize, SplitData, to_uint8_tensor
 from vptft.io import atomic_path, write_json
 from vptft.mae import MaskedAutoencoder, knn_top1
@@ -105,16 +108,13 @@ def _supervised(cfg: dict, spec, train: SplitData, heldout: SplitData, device: s
     return model, top1, result["curves"], {}, problem
 
 
-def _masked_autoencoding(cfg: dict, spec, train: SplitData, heldout: SplitData, device: str):
-    """MAE on the source images (labels unused; flip augmentation): (encoder, held-out kNN top-1 of its
-    average-pooled patch features, curves, extras with the held-out reconstruction loss, why it failed or
-    None). It fails on its own objective, not on the class information (MAE's features hold little of it)."""
-    encoder = timm.create_model(spec.timm_name, pretrained=False, num_classes=0)  # MAE's layout: final norm
-    redraw_truncated_normals(encoder)
-    model = MaskedAutoencoder(encoder).to(engine.pick_device(device))
-    dev = next(model.parameters()).device
-    normalize = Normalize(*(input_config(encoder)[k] for k in ("mean", "std"))).to(dev)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+def _self_supervised_fit(cfg: dict, model, normalize, train: SplitData, heldout: SplitData, batch_loss, what):
+    """AdamW on `batch_loss(model, uint8 batch, generator)` with warm-up and cosine decay (labels unused); the
+    held-out loss (the same random draws every time) at the curve's epochs. Returns the curves."""
+    dev = normalize.mean.device
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg["lr"], weight_decay=cfg["weight_decay"]
+    )
     g = torch.Generator().manual_seed(cfg["seed"])
     curves, evals = [], engine.eval_epochs(cfg["epochs"], cfg.get("curve_points", 10))
     for epoch in range(cfg["epochs"]):
@@ -123,27 +123,62 @@ def _masked_autoencoding(cfg: dict, spec, train: SplitData, heldout: SplitData, 
         model.train()
         order, losses = torch.randperm(len(train), generator=g), []
         for start in range(0, len(order), cfg["batch_size"]):
-            batch = normalize(train.images[order[start : start + cfg["batch_size"]]].to(dev))
-            flip = torch.rand(len(batch), generator=g) < 0.5
-            batch = torch.where(flip[:, None, None, None].to(dev), batch.flip(-1), batch)
-            loss = model.loss(batch, g)
+            loss = batch_loss(model, train.images[order[start : start + cfg["batch_size"]]].to(dev), g)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
         row = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses)}
         if evals is None or epoch in evals:
-            row["heldout_loss"] = _heldout_loss(model, normalize, heldout, cfg["seed"])
+            row["heldout_loss"] = _heldout_loss(model, heldout, batch_loss, dev, cfg["seed"] + 1)
             print(
                 f"[pretrain] epoch {epoch + 1:3d}  train loss {row['train_loss']:.3f}  "
-                f"held-out reconstruction loss {row['heldout_loss']:.3f}",
+                f"held-out {what} {row['heldout_loss']:.3f}",
                 flush=True,
             )
         curves.append(row)
-    features = {
-        name: _pooled(model, normalize, split) for name, split in (("train", train), ("heldout", heldout))
-    }
-    top1 = knn_top1(features["train"], train.labels, features["heldout"], heldout.labels)
+    return curves
+
+
+def _heldout_loss(model, heldout: SplitData, batch_loss, dev, seed: int) -> float:
+    """The objective on the held-out images in eval mode, with the same random draws at every evaluation."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        total = sum(float(batch_loss(model, x.to(dev), g)) * len(x) for x in heldout.images.split(256))
+    return total / len(heldout)
+
+
+def _knn_of(features, train: SplitData, heldout: SplitData, normalize) -> float:
+    """20-NN top-1 (%) of the held-out source images among the train images, on `features(normalised images)`."""
+    with torch.no_grad():
+        train_f, heldout_f = (
+            torch.cat(
+                [features(normalize(x.to(normalize.mean.device))).cpu() for x in split.images.split(256)]
+            )
+            for split in (train, heldout)
+        )
+    return knn_top1(train_f, train.labels, heldout_f, heldout.labels)
+
+
+def _masked_autoencoding(cfg: dict, spec, train: SplitData, heldout: SplitData, device: str):
+    """MAE on the source images (labels unused; flip augmentation): (encoder, held-out kNN top-1 of its
+    average-pooled patch features, curves, extras with the held-out reconstruction loss, why it failed or
+    None). It fails on its own objective, not on the class information (MAE's features hold little of it)."""
+    encoder = timm.create_model(spec.timm_name, pretrained=False, num_classes=0)  # MAE's layout: final norm
+    redraw_truncated_normals(encoder)
+    model = MaskedAutoencoder(encoder).to(engine.pick_device(device))
+    normalize = Normalize(*(input_config(encoder)[k] for k in ("mean", "std"))).to(
+        next(model.parameters()).device
+    )
+
+    def batch_loss(model, images, g):
+        flip = (torch.rand(len(images), generator=g) < 0.5).to(images.device)
+        return model.loss(normalize(torch.where(flip[:, None, None, None], images.flip(-1), images)), g)
+
+    curves = _self_supervised_fit(cfg, model, normalize, train, heldout, batch_loss, "reconstruction loss")
+    model.eval()
+    top1 = _knn_of(lambda x: model.encode(x)[:, 1:].mean(1), train, heldout, normalize)
     loss = curves[-1]["heldout_loss"]
     extras = {
         "objective": "masked autoencoding (75% of patches masked)",
@@ -160,25 +195,52 @@ def _masked_autoencoding(cfg: dict, spec, train: SplitData, heldout: SplitData, 
     return encoder, top1, curves, extras, problem
 
 
-def _batches(model, normalize, split: SplitData, size: int = 256):
-    """The split's images, normalised on the model's device, `size` at a time, with the model in eval mode."""
+class _MoCoV3Layout(torch.nn.Module):
+    """The encoder under MoCo v3's pre-training layout (`base_encoder.*`), which the registry's `mocov3` loader
+    reads: the workflow's own checkpoint goes through the same remap as a downloaded one."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.base_encoder = encoder
+
+
+def _contrastive(cfg: dict, spec, train: SplitData, heldout: SplitData, device: str):
+    """Contrastive learning between augmented views (vptft.contrastive; labels unused): (the encoder in MoCo v3's
+    layout, held-out 20-NN top-1 of its CLS feature, curves, extras with the held-out contrastive loss, why it
+    failed or None). It fails on the class information its features hold: what it hands downstream."""
+    encoder = timm.create_model(spec.timm_name, pretrained=False, num_classes=0)
+    redraw_truncated_normals(encoder)
+    model = ContrastiveLearner(encoder).to(engine.pick_device(device))
+    normalize = Normalize(*(input_config(encoder)[k] for k in ("mean", "std"))).to(
+        next(model.parameters()).device
+    )
+    curves = _self_supervised_fit(
+        cfg,
+        model,
+        normalize,
+        train,
+        heldout,
+        lambda model, images, g: model.loss(images, normalize, g),
+        "contrastive loss",
+    )
     model.eval()
-    for i in range(0, len(split), size):
-        yield normalize(split.images[i : i + size].to(normalize.mean.device))
+    top1 = _knn_of(model.features, train, heldout, normalize)
+    extras = {
+        "objective": "contrastive (InfoNCE between two augmented views, temperature 0.2)",
+        "heldout_contrastive_loss": curves[-1]["heldout_loss"],
+        "contrastive_loss_of_constant_features": math.log(2 * min(256, len(heldout)) - 1),
+        "heldout_top1_is": "20-nearest-neighbour vote on the CLS feature",
+    }
+    problem = None
+    if top1 < cfg["min_knn_top1"]:
+        problem = (
+            f"held-out 20-NN top-1 {top1:.1f}% is below pretrain.min_knn_top1 = {cfg['min_knn_top1']}% "
+            f"(chance {100.0 / len(SOURCE_SHAPES):.1f}%)"
+        )
+    return _MoCoV3Layout(encoder), top1, curves, extras, problem
 
 
-@torch.no_grad()
-def _heldout_loss(model, normalize, heldout: SplitData, seed: int) -> float:
-    g = torch.Generator().manual_seed(seed + 1)  # the same masks every evaluation
-    return sum(float(model.loss(x, g)) * len(x) for x in _batches(model, normalize, heldout)) / len(heldout)
-
-
-@torch.no_grad()
-def _pooled(model, normalize, split: SplitData) -> torch.Tensor:
-    return torch.cat([model.encode(x)[:, 1:].mean(1).cpu() for x in _batches(model, normalize, split)])
-
-
-OBJECTIVES = {"supervised": _supervised, "mae": _masked_autoencoding}
+OBJECTIVES = {"supervised": _supervised, "mae": _masked_autoencoding, "contrastive": _contrastive}
 
 
 def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") -> dict:

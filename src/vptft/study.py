@@ -19,21 +19,16 @@ CURVE_STRATEGIES = ("full", "vpt_deep", "mixed", "ft_then_pt")  # Figures 5, 9-1
 CLAIM_STRATEGIES = ("full", "vpt_deep")  # whose final runs (every family) the claims' seed tests read
 
 
-def final_seeds(config: dict, strategy: str) -> list[int]:
-    """The seeds of a strategy's final runs: `analyses.claims.seeds` for the runs the claims read (FT and VPT,
-    every family), where set; `train.seeds` otherwise."""
+def final_seeds(config: dict, strategy: str, backbone: str | None = None) -> list[int]:
+    """The seeds of a strategy's final runs on a backbone (default: the config's `backbone`, which a backbone
+    view sets to its own): `analyses.claims.seeds` for the runs the claims read (FT and VPT on the main
+    backbone, every family), where set; `train.seeds` otherwise - the extra backbones' tables state no claim."""
     claims = (config.get("analyses") or {}).get("claims") or {}
-    if claims.get("seeds") and strategy in CLAIM_STRATEGIES:
+    backbone = config["backbone"] if backbone is None else backbone
+    main = backbone not in (config.get("backbones") or {})
+    if claims.get("seeds") and strategy in CLAIM_STRATEGIES and main:
         return list(claims["seeds"])
     return list(config["train"]["seeds"])
-
-
-def seed_sets(config: dict) -> dict[tuple[int, ...], list[str]]:
-    """Seed list -> the configured strategies whose final runs use it (one train rule per list)."""
-    sets: dict[tuple[int, ...], list[str]] = {}
-    for strategy in config["strategies"]:
-        sets.setdefault(tuple(final_seeds(config, strategy)), []).append(strategy)
-    return sets
 
 
 def in_family(task: str, family: str) -> bool:

@@ -93,7 +93,7 @@ class BackboneSpec:
         str, ...
     ] = ()  # parameters that never train, whatever the strategy (MoCo v3's position embedding)
     pretrained_by_workflow: bool = False  # True: the `pretrain` rule makes the checkpoint
-    objective: str = "supervised"  # the `pretrain` rule's objective: supervised, or mae (vptft.pretrain)
+    objective: str = "supervised"  # the `pretrain` rule's objective: supervised, mae or contrastive
     bench: BenchProfile | None = None  # None: `vptft bench` has no profile for it
 
 
@@ -125,6 +125,15 @@ BACKBONES = {
             loader="mae",  # pooled as the VPT code pools MAE: average of the tokens after CLS, a fresh fc_norm
             timm_args={"global_pool": "avg"},
             objective="mae",
+            bench=None,
+        ),
+        replace(
+            MINI_VIT,
+            key="mini_vit_moco",
+            pretraining="the workflow's rendered source set, contrastive (rule pretrain)",
+            loader="mocov3",  # the pretrain rule writes MoCo v3's layout: the same remap as a downloaded file
+            fixed=("pos_embed",),  # as MoCo v3's ViT: a fixed 2-D sin-cos position embedding
+            objective="contrastive",
             bench=None,
         ),
         BackboneSpec(
