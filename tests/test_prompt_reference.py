@@ -8,8 +8,8 @@ calls timm's Block/Attention forward nor the project's prompt code. Protocol (VP
   the first prompted block they are inserted; before every later prompted block the tokens at the prompt
   positions are replaced by that block's prompts; after the last prompted block they flow on. The final norm runs
   over the whole sequence and the head reads the pooled feature (CLS by default).
-- location "add": no tokens are inserted; a prompted block's prompt (num_patches x D) is added to the patch
-  tokens (not CLS) at that block's input.
+- location "add": no tokens are inserted; a prompted block's prompt ((1 + num_patches) x D) is added to every
+  token, CLS included, at that block's input (the VPT code's prompt has the position embedding's length).
 - VPT-prefix: at every block, the prompts pass through that block's norm1 and qkv projection and only their keys
   and values join the attention; Adapt: the same, minus the prompts whose `keep` entry is False.
 """
@@ -120,11 +120,11 @@ def reference_vpt(W, images, prompts, blocks, pooling="cls", prompt_pos=None):
 
 
 def reference_vpt_add(W, images, prompts, blocks, pooling="cls"):
-    """VPT with location "add": `prompts[s]` (num_patches, D) is added to the patch tokens entering `blocks[s]`."""
+    """VPT with location "add": `prompts[s]` (1 + num_patches, D) is added to the tokens entering `blocks[s]`."""
     x = embed(W, images)
     for i in range(DEPTH):
         if i in blocks:
-            x = torch.cat([x[:, :1], x[:, 1:] + prompts[blocks.index(i)]], dim=1)
+            x = x + prompts[blocks.index(i)]
         x = block(W, i, x)
     return head(W, pool(final_norm(W, x), 0, pooling))
 
@@ -261,7 +261,7 @@ ADD_CASES = {  # id: (strategy, options, prompted blocks)
 def test_vpt_add_matches_reference(case, images):
     strategy, options, blocks = ADD_CASES[case]
     model = build(strategy, location="add", **options)
-    assert model.prompts.shape == (len(blocks), PATCHES, model.backbone.embed_dim)
+    assert model.prompts.shape == (len(blocks), 1 + PATCHES, model.backbone.embed_dim)
     expected = reference_vpt_add(
         weights(model), images, model.prompts.detach(), blocks, options.get("pooling", "cls")
     )
@@ -323,13 +323,13 @@ def test_shifted_layers_do_not_match_a_layers_1_3_model(images):
         assert max_diff(logits(model, images), shifted) > DIFFERS, blocks
 
 
-def test_adding_to_cls_too_does_not_match_the_add_model(images):
+def test_leaving_cls_out_does_not_match_the_add_model(images):
+    """The CLS slot has its own prompt: adding only to the patches (an earlier reading) gives other logits."""
     model = build("vpt_deep", location="add")
     W, prompts = weights(model), model.prompts.detach()
-    cls_too = torch.cat([prompts[:, :1], prompts], dim=1)  # CLS gets patch 0's prompt as well
     x = embed(W, images)
     for i in range(DEPTH):
-        x = block(W, i, x + cls_too[i])
+        x = block(W, i, torch.cat([x[:, :1], x[:, 1:] + prompts[i, 1:]], dim=1))
     assert max_diff(logits(model, images), head(W, pool(final_norm(W, x), 0, "cls"))) > DIFFERS
 
 

@@ -54,7 +54,7 @@ TUNED = {
     "mixed": lambda b: b + 3 * D * L + HEAD,
     "ft_then_pt": lambda b: 3 * D * L + HEAD,
     "partial": lambda b: 2 * BLOCK + 2 * D + HEAD,
-    "mlp": lambda b: 2 * (D * D + D) + HEAD,
+    "mlp": lambda b: 2 * (D * D + D + 2 * D) + HEAD,  # hidden Linear + BatchNorm's weight and bias
     "bias": lambda b: (
         D + 11 * D * L + D + HEAD
     ),  # patch embedding, per block (2 norms, qkv, proj, fc1, fc2), norm

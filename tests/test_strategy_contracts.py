@@ -66,13 +66,46 @@ def test_the_backbone_trains_in_train_mode_exactly_where_the_registry_says(mini_
 def test_adapter_adds_its_bottleneck_output_to_the_ffn_output():
     torch.manual_seed(0)
     mlp = nn.Linear(6, 6)
-    adapter = Adapter(mlp, 6, reduction=2)
+    adapter = Adapter(mlp, 6, reduction=2, init="zero_up")
     nn.init.normal_(adapter.up.weight)
     nn.init.normal_(adapter.up.bias)
     x = torch.randn(4, 6)
     with torch.no_grad():
         h = mlp(x)
         torch.testing.assert_close(adapter(x), h + adapter.up(nn.functional.gelu(adapter.down(h))))
+
+
+@pytest.mark.parametrize("init", ["zero_both", "zero_up"])
+def test_adapter_init_decides_what_gets_a_gradient(init):
+    """The VPT code zero-initialises both projections: GELU(0) = 0, so only the up-projection's bias gets a
+    gradient (a bias on the FFN output, forever); zero_up starts the same function with a live bottleneck."""
+    torch.manual_seed(0)
+    mlp = nn.Linear(6, 6)
+    adapter = Adapter(mlp, 6, reduction=2, init=init)
+    x = torch.randn(4, 6)
+    torch.testing.assert_close(adapter(x), mlp(x))  # unchanged at init
+    adapter(x).pow(2).sum().backward()
+    grads = {name: p.grad.abs().sum().item() for name, p in adapter.named_parameters() if "mlp" not in name}
+    assert grads["up.bias"] > 0 and grads["down.weight"] == grads["down.bias"] == 0
+    assert (grads["up.weight"] > 0) == (init == "zero_up")
+    assert (adapter.down.weight.abs().sum() > 0) == (init == "zero_up")
+
+
+def test_mlp_head_is_the_vpt_codes(mini_vit):
+    """Mlp-3: [Linear, ReLU, BatchNorm1d, Dropout(0.1)] x 2 + the head; kaiming-normal fan-out hidden weights;
+    batch statistics and dropout in training, running statistics and no dropout in evaluation."""
+    model = build("mlp", mini_vit, k=3)
+    kinds = [type(m).__name__ for m in model.head]
+    assert kinds == ["Linear", "ReLU", "BatchNorm1d", "Dropout"] * 2 + ["Linear"]
+    assert all(m.p == 0.1 for m in model.head if isinstance(m, nn.Dropout))
+    std = model.head[0].weight.std().item()
+    assert abs(std - (2 / 96) ** 0.5) < 0.01  # kaiming normal, fan_out = 96
+    model.train()
+    torch.manual_seed(0)
+    first = model(X)
+    assert not torch.allclose(first, model(X))  # dropout
+    model.eval()
+    assert torch.equal(model(X), model(X))
 
 
 def test_adapter_bottleneck_is_at_least_one_wide(mini_vit):
@@ -200,14 +233,40 @@ def test_key_value_block_runs_the_attentions_output_norm(mini_vit):
 
 
 def test_key_value_block_runs_on_an_attention_without_an_output_norm(mini_vit):
-    """Older timm attentions have no `norm` attribute: the block treats it as the identity."""
+    """Older timm attentions have no `norm`, `gate` or `head_dim` attributes: identity, none, width / heads."""
     block, x, prefix = kv_block(mini_vit)
     block.eval()
     with torch.no_grad():
         expected = block(x)
-        del block.attn.norm
+        del block.attn.norm, block.attn.gate, block.attn.head_dim
         got = ViTTokens.block_with_kv_prefix(block, x, prefix, torch.zeros(3, dtype=torch.bool))
     torch.testing.assert_close(got, expected)
+
+
+def test_key_value_block_runs_the_attentions_output_gate(mini_vit):
+    """timm's gated attention scales its output by a sigmoid gate of the block's normed input: with every prefix
+    token masked out the block is timm's own block, and the gate changes its output."""
+    block, x, prefix = kv_block(mini_vit)
+    block.eval()
+    masked = torch.zeros(3, dtype=torch.bool)
+    with torch.no_grad():
+        ungated = ViTTokens.block_with_kv_prefix(block, x, prefix, masked)
+        block.attn.gate = nn.Linear(96, 96)
+        torch.testing.assert_close(ViTTokens.block_with_kv_prefix(block, x, prefix, masked), block(x))
+        assert not torch.allclose(block(x), ungated)
+
+
+def test_key_value_block_runs_an_attention_narrower_than_the_block(mini_vit):
+    """timm's attn_head_dim: heads x head_dim need not be the token width (qkv and proj map between them)."""
+    from timm.models.vision_transformer import Attention
+
+    block, x, prefix = kv_block(mini_vit)
+    torch.manual_seed(0)
+    block.attn = Attention(96, num_heads=3, attn_head_dim=16, qkv_bias=True)
+    block.eval()
+    with torch.no_grad():
+        got = ViTTokens.block_with_kv_prefix(block, x, prefix, torch.zeros(3, dtype=torch.bool))
+        torch.testing.assert_close(got, block(x))
 
 
 def test_key_value_block_drops_attention_probabilities_in_training_mode_only(mini_vit):

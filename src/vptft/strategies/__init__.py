@@ -69,7 +69,7 @@ PROMPT_OPTIONS = {
         str,
         "prepend",
         choices=("prepend", "add"),
-        help="prepend tokens, or add one prompt to each patch embedding (VPT ablation)",
+        help="prepend tokens, or add one prompt to each token, CLS included (VPT ablation)",
     ),
     "pooling": Option(
         str,
@@ -356,7 +356,16 @@ STRATEGIES = {
             "adapter",
             "adamw",
             "vptft.strategies.backbone_tuning:build_adapter",
-            _k("reduction", 8, "r: bottleneck width = feature width / r"),
+            {
+                **_k("reduction", 8, "r: bottleneck width = feature width / r"),
+                "init": Option(
+                    str,
+                    "zero_both",
+                    choices=("zero_both", "zero_up"),
+                    help="zero_both: the VPT code's (only the up-projection's bias learns); zero_up: the "
+                    "bottleneck adapter as intended (docs/protocol.md)",
+                ),
+            },
             trains_backbone=True,
             table8="full",
             description="bottleneck adapters after each FFN + head",

@@ -40,27 +40,34 @@ def build_bias(backbone, num_classes, head_init):
 
 
 class Adapter(nn.Module):
-    """FFN -> FFN output + up(GELU(down(FFN output))), with a zero-initialised up-projection, so the block is
-    unchanged at init (the VPT paper's adapter placement: after the FFN, with a residual)."""
+    """FFN -> FFN output + up(GELU(down(FFN output))) (the VPT paper's adapter placement: after the FFN, with a
+    residual), unchanged at init either way:
 
-    def __init__(self, mlp: nn.Module, dim: int, reduction: int):
+    - init 'zero_both' (the VPT code): both projections start at zero. GELU(0) = 0, so neither weight ever gets
+      a gradient and only the up-projection's bias learns - in effect a bias added to every FFN output;
+    - init 'zero_up' (the intended bottleneck adapter): the down-projection keeps its default init, the
+      up-projection starts at zero, and both train."""
+
+    def __init__(self, mlp: nn.Module, dim: int, reduction: int, init: str):
         super().__init__()
         self.mlp = mlp
         self.down = nn.Linear(dim, max(1, dim // reduction))
         self.act = nn.GELU()
         self.up = nn.Linear(max(1, dim // reduction), dim)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
+        zeroed = {"zero_both": (self.down, self.up), "zero_up": (self.up,)}[init]
+        for layer in zeroed:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x):
         h = self.mlp(x)
         return h + self.up(self.act(self.down(h)))
 
 
-def build_adapter(backbone, num_classes, head_init, reduction):
+def build_adapter(backbone, num_classes, head_init, reduction, init):
     """Adapter-r: a bottleneck adapter (width D / r) after every block's FFN; the backbone's own weights freeze."""
     model = _tune_only(TunedModel(backbone, num_classes, head_init, trains_backbone=True), lambda name: False)
-    token_interface(backbone).wrap_mlps(lambda mlp, width: Adapter(mlp, width, reduction))
+    token_interface(backbone).wrap_mlps(lambda mlp, width: Adapter(mlp, width, reduction, init))
     return model
 
 

@@ -9,7 +9,8 @@ outputs there are discarded); after the last prompted block they flow on. VPT-sh
 VPT-deep every block. The final norm runs over the whole sequence and the head reads the backbone's own pooled
 feature (`pooling: backbone`: the CLS token, or MAE's average of every token after CLS, prompts included, through
 fc_norm, as the VPT code) or one of the VPT ablation's poolings.
-`location="add"` instead adds one prompt to each patch embedding at every prompted block (VPT ablation).
+`location="add"` instead adds one prompt to each token - CLS and every patch, as the VPT code - at every
+prompted block (VPT ablation).
 Tuned: prompts (p * D per prompted block) + head, plus the backbone for Mixed.
 """
 
@@ -54,7 +55,9 @@ class PromptedModel(TunedModel):
         self.location, self.pooling = location, pooling
         self.prompt_length = 0 if location == "add" else prompt_length
         self.prompted = prompted_blocks(layers, self.tokens.depth)
-        tokens_per_block = self.tokens.num_patches if location == "add" else prompt_length
+        tokens_per_block = (
+            self.tokens.num_prefix_tokens + self.tokens.num_patches if location == "add" else prompt_length
+        )
         bound = prompt_init_bound(self.tokens.patch_size, self.tokens.dim)
         widths = [self.tokens.block_dims[i] for i in self.prompted]
         if len(set(widths)) == 1:  # one tensor (slots, p, D)

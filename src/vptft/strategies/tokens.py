@@ -42,14 +42,14 @@ class ViTTokens:
         """Final-normed [prefix, prompts, patches] of an image batch. Before block i, `prompts_at(i, x)` gives the
         block's prompts (B, p, D) or None: inserted after the prefix at the first prompted block, replacing the
         previous block's outputs at those positions at the later ones (None: they flow on); `location="add"`
-        adds them to the patch tokens instead (one per patch)."""
+        adds them to the tokens instead (one per token, CLS included, as the VPT code)."""
         x = self.embed(x)
         n, p = self.num_prefix_tokens, 0
         for i, block in enumerate(self.vit.blocks):
             prompts = prompts_at(i, x)
             if prompts is not None:
                 if location == "add":
-                    x = torch.cat([x[:, :n], x[:, n:] + prompts], dim=1)
+                    x = x + prompts
                 else:
                     x = torch.cat([x[:, :n], prompts, x[:, n + p :]], dim=1)
                     p = prompts.shape[1]
@@ -92,17 +92,22 @@ class ViTTokens:
     @staticmethod
     def block_with_kv_prefix(block, x: torch.Tensor, prefix: torch.Tensor, keep: torch.Tensor | None = None):
         """One block where `prefix` tokens (B, p, D) join only the keys and values of self-attention (queries and
-        outputs are the sequence's own); `keep` (p,) bool drops prefix tokens from the attention entirely."""
+        outputs are the sequence's own); `keep` (p,) bool drops prefix tokens from the attention entirely. The
+        rest is timm's Attention: its q / k norms, output norm and output gate (where the model has them)."""
         attn = block.attn
-        b, n, d = x.shape
+        b, n, _ = x.shape
         heads = attn.num_heads
+        head_dim = getattr(attn, "head_dim", x.shape[-1] // heads)  # older timm: no head_dim, width = dim
 
         def project(tokens):
-            qkv = attn.qkv(block.norm1(tokens)).reshape(b, tokens.shape[1], 3, heads, d // heads)
+            qkv = attn.qkv(tokens).reshape(b, tokens.shape[1], 3, heads, head_dim)
             return qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
-        q, k, v = project(x)
-        _, pk, pv = project(prefix)
+        normed = block.norm1(x)
+        gate = getattr(attn, "gate", None)
+        gate = gate(normed).sigmoid() if gate is not None else None
+        q, k, v = project(normed)
+        _, pk, pv = project(block.norm1(prefix))
         q, k, pk = attn.q_norm(q), attn.k_norm(k), attn.k_norm(pk)
         k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
         mask = None
@@ -113,9 +118,10 @@ class ViTTokens:
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=attn.attn_drop.p if attn.training else 0.0
         )
-        out = out.transpose(1, 2).reshape(b, n, d)
-        out = attn.proj_drop(attn.proj(getattr(attn, "norm", torch.nn.Identity())(out)))
-        x = x + block.drop_path1(block.ls1(out))
+        out = getattr(attn, "norm", torch.nn.Identity())(out.transpose(1, 2).reshape(b, n, heads * head_dim))
+        if gate is not None:
+            out = out * gate
+        x = x + block.drop_path1(block.ls1(attn.proj_drop(attn.proj(out))))
         return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
 
