@@ -16,6 +16,7 @@ include: "rules/data.smk"
 include: "rules/pretrain.smk"
 include: "rules/train.smk"
 include: "rules/analyses.smk"
+include: "rules/outputs.smk"
 include: "rules/report.smk"
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import functools
 import json
 import math
@@ -15,6 +16,7 @@ from vptft.io import image_files
 from vptft.selection import grid_size
 from vptft import cost, study, worker
 from vptft.splits import family_regimes, regime_spec
+from vptft import strategies as strategy_registry
 from vptft.strategies import get_strategy
 
 # Schema + semantic checks before any job runs; fills in the schema's defaults.
@@ -84,15 +86,20 @@ NOTEBOOKS = os.path.join(
 )  # absolute: the workdir may be elsewhere (-d)
 
 
+# a strategy, or a variant of one with some options fixed: vpt_deep[location=add]
+STRATEGY_NAME = strategy_registry.NAME_PATTERN
+
+
 wildcard_constraints:
     backbone="|".join(map(re.escape, BACKBONE_KEYS)),
     task="[a-z0-9_]+",
-    strategy="[a-z0-9_]+",
+    strategy=STRATEGY_NAME,
     regime="vtab1k|scale[0-9]+|fewshot[0-9]+_(draw[0-9]+|prototype)|fgvc|fraction[0-9]+",
     family="vtab1k|scaling|fewshot|fgvc|fraction",
     seed="[0-9]+",
     chunk="[0-9]+",
-    table="(vpt_)?table[0-9]+",
+    # vpt_table10 is the significance table (rules/outputs.smk), not a `tables` entry
+    table=r"(?!vpt_table10[._])(vpt_)?table[0-9]+",
     figure="figure[0-9]+",
 
 
@@ -283,10 +290,14 @@ def start_from_arg(input):
 TRAIN_SEEDS = list(config["train"]["seeds"])
 CLAIM_SEEDS = study.final_seeds(config, study.CLAIM_STRATEGIES[0])
 # the strategies the `train` rule serves (the others, if any, are train_claims')
+# (a variant of FT or VPT, e.g. vpt_deep[location=add], is no run the claims read: `train` serves it)
 TRAIN_SEEDS_STRATEGIES = (
-    "[a-z0-9_]+"
+    STRATEGY_NAME
     if CLAIM_SEEDS == TRAIN_SEEDS
-    else "(?!(?:" + "|".join(study.CLAIM_STRATEGIES) + ")(?![a-z0-9_]))[a-z0-9_]+"
+    else "(?!(?:"
+    + "|".join(study.CLAIM_STRATEGIES)
+    + r")(?![a-z0-9_\[]))"
+    + STRATEGY_NAME
 )
 
 
@@ -391,7 +402,7 @@ def table_spec(wildcards, input, output):
 
 
 # The unqualified names (results/table2.csv, ...) that the paper_name rule copies from results/{bench}/.
-PAPER_NAMES = "(vpt_)?table[0-9]+[.]csv|claims[.](md|csv)|(vpt_)?figure[0-9]+(_log)?[.]png|fid[.]csv"
+PAPER_NAMES = "(vpt_)?table[0-9]+[.]csv|claims[.](md|csv)|(vpt_|adapt_)?figure[0-9]+(_log)?[.]png|fid[.]csv"
 
 
 def foreign_copy_note(wildcards):
@@ -483,21 +494,12 @@ def report_targets():
         f for f in study.configured_families(config) if study.family_runs(config, f)
     ]
     targets += [f"{RESULTS}/collected/{BB}/{family}.csv" for family in families]
-    figures = list(CURVE_FIGURES) if curve_strategies() else []
-    if study.compares_ft_and_vpt(config):  # Figure 3 and the claims compare FT with VPT
-        figures += ["figure3", "fid"]
-        targets += [f"{RESULTS}/claims.md", "results/claims.md", "results/claims.csv"]
-    if "scaling" in families:
-        figures += ["figure4", "figure6"]
-    if "fraction" in families and not study.output_problem(config, "vpt_figure3"):
-        figures += ["vpt_figure3", "vpt_figure20"]
-    if study.MODEL_SCALE in study.run_outputs(config):
-        figures.append(study.MODEL_SCALE)
-    if attribution_tasks():
-        figures += ATTRIBUTION_FIGURES
-    for name in figures:
-        suffix = "csv" if name == "fid" else "png"
-        targets += [f"{RESULTS}/{name}.{suffix}", f"results/{name}.{suffix}"]
+    for rendered in RENDERED:  # rules/report.smk
+        if rendered.when():
+            for name in rendered.files.values():
+                targets.append(f"{RESULTS}/{name}")
+                if re.fullmatch(PAPER_NAMES, name):
+                    targets.append(f"results/{name}")
     return targets
 
 

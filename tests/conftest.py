@@ -68,9 +68,10 @@ def reduced_test_config(tasks, strategies, tables=("table1",)) -> dict:
         config = yaml.safe_load(f)
     config["tasks"] = list(tasks)
     config["strategies"] = {k: config["strategies"][k] for k in strategies}
-    config["tables"] = {k: config["tables"][k] for k in tables}
+    config["tables"] = {k: {**config["tables"][k], "strategies": None} for k in tables}
     config["regimes"] = {"vtab1k": {k: config["regimes"]["vtab1k"][k] for k in ("n_train", "n_val")}}
     config.pop("analyses", None)
+    config.pop("figures", None)
     return config
 
 

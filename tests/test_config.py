@@ -129,10 +129,12 @@ def test_local_paper_run_without_gpu_stops_before_any_job(tmp_path):
 
 
 def _without_vpt(config):
-    config["strategies"].pop("vpt_deep")
-    config["strategies"].pop("ft_then_pt", None)
+    for name in ("vpt_deep", "ft_then_pt", "vpt_deep[location=add]"):
+        config["strategies"].pop(name, None)
     config["regimes"]["vtab1k"]["strategies"] = ["full", "linear"]
-    config["tables"] = {"table1": config["tables"]["table1"]}
+    config["tables"] = {"table1": {**config["tables"]["table1"], "strategies": None}}
+    config.pop("figures", None)
+    config["analyses"].pop("hparams", None)
     config["regimes"].pop("scaling"), config["regimes"].pop("fewshot")
     config["analyses"].pop("attribution")
     return config

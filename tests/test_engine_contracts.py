@@ -264,7 +264,9 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_keys_that_differ(mi
     cfg = engine.FitConfig("sgd", lr=0.1, weight_decay=0.0, epochs=1, warmup_epochs=0, batch_size=8, seed=0)
     with pytest.raises(RuntimeError, match="tuned state differs") as err:
         engine._load_checkpoint(path, adapt, engine.make_optimizer(adapt, cfg))
-    assert "['batches', 'score']" in str(err.value)  # Adapt's own buffers, not the keys both hold
+    assert "['batches', 'pruned_epoch', 'score']" in str(
+        err.value
+    )  # Adapt's own buffers, not the keys both hold
 
 
 def test_sigterm_sets_the_flag_the_training_loop_checks():

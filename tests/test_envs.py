@@ -62,6 +62,12 @@ def test_every_rule_that_runs_code_names_an_env():
     assert {"download", "splits", "pretrain", "sweep", "select", "train", "table", "paper_name"} <= set(
         checked
     )
+    rendered = re.search(  # the rule every rendered output (rules/outputs.smk) is made by
+        r"^for rendered in RENDERED:\n\n    rule:\n((?:        .*\n|\n)*)",
+        Path(ROOT, "rules", "report.smk").read_text(),
+        re.MULTILINE,
+    )
+    assert rendered and re.search(r"conda:\n\s+\"\.\./envs/report\.yaml\"", rendered.group(1))
 
 
 def test_data_env_has_what_preparing_tfds_needs():

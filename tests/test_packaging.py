@@ -80,6 +80,10 @@ RULES = {
     "figure_curves": runs({"report"}, notebook="curves.ipynb"),
     "figure_attribution": runs({"report"}, notebook="attribution.ipynb"),
     "claims": runs({"report"}, notebook="claims.ipynb"),
+    "ablation": runs({"report"}, notebook="ablation.ipynb"),  # ablation_<name>: a row per `figures` entry
+    "figure_hparams": runs({"report"}, notebook="hparams.ipynb"),
+    "significance": runs({"report"}, notebook="significance.ipynb"),
+    "figure_pruning": runs({"report"}, notebook="pruning.ipynb"),
     "paper_name": runs({"report"}),  # cp
     "paper_name_note": runs({"report"}),  # echo
 }
@@ -237,6 +241,33 @@ def _rules():
     for smk in Path(ROOT, "rules").glob("*.smk"):  # `use rule A as B with:` runs A's command in A's env
         for parent, name in re.findall(r"^\s*use rule (\w+) as (\w+) with:", smk.read_text(), re.MULTILINE):
             found[name] = found[parent]
+    # the rendered outputs: a rule per row of rules/outputs.smk's table, all from one rule in rules/report.smk
+    template = re.search(
+        r"^for rendered in RENDERED:\n\n    rule:\n((?:        .*\n|\n)*)",
+        Path(ROOT, "rules", "report.smk").read_text(),
+        re.MULTILINE,
+    ).group(1)
+    template = "\n".join(line[4:] for line in template.splitlines()) + "\n"
+    env = yaml.safe_load(
+        Path(ROOT, "rules", re.search(r'conda:\n\s+"([^"]+)"', template).group(1)).read_text()
+    )
+    pip = [item for d in env["dependencies"] if isinstance(d, dict) for item in d.get("pip", [])]
+    [extras] = [
+        set(m.group(1).split(",")) for m in map(re.compile(r"-e \.\.\[([a-z,]+)\]").fullmatch, pip) if m
+    ]
+    rows = re.findall(
+        r'^    Rendered\(\n\s+"(\w+)",\n[^\n]+\n\s+"([\w.]+)",',
+        Path(ROOT, "rules", "outputs.smk").read_text(),
+        re.MULTILINE,
+    )
+    assert rows, "no rows found in rules/outputs.smk"
+    rows += re.findall(  # the rows made from the config's `figures` (rule ablation_<name>): one notebook
+        r'^    return Rendered\(\n\s+f"(\w+)_\{name\}",\n[^\n]+\n\s+"([\w.]+)",',
+        Path(ROOT, "rules", "outputs.smk").read_text(),
+        re.MULTILINE,
+    )
+    for name, notebook in rows:
+        found[name] = template.replace("rendered.notebook", f'"{notebook}"'), extras
     return found
 
 

@@ -375,3 +375,40 @@ def test_paper_vs_reproduced_matches_cells_by_strategy_task_and_size():
         ["strategy", "task"]
     )
     assert whole.loc[("full", "mean_natural"), "published"] == 75.88  # all 7 tasks: Jia et al. Table 1
+
+
+def test_hparam_sensitivity_draws_every_sweep_point_by_lr(tmp_path):
+    """VPT Figure 17: one panel per strategy, a line per combination of the grid values besides lr, the selected
+    point kept; the points table holds every sweep row."""
+    import pandas as pd
+
+    from vptft.figures import hparam_sensitivity
+
+    vpt = tmp_path / "vpt.csv"
+    pd.DataFrame(
+        {
+            "grid_index": range(4),
+            "lr": [0.2, 0.2, 0.8, 0.8],
+            "wd": [0.0001] * 4,
+            "prompt_length": [1, 5, 1, 5],
+            "val_top1": [19.0, 23.0, 15.0, 9.0],
+            "selected": [0, 1, 0, 0],
+        }
+    ).to_csv(vpt, index=False)
+    linear = tmp_path / "linear.csv"
+    pd.DataFrame(
+        {"lr": [0.08, 0.4], "wd": [0.0001] * 2, "val_top1": [30.0, 35.0], "selected": [0, 1]}
+    ).to_csv(linear, index=False)
+    points = hparam_sensitivity(
+        {"vpt_deep": vpt, "linear": linear},
+        {"vpt_deep": ["lr", "wd", "prompt_length"], "linear": ["lr", "wd"]},
+        "t",
+        tmp_path / "f.png",
+    )
+    assert len(points) == 6 and points.selected.sum() == 2
+    assert set(points[points.strategy == "vpt_deep"].setting) == {
+        "wd=0.0001, prompt_length=1",
+        "wd=0.0001, prompt_length=5",
+    }
+    assert points[(points.strategy == "linear") & (points.selected == 1)].lr.item() == 0.4
+    assert (tmp_path / "f.png").stat().st_size > 5000

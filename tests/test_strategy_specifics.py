@@ -124,6 +124,11 @@ def test_adapt_prunes_to_exactly_the_target_and_never_during_warmup(mini_vit):
     summary = model.summary()
     assert summary["active_tokens"] == 5 and sum(summary["context_lengths"]) == 5
     assert len(summary["context_lengths"]) == len(mini_vit.blocks)
+    # the history: which tokens went in which epoch (Adapt's Figure 3), consistent with the mask
+    pruned = torch.tensor(summary["pruned_epoch"])
+    assert torch.equal(pruned == -1, model.keep)
+    per_epoch = {e: int((pruned == e).sum()) for e in range(6)}
+    assert per_epoch == {0: 0, 1: 0, 2: 6, 3: 5, 4: 0, 5: 0}  # 16 -> 10 in epoch 2, -> 7 -> 5 in epoch 3
 
 
 def test_adapt_l2_prunes_the_smallest_norm_tokens_first(mini_vit):
@@ -199,3 +204,19 @@ def test_a_checkpoint_of_another_strategy_is_refused_on_resume(mini_vit, tmp_pat
     adapt = adapt_model(mini_vit, context_length=4)
     with pytest.raises(RuntimeError, match="tuned state differs"):
         engine._load_checkpoint(tmp_path / "c.pt", adapt, engine.make_optimizer(adapt, cfg))
+
+
+def test_adapt_figure3_draws_the_mask_of_each_layer_at_its_epochs(tmp_path):
+    from vptft.figures import adapt_figure3
+
+    pruned = [[-1, 2, 4, -1], [0, -1, -1, 9], [-1, -1, -1, -1]]  # layer x token: the epoch it was pruned in
+    metrics = {"summary": {"pruned_epoch": pruned}, "epochs": 11, "strategy": "adapt", "task": "t", "seed": 0}
+    active = adapt_figure3(metrics, tmp_path / "f.png", panels=3)  # epochs 1, 6, 11
+    table = active.pivot(index="layer", columns="epoch", values="active")
+    assert list(table.columns) == [1, 6, 11]
+    assert (
+        table.loc[0].tolist() == [4, 2, 2]
+        and table.loc[1].tolist() == [3, 3, 2]
+        and table.loc[2].tolist() == [4] * 3
+    )
+    assert (tmp_path / "f.png").stat().st_size > 3000

@@ -277,7 +277,8 @@ def test_a_job_refuses_a_schedule_its_strategy_cannot_run(job_files):
 
 
 METRICS_KEYS = {
-    "task", "regime", "strategy", "backbone", "seed", "hparams", "options", "data", "lr_scaled", "batch_size",
+    "task", "regime", "strategy", "base_strategy", "variant", "backbone", "seed", "hparams", "options", "data",
+    "lr_scaled", "batch_size",
     "optimizer", "optimizer_behavior", "precision", "compile", "backbone_dropout", "epochs", "test_top1",
     "test_loss", "train_loss", "train_top1", "n_train", "final_split", "n_test", "tuned", "total", "tuned_pct",
     "backbone_params", "task_params", "summary", "seconds", "checkpoints", "checkpoint_bytes", "provenance",
@@ -311,6 +312,7 @@ def test_a_final_runs_metrics_hold_what_the_tables_and_provenance_read(job_files
         spec, tmp / "manifest.json", tmp / "backbone.safetensors", tmp / "contract_sweep.csv", tmp / "c", [5]
     )
     assert set(m) == METRICS_KEYS
+    assert m["base_strategy"] == "vpt_deep" and m["variant"] == {}  # not a variant
     assert (m["task"], m["regime"], m["strategy"], m["backbone"], m["seed"]) == (
         "digits",
         "vtab1k",

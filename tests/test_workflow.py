@@ -29,10 +29,16 @@ def workdir(tmp_path_factory):
 STUDY_FIRST = ["full", "vpt_deep", "mixed", "ft_then_pt", "linear"]  # the study's rows, then the others
 
 
+VARIANT = "vpt_deep[location=add]"  # table1 names it besides the vtab1k family's strategies
+
+
 def test_tables_are_produced_with_every_strategy(workdir):
-    for name, task in (("table1", "newshapes_src"), ("table2", "count_sketch")):
+    for name, task, rows in (
+        ("table1", "newshapes_src", [*STUDY_FIRST, VARIANT]),
+        ("table2", "count_sketch", STUDY_FIRST),
+    ):
         table = pd.read_csv(workdir / "results" / f"{name}.csv", index_col="strategy")
-        assert list(table.index) == STUDY_FIRST
+        assert list(table.index) == rows
         assert table[task].between(0, 100).all()
         assert (table["seeds"] == 2).all()
         assert (
@@ -40,12 +46,48 @@ def test_tables_are_produced_with_every_strategy(workdir):
         )
         wins = [c for c in table.columns if c.startswith("wins_")]
         assert len(wins) == 1 and pd.isna(table.loc["full", wins[0]])
-        assert table.loc[STUDY_FIRST[1:], wins[0]].between(0, 1).all()
+        assert table.loc[rows[1:], wins[0]].between(0, 1).all()
         runs = pd.read_csv(workdir / "results" / "mini" / f"{name}_runs.csv")
-        assert len(runs) == 5 * 2  # strategies x seeds, one task per table
+        assert len(runs) == len(rows) * 2  # strategies x seeds, one task per table
         mean = runs[runs.strategy == "vpt_deep"].test_top1.mean()
         assert table.loc["vpt_deep", task] == pytest.approx(mean, abs=0.01)
         assert (workdir / "results" / "mini" / f"{name}.ipynb").stat().st_size > 1000
+
+
+def test_a_variant_trains_and_is_collected_under_its_name(workdir):
+    """The variant trains as its base strategy with its option fixed, is recorded as such and is a table row."""
+    run = workdir / "results/mini/runs/mini_vit/newshapes_src/vtab1k" / VARIANT
+    metrics = json.loads((run / "seed0/metrics.json").read_text())
+    assert metrics["strategy"] == VARIANT and metrics["base_strategy"] == "vpt_deep"
+    assert metrics["variant"] == {"location": "add"} and metrics["seed"] == 0
+    assert (
+        metrics["tuned"] == 4 * 17 * 96 + 96 * 8 + 8
+    )  # a prompt per token (CLS + 16 patches), 4 blocks; head
+    runs = pd.read_csv(workdir / "results" / "mini" / "table1_runs.csv")
+    row = runs[runs.strategy == VARIANT].iloc[0]
+    assert row.base_strategy == "vpt_deep" and json.loads(row.variant) == {"location": "add"}
+    assert not (workdir / "results/mini/runs/mini_vit/count_sketch/vtab1k" / VARIANT).exists()  # table1 only
+    ablation = pd.read_csv(workdir / "results" / "mini" / "vpt_figure5.csv")  # VPT vs the variant, a figure
+    assert list(ablation.strategy.unique()) == ["vpt_deep", VARIANT]
+    assert list(ablation.task.unique()) == ["newshapes_src", "mean"] and (ablation.seeds == 2).all()
+    table = pd.read_csv(workdir / "results" / "table1.csv", index_col="strategy")
+    mine = ablation[ablation.task == "newshapes_src"].set_index("strategy").top1
+    assert mine.to_dict() == pytest.approx(
+        table.loc[["vpt_deep", VARIANT], "newshapes_src"].to_dict(), abs=0.01
+    )
+    assert (workdir / "results" / "vpt_figure5.png").stat().st_size > 5000
+
+
+def test_the_hparams_figure_reads_every_sweep_point(workdir):
+    points = pd.read_csv(workdir / "results" / "mini" / "vpt_figure17.csv", comment="#")
+    sweeps = workdir / "results/mini/runs/mini_vit/newshapes_src/vtab1k"
+    for strategy in STUDY_FIRST:
+        sweep = pd.read_csv(sweeps / strategy / "sweep.csv")
+        mine = points[points.strategy == strategy]
+        # the CSV keeps 2 decimals
+        assert list(mine.val_top1) == pytest.approx(list(sweep.val_top1), abs=0.01)
+        assert mine.selected.sum() == 1
+    assert (workdir / "results" / "vpt_figure17.png").stat().st_size > 5000
 
 
 def test_vpt_table1_counts_parameters_of_all_tasks_in_backbones(workdir):
@@ -114,6 +156,9 @@ FIGURES = [
     "figure12",
     "figure17",
     "figure18",
+    "vpt_figure5",  # the config's ablation figure
+    "vpt_figure16",  # VPT-deep against each strategy
+    "vpt_figure17",  # the sweeps
 ]
 
 
@@ -134,7 +179,8 @@ def test_every_figure_and_report_file_is_made(workdir):
         "table20",
     ):
         assert (results / "mini" / f"{name}.ipynb").is_file(), name
-    for family, rows in (("vtab1k", 2 * 5 * 2), ("scaling", None), ("fewshot", 2 * 2 * 2)):
+    # vtab1k: 2 tasks x 5 strategies x 2 seeds, and table1's variant on its one task
+    for family, rows in (("vtab1k", 2 * 5 * 2 + 2), ("scaling", None), ("fewshot", 2 * 2 * 2)):
         runs = pd.read_csv(results / "mini/collected/mini_vit" / f"{family}.csv")
         assert rows is None or len(runs) == rows, family
     assert not list(results.glob("mini/*_vs_paper.csv"))  # the miniature has no published counterpart
@@ -370,3 +416,36 @@ def test_the_claims_seeds_train_only_the_main_backbones_ft_and_vpt(tmp_path):
         "seed2",
     }
     assert not any("/mini_vit_moco/" in p for p in metrics.get("train", ()))
+
+
+def test_the_significance_table_tests_vpt_against_each_strategy(workdir):
+    tests = pd.read_csv(workdir / "results" / "vpt_table10.csv")
+    assert set(tests.strategy) == {"full", "linear", "mixed", "ft_then_pt"}
+    assert set(tests.task) == {"newshapes_src", "count_sketch", "all"}
+    per_task = tests[tests.task != "all"]
+    assert per_task.p.between(0, 1).all() and (per_task.n == 2).all()  # two seeds each: Welch has a p
+    table1 = pd.read_csv(workdir / "results" / "table1.csv", index_col="strategy")
+    full = per_task[(per_task.strategy == "full") & (per_task.task == "newshapes_src")].iloc[0]
+    expected = table1.loc["vpt_deep", "newshapes_src"] - table1.loc["full", "newshapes_src"]
+    assert full["diff"] == pytest.approx(expected, abs=0.02)
+    assert (workdir / "results" / "vpt_figure16.png").stat().st_size > 5000
+
+
+def test_adapt_figure3_asks_for_one_adapt_run(tmp_path):
+    """config/mini-all.yaml's `analyses.pruning`: Adapt's Figure 3 needs the Adapt run on its task, no other."""
+    proc = snakemake(
+        "-n",
+        "-c1",
+        "-d",
+        str(tmp_path),
+        "results/adapt_figure3.png",
+        f"--configfile={ROOT}/config/mini-all.yaml",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trains = [
+        line
+        for line in proc.stdout.splitlines()
+        if line.strip().startswith("wildcards:") and "strategy=" in line
+    ]
+    assert {line.split("strategy=")[1].split(",")[0] for line in trains} == {"adapt"}
+    assert {line.split("task=")[1].split(",")[0] for line in trains} == {"newshapes_src"}

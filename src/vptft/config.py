@@ -14,7 +14,7 @@ import yaml
 from vptft import study
 from vptft import tasks as task_registry
 from vptft.backbones import BACKBONES, family_problem, needs_local_file
-from vptft.strategies import STRATEGIES
+from vptft.strategies import get_strategy, variant_problems
 
 SCHEMA_PATH = Path(__file__).with_name("config_schema.yaml")
 
@@ -98,11 +98,16 @@ def _semantic_errors(config: dict) -> list[str]:
             errors.append(
                 f"$.tasks[{i}]: task {name!r} belongs to benchmark {task.benchmark!r}, not {bench!r}"
             )
+    variants = {}
     for name, entry in config["strategies"].items():
-        spec = STRATEGIES.get(name)
-        if spec is None:
-            errors.append(f"$.strategies.{name}: unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
+        if problems := variant_problems(name):
+            errors += [f"$.strategies.{name}: {problem}" for problem in problems]
             continue
+        spec = get_strategy(name)
+        if spec.variant:
+            same = variants.setdefault((spec.base, frozenset(spec.variant)), name)
+            if same != name:
+                errors.append(f"$.strategies.{name}: the same variant as {same!r}; configure it once")
         for depth in sorted({BACKBONES[key].depth for key in study.backbones(config)}):
             errors += [
                 e
@@ -130,14 +135,15 @@ def _family_errors(config: dict) -> list[str]:
             tables = [t for t in study.run_outputs(config) if key in study.table_backbones(config, t)]
             trained = [s for t in tables for s in study.table_strategies(config, t)]
         for name in dict.fromkeys(trained):
-            entry, spec = config["strategies"].get(name), STRATEGIES.get(name)
-            if entry is None or spec is None:  # reported by the other checks
+            entry = config["strategies"].get(name)
+            if entry is None or variant_problems(name):  # reported by the other checks
                 continue
+            spec = get_strategy(name)
             settings = [spec.resolve(entry.get("options", {}))]
             for option in ("location", "pooling"):
                 settings += [{**settings[0], option: v} for v in entry["grid"].get(option, [])]
             for values in settings:
-                if (problem := family_problem(BACKBONES[key], name, values)) is not None:
+                if (problem := family_problem(BACKBONES[key], spec.base, values)) is not None:
                     errors.append(f"$.strategies.{name}: {problem}; it trains on backbone {key!r}")
                     break
     return errors

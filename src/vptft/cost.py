@@ -22,7 +22,7 @@ from vptft.backbones import get_backbone
 from vptft.schedule import epochs_for, eval_epochs
 from vptft.selection import chunk_indices, grid_points
 from vptft.splits import capped_sizes, fgvc_parts, pool_size, regime_spec
-from vptft.strategies import get_strategy
+from vptft.strategies import STRATEGIES, get_strategy
 from vptft.tasks.vtab import TEST_SIZES, catalog_split_sizes
 
 PAPER_BATCH = 64  # the batch the VPT paper's latency figures were taken at
@@ -37,7 +37,6 @@ PAPER_A100_MS = {
 }
 PAPER_SOURCE = "VPT paper, ViT-B/16 on an A100 (its ms/img figures read per batch of 64)"
 MINI_TEST_SIZE = 1000  # a rendered mini task's test split (digits: 797 real images)
-PROMPT_STRATEGIES = ("vpt_deep", "vpt_shallow", "ft_then_pt", "mixed", "vpt_prefix", "adapt")
 
 
 @dataclass
@@ -66,10 +65,11 @@ class StepTimes:
             return own[0][1] * self.ratio(prompt_length) / self.ratio(own[0][0])
         if strategy == "mixed":  # every weight trains, on the longer token sequence
             return self.ms(kind, "full") * self.ratio(prompt_length)
-        if strategy in PROMPT_STRATEGIES and strategy != "vpt_deep":
+        prompt = strategy in STRATEGIES and STRATEGIES[strategy].prompt
+        if prompt and strategy != "vpt_deep":
             return self.ms(kind, "vpt_deep", prompt_length)
         full = table.get(("full", 0)) or next(iter(table.values()))
-        return full * (self.ratio(prompt_length) if strategy in PROMPT_STRATEGIES else 1.0)
+        return full * (self.ratio(prompt_length) if prompt else 1.0)
 
 
 def paper_step_times(backbone: str) -> StepTimes | None:
@@ -184,19 +184,20 @@ def run_estimate(
     on cached features: its head's steps only, see `feature_pass`)."""
     entry, train = config["strategies"][strategy], config["train"]
     values = {**entry.get("options", {}), **point}
-    declared = get_strategy(strategy)
+    declared = get_strategy(strategy)  # a variant is timed as its base strategy, with its fixed values
     batch = declared.batch_size(values, entry, train["batch_size"])
     epochs = epochs_for(n_train, batch, train["epochs"], train["min_steps"])
     steps = epochs * math.ceil(n_train / batch)
-    p = int(values.get("prompt_length", 0)) if strategy in PROMPT_STRATEGIES else 0
-    eval_ms = times.ms("eval", strategy, p)
+    options = declared.resolve({k: v for k, v in values.items() if k not in ("lr", "wd")})
+    p = int(options.get("prompt_length", 0)) if declared.prompt else 0
+    eval_ms = times.ms("eval", declared.base, p)
     if declared.cache_features:  # the head's steps on cached features: ~1% of a forward pass each
         return Estimate(0.01 * epochs * n_train * eval_ms / 1000, steps, 0)
     images = epochs * n_train
     n_evals = epochs if evals is None else evals
     eval_s = n_evals * n_eval * eval_ms / 1000
     return Estimate(
-        images * times.ms("train", strategy, p) / 1000 + eval_s, steps, images + n_evals * n_eval, eval_s
+        images * times.ms("train", declared.base, p) / 1000 + eval_s, steps, images + n_evals * n_eval, eval_s
     )
 
 
@@ -208,9 +209,10 @@ def final_evals(config: dict, curves: bool, epochs: int) -> int:
 
 def feature_pass(config: dict, times: StepTimes, strategy: str, images: int) -> Estimate:
     """A job of a strategy on cached features computes them once, whatever the number of runs."""
-    if not get_strategy(strategy).cache_features:
+    declared = get_strategy(strategy)
+    if not declared.cache_features:
         return Estimate()
-    return Estimate(images * times.ms("eval", strategy) / 1000, 0, images)
+    return Estimate(images * times.ms("eval", declared.base) / 1000, 0, images)
 
 
 def worst_point(config: dict, strategy: str) -> dict:

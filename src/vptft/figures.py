@@ -14,34 +14,26 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from vptft import significance
 from vptft import tasks as task_registry
 from vptft.io import atomic_path
+from vptft.strategies import get_strategy, variant_problems
 
-COLORS = {
-    "full": "#1f77b4",
-    "vpt_deep": "#ff7f0e",
-    "mixed": "#2ca02c",
-    "ft_then_pt": "#d62728",
-    "linear": "#7f7f7f",
-    "lora": "#9467bd",
-}
-LABELS = {
-    "full": "FT",
-    "vpt_deep": "VPT",
-    "mixed": "Mixed",
-    "ft_then_pt": "FT-then-PT",
-    "linear": "Linear",
-    "lora": "LoRA",
-}
 GROUP_ORDER = {"natural": 0, "specialized": 1, "structured": 2, "fgvc": 3}
 
 
 def label(strategy: str) -> str:
-    return LABELS.get(strategy, strategy)
+    """The legend name, from the strategy registry; a variant's is its base's with the options its name fixes:
+    VPT [location=add]."""
+    return _declared(strategy).label if _declared(strategy) else strategy
 
 
 def color(strategy: str) -> str:
-    return COLORS.get(strategy, "#8c564b")
+    return _declared(strategy).color if _declared(strategy) else "#8c564b"
+
+
+def _declared(strategy: str):
+    return None if variant_problems(strategy) else get_strategy(strategy)
 
 
 def save(fig, path, legend_below: bool = False, stamp: dict | None = None, below=None) -> None:
@@ -485,3 +477,137 @@ def vpt_figure4(
     fig.suptitle("VPT Figure 4: VTAB-1k group means across backbone sizes")
     save(fig, path, stamp=stamp)
     return means
+
+
+def ablation_means(runs: pd.DataFrame, strategies: list[str], tasks: list[str]) -> pd.DataFrame:
+    """Per (task, strategy) of an ablation: the mean and standard deviation of test top-1 over seeds, and the
+    seeds; then a `mean` row per strategy (the mean over tasks of the task means)."""
+    runs = runs[runs.strategy.isin(strategies) & runs.task.isin(tasks)]
+    per_task = (
+        runs.groupby(["task", "strategy"])
+        .agg(top1=("test_top1", "mean"), std=("test_top1", "std"), seeds=("seed", "nunique"))
+        .reset_index()
+    )
+    missing = sorted({(t, s) for t in tasks for s in strategies} - set(zip(per_task.task, per_task.strategy)))
+    if missing:
+        raise ValueError(f"ablation: no runs of {missing}")
+    overall = per_task.groupby("strategy").agg(top1=("top1", "mean"), seeds=("seeds", "min")).reset_index()
+    table = pd.concat([per_task, overall.assign(task="mean")], ignore_index=True)
+    order = {s: i for i, s in enumerate(strategies)}, {t: i for i, t in enumerate([*tasks, "mean"])}
+    return table.sort_values(
+        ["task", "strategy"], key=lambda c: c.map(order[1] if c.name == "task" else order[0])
+    ).reset_index(drop=True)
+
+
+def ablation(
+    runs: pd.DataFrame, strategies: list[str], tasks: list[str], title: str, path, stamp: dict | None = None
+) -> pd.DataFrame:
+    """An ablation of the VPT or Adapt paper: test top-1 of each setting (a strategy or a variant of it) per task
+    and averaged over the tasks, as grouped bars with the seed standard deviation as error bars."""
+    means = ablation_means(runs, strategies, tasks)
+    groups = [*tasks, "mean"]
+    width = 0.8 / len(strategies)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(groups) * max(1, len(strategies) / 3)), 3.6))
+    for i, strategy in enumerate(strategies):
+        sub = means[means.strategy == strategy].set_index("task").reindex(groups)
+        x = [j + (i - (len(strategies) - 1) / 2) * width for j in range(len(groups))]
+        shade = plt.get_cmap("tab10")(i % 10)  # one colour per setting: variants share their base's colour
+        ax.bar(x, sub.top1, width, yerr=sub["std"].fillna(0), color=shade, label=label(strategy))
+    ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right")
+    seeds = int(means.seeds.min())
+    ax.set_ylabel(f"test top-1 (%), mean of {seeds} seed{'s' if seeds > 1 else ''}")
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(title)
+    save(fig, path, stamp=stamp)
+    return means
+
+
+def hparam_sensitivity(sweeps: dict, grids: dict, task: str, path, stamp: dict | None = None) -> pd.DataFrame:
+    """The VPT paper's Figure 17: each strategy's validation top-1 over its sweep on one task, against the lr
+    (log axis), a line per combination of its other grid values; the selected point starred. `sweeps`: strategy
+    -> its sweep.csv; `grids`: strategy -> its grid's keys."""
+    rows = []
+    for strategy, sweep in sweeps.items():
+        frame = pd.read_csv(sweep)
+        others = [k for k in grids[strategy] if k != "lr"]
+        frame = frame.assign(strategy=strategy)
+        frame["setting"] = [
+            ", ".join(f"{k}={v}" for k, v in zip(others, values))
+            for values in frame[others].itertuples(index=False)
+        ]
+        rows.append(frame[["strategy", "setting", "lr", "val_top1", "selected"]])
+    points = pd.concat(rows, ignore_index=True)
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(3.3 * len(sweeps), 3.2), squeeze=False, sharey=True)
+    for ax, strategy in zip(axes[0], sweeps):
+        sub = points[points.strategy == strategy]
+        for setting, line in sub.groupby("setting", sort=False):
+            line = line.sort_values("lr")
+            ax.plot(line.lr, line.val_top1, "-o", markersize=4, label=setting or "lr only")
+        best = sub[sub.selected == 1]
+        ax.plot(best.lr, best.val_top1, "*", color="black", markersize=12, label="selected")
+        ax.set_xscale("log")
+        ax.set_xlabel("base lr")
+        ax.set_title(label(strategy), fontsize=10)
+        ax.legend(frameon=False, fontsize=6)
+    axes[0][0].set_ylabel("val top-1 (%)")
+    fig.suptitle(f"VPT Figure 17: validation top-1 over each strategy's grid on {task}")
+    save(fig, path, stamp=stamp)
+    return points
+
+
+def vpt_figure16(
+    tests: pd.DataFrame, reference_label: str, alpha: float, path, stamp: dict | None = None
+) -> None:
+    """The VPT paper's Figure 16: -log10 p of the reference against each strategy per task and across tasks,
+    coloured by which side is ahead; cells without a test are blank and say why."""
+    p = significance.matrix(tests)
+    diff = tests.pivot(index="strategy", columns="task", values="diff").reindex_like(p)
+    score = np.sign(diff.to_numpy(float)) * -np.log10(p.to_numpy(float).clip(1e-12, 1))
+    limit = max(2.0, np.nanmax(np.abs(score)) if np.isfinite(score).any() else 2.0)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * p.shape[1], 1.2 + 0.45 * p.shape[0]))
+    image = ax.imshow(score, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    for i in range(p.shape[0]):
+        for j in range(p.shape[1]):
+            value = p.iat[i, j]
+            text = "n/a" if np.isnan(value) else f"{value:.2g}" + ("*" if value < alpha else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(p.shape[1]), list(p.columns), rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(p.shape[0]), [label(s) for s in p.index], fontsize=8)
+    bar = fig.colorbar(image, ax=ax)
+    bar.set_label(f"-log10 p (> 0: {reference_label} ahead)", fontsize=8)
+    fig.suptitle(
+        f"VPT Figure 16: {reference_label} vs each strategy (Welch per task, Wilcoxon across tasks; * p < {alpha})",
+        fontsize=9,
+    )
+    save(fig, path, stamp=stamp)
+
+
+def adapt_figure3(metrics: dict, path, stamp: dict | None = None, panels: int = 6) -> pd.DataFrame:
+    """Adapt's Figure 3: the binary token mask of every layer (rows) at evenly spaced epochs of one run, from the
+    pruning history its metrics record (`summary.pruned_epoch`: the epoch each token was pruned in, -1 kept).
+    Returns the active tokens per layer at each drawn epoch."""
+    pruned = np.asarray(metrics["summary"]["pruned_epoch"])
+    epochs = int(metrics["epochs"])
+    shown = sorted({round(i * (epochs - 1) / max(1, panels - 1)) for i in range(panels)})
+    masks = {e: (pruned == -1) | (pruned > e) for e in shown}  # active at the end of epoch e (0-based)
+    fig, axes = plt.subplots(1, len(shown), figsize=(1.6 * len(shown) + 1, 2.6), squeeze=False)
+    for ax, epoch in zip(axes[0], shown):
+        ax.imshow(masks[epoch], cmap="Greys", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        ax.set_title(f"epoch {epoch + 1}: {int(masks[epoch].sum())}", fontsize=8)
+        ax.set_xlabel("token", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks(range(pruned.shape[0]))
+    axes[0][0].set_ylabel("layer", fontsize=8)
+    fig.suptitle(
+        f"Adapt Figure 3: active key/value prompt tokens (black) of {metrics['strategy']} on {metrics['task']}, "
+        f"seed {metrics['seed']}",
+        fontsize=9,
+    )
+    save(fig, path, stamp=stamp)
+    return pd.DataFrame(
+        [
+            {"epoch": e + 1, "layer": i, "active": int(m[i].sum())}
+            for e, m in masks.items()
+            for i in range(len(m))
+        ]
+    )

@@ -12,7 +12,7 @@ import copy
 from vptft import tasks as task_registry
 from vptft.backbones import BACKBONES
 from vptft.splits import FAMILIES, FGVC_FAMILIES, family_of, family_regimes
-from vptft.strategies import STRATEGIES
+from vptft.strategies import get_strategy, variant_problems
 from vptft.tasks import FGVC_GROUP
 
 CURVE_STRATEGIES = ("full", "vpt_deep", "mixed", "ft_then_pt")  # Figures 5, 9-12: the study's four rows
@@ -108,7 +108,7 @@ def backbone_view(config: dict, backbone: str) -> dict:
     view["train"] = {**config["train"], "epochs": registry.epochs}
     view["strategies"] = copy.deepcopy(config["strategies"])
     for name, entry in view["strategies"].items():
-        entry.update(STRATEGIES[name].table8_batches(registry.batches))
+        entry.update(get_strategy(name).table8_batches(registry.batches))
         if registry.prompt_lengths and "prompt_length" in entry.get("grid", {}):
             entry["grid"]["prompt_length"] = list(registry.prompt_lengths)
     return view
@@ -129,13 +129,46 @@ def output_entry(config: dict, name: str) -> dict:
             "strategies": scale.get("strategies"),
             "backbone": scale.get("backbones"),
         }
-    return config["tables"][name]
+    return (config.get("figures") or {}).get(name) or config["tables"][name]
+
+
+# The figures rendered from the runs of their own rule's inputs (rules/outputs.smk): a `figures` entry of the
+# config may not take their names.
+SIGNIFICANCE_TABLE = "vpt_table10"  # the VPT paper's Table 10 (with its Figure 16): VPT-deep vs each strategy
+HPARAMS_FIGURE = "vpt_figure17"  # the VPT paper's Figure 17: `analyses.hparams`
+PRUNING_FIGURE = "adapt_figure3"  # Adapt's Figure 3: `analyses.pruning`
+BUILT_IN_FIGURES = (
+    "vpt_figure3",
+    "vpt_figure20",
+    MODEL_SCALE,
+    HPARAMS_FIGURE,
+    "vpt_figure16",
+    PRUNING_FIGURE,
+)
+
+
+def hparams_strategies(config: dict) -> list[str]:
+    """The strategies of the VPT paper's Figure 17 (`analyses.hparams`): the configured ones, or every strategy
+    the vtab1k family trains."""
+    return list(
+        ((config.get("analyses") or {}).get("hparams") or {}).get("strategies")
+        or family_strategies(config, "vtab1k")
+    )
 
 
 def run_outputs(config: dict) -> list[str]:
-    """The outputs whose rows name the runs they need: every table, and Figure 4 of the VPT paper if asked."""
+    """The outputs whose rows name the runs they need: every table, every ablation figure (`figures`), and
+    Figure 4 of the VPT paper if asked."""
     scale = (config.get("analyses") or {}).get("model_scale")
-    return [*config["tables"], *([MODEL_SCALE] if scale else [])]
+    return [*config["tables"], *(config.get("figures") or {}), *([MODEL_SCALE] if scale else [])]
+
+
+def run_entries(config: dict) -> list[tuple[str, str, dict]]:
+    """(config section, name, entry) of every table and ablation figure: what the config check reads."""
+    return [
+        *(("tables", name, entry) for name, entry in config["tables"].items()),
+        *(("figures", name, entry) for name, entry in (config.get("figures") or {}).items()),
+    ]
 
 
 def table_backbones(config: dict, table: str) -> list[str]:
@@ -231,32 +264,38 @@ def problems(config: dict) -> list[str]:
                 f"$.analyses.model_scale.backbones[{i}]: {name!r} is neither `backbone` nor in `backbones`; "
                 "add it to `backbones`"
             )
-    for table, entry in config["tables"].items():
+    for section, table, entry in run_entries(config):
+        where = f"$.{section}.{table}"
+        if section == "tables" and table == SIGNIFICANCE_TABLE:
+            errors.append(
+                f"{where}: {table!r} is the significance table the workflow makes itself; name it otherwise"
+            )
+        if section == "figures" and table in BUILT_IN_FIGURES:
+            errors.append(
+                f"{where}: {table!r} is a figure the workflow draws itself; name the ablation otherwise"
+            )
         for name in table_backbones(config, table):
             if name not in backbones(config):
                 errors.append(
-                    f"$.tables.{table}.backbone: {name!r} is neither `backbone` nor in `backbones`; "
-                    "add it to `backbones`"
+                    f"{where}.backbone: {name!r} is neither `backbone` nor in `backbones`; add it to `backbones`"
                 )
         if entry["regime"] not in config["regimes"]:
-            errors.append(
-                f"$.tables.{table}.regime: regime family {entry['regime']!r} is not configured in `regimes`"
-            )
+            errors.append(f"{where}.regime: regime family {entry['regime']!r} is not configured in `regimes`")
             continue
         for key, known in (("tasks", tasks), ("strategies", strategies)):
             for i, name in enumerate(entry.get(key) or []):
                 if name not in known:
-                    errors.append(f"$.tables.{table}.{key}[{i}]: {name!r} is not in the config's `{key}`")
+                    errors.append(f"{where}.{key}[{i}]: {name!r} is not in the config's `{key}`")
         chosen = table_tasks(config, table)
         if not chosen:
             errors.append(
-                f"$.tables.{table}.groups: no task of this table's family is in groups {entry['groups']}"
+                f"{where}.groups: no task of this {section[:-1]}'s family is in groups {entry['groups']}"
             )
         else:
             for i, group in enumerate(entry["groups"]):
                 if not any(task_registry.TASKS[t].group == group for t in chosen):
                     errors.append(
-                        f"$.tables.{table}.groups[{i}]: no task of group {group!r} among the table's tasks "
+                        f"{where}.groups[{i}]: no task of group {group!r} among the {section[:-1]}'s tasks "
                         f"{chosen}; remove the group or add a {group} task to the {entry['regime']} family"
                     )
         if entry.get("metric") == "prompt_length":
@@ -269,10 +308,10 @@ def problems(config: dict) -> list[str]:
             "$.regimes.fraction.hparams: 'fgvc' reuses the fgvc regime's selection, and `regimes.fgvc` is not "
             "configured; add it, or set `hparams: sweep`"
         )
-    for table, entry in config["tables"].items():
+    for section, table, entry in run_entries(config):
         if FGVC_GROUP in entry["groups"] and "fgvc" not in config["regimes"]:
             errors.append(
-                f"$.tables.{table}.groups: the {FGVC_GROUP!r} group shows the fgvc regime's runs; add "
+                f"$.{section}.{table}.groups: the {FGVC_GROUP!r} group shows the fgvc regime's runs; add "
                 "`regimes.fgvc`"
             )
     analyses = config.get("analyses", {})
@@ -287,10 +326,26 @@ def problems(config: dict) -> list[str]:
             errors.append(
                 f"$.analyses.curves.tasks[{i}]: {name!r} is fine-grained; the curves are of vtab1k runs"
             )
+    pruning = analyses.get("pruning") or {}
+    if pruning:
+        runs = family_runs(config, "vtab1k").get(pruning["task"], [])
+        if pruning["strategy"] not in runs:
+            errors.append(
+                f"$.analyses.pruning: {pruning['strategy']!r} has no vtab1k runs on {pruning['task']!r} "
+                f"(trained there: {runs})"
+            )
+        elif get_strategy(pruning["strategy"]).base != "adapt":
+            errors.append(f"$.analyses.pruning.strategy: {pruning['strategy']!r} does not prune (not Adapt)")
+    hparams = analyses.get("hparams") or {}
+    if hparams and hparams["task"] not in family_tasks(config, "vtab1k"):
+        errors.append(f"$.analyses.hparams.task: {hparams['task']!r} is not a task of the vtab1k family")
+    for i, name in enumerate(hparams.get("strategies") or []):
+        if name not in family_strategies(config, "vtab1k"):
+            errors.append(f"$.analyses.hparams.strategies[{i}]: {name!r} has no vtab1k sweep in this config")
     claim_seeds = (analyses.get("claims") or {}).get("seeds")
     for name in config["strategies"]:
-        known = STRATEGIES.get(name)  # unknown names are reported by the config check
-        continued = known.continues if known else None
+        known = not variant_problems(name)  # unknown names are reported by the config check
+        continued = get_strategy(name).continues if known else None
         missing = sorted(set(final_seeds(config, name)) - set(claim_seeds or []))
         if claim_seeds and continued in CLAIM_STRATEGIES and name not in CLAIM_STRATEGIES and missing:
             errors.append(
@@ -353,6 +408,17 @@ def output_problem(config: dict, output: str) -> str | None:
     """Why this config cannot make an output (a table, figure or report by its name), with how to get it; None
     where it can. The rules ask before any job is scheduled, so nothing runs toward an output that would fail."""
     trained = family_strategies(config, "vtab1k")
+    if output in (config.get("figures") or {}):
+        return None
+    if output == PRUNING_FIGURE and not (config.get("analyses") or {}).get("pruning"):
+        return "set `analyses.pruning.task` (a vtab1k task Adapt trains on), e.g. `analyses: {pruning: {task: <task>}}`"
+    if output == HPARAMS_FIGURE and not (config.get("analyses") or {}).get("hparams"):
+        return "set `analyses.hparams.task` (a vtab1k task), e.g. `analyses: {hparams: {task: <task>}}`"
+
+    if output == SIGNIFICANCE_TABLE:
+        if not compares_ft_and_vpt(config):
+            return f"it tests VPT-deep against the other vtab1k strategies; vtab1k trains {trained}"
+        return None
     if output.startswith(("table", "vpt_table")):
         if output not in config["tables"]:
             configured = ", ".join(config["tables"]) or "none"

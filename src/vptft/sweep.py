@@ -295,6 +295,8 @@ def _final_run(job: Job, point: dict, seed: int, out_dir: Path) -> dict:
         "task": spec["task"],
         "regime": spec["regime"],
         "strategy": spec["strategy"],
+        "base_strategy": job.strategy.base,  # a variant's registry strategy and the options its name fixes
+        "variant": dict(job.strategy.variant),
         "backbone": spec["backbone"],
         "seed": seed,
         "hparams": point,

@@ -13,7 +13,7 @@ import importlib
 import itertools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # The VPT paper's Table 8 batch rule: prompt lengths from this value on train with the smaller batch.
@@ -171,6 +171,17 @@ class StrategySpec:
     table8: str | None = (
         None  # its column of the VPT paper's Table 8 (batch sizes): linear, partial, full, prompt
     )
+    label: str = ""  # its name in legends (default: the registry name)
+    color: str = "#8c564b"  # its colour in figures
+    prompt: bool = False  # a prompt method: its step time grows with the prompt length (cost model)
+    base: str = ""  # the registry strategy (a variant's base; its own name otherwise)
+    variant: tuple = ()  # a variant's fixed (option, value) pairs, in the order of its name
+
+    def __post_init__(self):
+        if not self.base:
+            object.__setattr__(self, "base", self.name)
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
 
     @property
     def all_options(self) -> dict:
@@ -184,6 +195,9 @@ class StrategySpec:
         for where, values in (("grid", grid), ("options", options)):
             for key, value in values.items():
                 option = self.all_options.get(key)
+                if key in dict(self.variant):
+                    errors.append(f"{path}.{where}.{key}: fixed by the variant's name {self.name!r}")
+                    continue
                 if option is None or (where == "options" and key in BASE_OPTIONS):
                     errors.append(
                         f"{path}.{where}.{key}: {self.name!r} has no hyper-parameter {key!r} "
@@ -235,7 +249,9 @@ class StrategySpec:
     def batch_size(self, point: dict, entry: dict, default: int) -> int:
         """The VPT paper's rule: the strategy's batch, the smaller long-prompt batch from LONG_PROMPT tokens."""
         long_batch = entry.get("batch_size_long_prompts")
-        if long_batch and int(point.get("prompt_length", 0)) >= LONG_PROMPT:
+        fixed = self.options.get("prompt_length")  # a variant may fix it; a grid point gives it otherwise
+        length = point.get("prompt_length", fixed.default if fixed is not None else 0)
+        if long_batch and int(length) >= LONG_PROMPT:
             return long_batch
         return entry.get("batch_size") or default
 
@@ -272,6 +288,8 @@ STRATEGIES = {
             stores_backbone=True,
             table8="full",
             description="every backbone weight + head",
+            label="FT",
+            color="#1f77b4",
         ),
         StrategySpec(
             "linear",
@@ -280,6 +298,8 @@ STRATEGIES = {
             cache_features=True,
             table8="linear",
             description="a new head on frozen features",
+            label="Linear",
+            color="#7f7f7f",
         ),
         StrategySpec(
             "vpt_shallow",
@@ -294,6 +314,9 @@ STRATEGIES = {
             table8="prompt",
             description="p prompts at the first layer + head",
             combination_problems=_prompt_problems,
+            label="VPT-shallow",
+            color="#ffbb78",
+            prompt=True,
         ),
         StrategySpec(
             "vpt_deep",
@@ -303,6 +326,9 @@ STRATEGIES = {
             table8="prompt",
             description="p fresh prompts at every layer + head",
             combination_problems=_prompt_problems,
+            label="VPT",
+            color="#ff7f0e",
+            prompt=True,
         ),
         StrategySpec(
             "mixed",
@@ -314,6 +340,9 @@ STRATEGIES = {
             combination_problems=_prompt_problems,
             table8="prompt",
             description="deep prompts + the whole backbone + head, with the prompt-tuning optimiser",
+            label="Mixed",
+            color="#2ca02c",
+            prompt=True,
         ),
         StrategySpec(
             "ft_then_pt",
@@ -325,6 +354,9 @@ STRATEGIES = {
             combination_problems=_prompt_problems,
             table8="prompt",
             description="deep prompts + head on the backbone of a finished full finetuning run",
+            label="FT-then-PT",
+            color="#d62728",
+            prompt=True,
         ),
         StrategySpec(
             "partial",
@@ -335,6 +367,8 @@ STRATEGIES = {
             combination_problems=_depth_problems("k"),
             table8="partial",
             description="the last k blocks + final norm + head",
+            label="Partial",
+            color="#aec7e8",
         ),
         StrategySpec(
             "mlp",
@@ -343,6 +377,8 @@ STRATEGIES = {
             _k("k", 2, "linear layers of the head (k - 1 hidden layers of the feature width)"),
             cache_features=True,
             description="a k-layer MLP head on frozen features",
+            label="Mlp",
+            color="#c7c7c7",
         ),
         StrategySpec(
             "bias",
@@ -351,6 +387,8 @@ STRATEGIES = {
             trains_backbone=True,
             table8="full",
             description="every bias of the backbone + head (BitFit / TinyTL)",
+            label="Bias",
+            color="#e377c2",
         ),
         StrategySpec(
             "adapter",
@@ -369,6 +407,8 @@ STRATEGIES = {
             trains_backbone=True,
             table8="full",
             description="bottleneck adapters after each FFN + head",
+            label="Adapter",
+            color="#bcbd22",
         ),
         StrategySpec(
             "sidetune",
@@ -376,6 +416,8 @@ STRATEGIES = {
             "vptft.strategies.sidetune:build_sidetune",
             _k("side_width", 64, "channels of the side network's last conv layer"),
             description="a side network blended with the frozen features + head",
+            label="Sidetune",
+            color="#17becf",
         ),
         StrategySpec(
             "lora",
@@ -387,6 +429,8 @@ STRATEGIES = {
             },
             trains_backbone=True,
             description="peft LoRA on the attention qkv projections + head",
+            label="LoRA",
+            color="#9467bd",
         ),
         StrategySpec(
             "vpt_prefix",
@@ -395,6 +439,9 @@ STRATEGIES = {
             KV_PROMPT_OPTIONS,
             table8="prompt",
             description="prompts prepended to every layer's keys and values only + head",
+            label="VPT-prefix",
+            color="#ff9896",
+            prompt=True,
         ),
         StrategySpec(
             "adapt",
@@ -405,6 +452,9 @@ STRATEGIES = {
             description="key/value prompts pruned by saliency to a total budget + head",
             combination_problems=_adapt_problems,
             schedule=_adapt_schedule,
+            label="Adapt",
+            color="#98df8a",
+            prompt=True,
         ),
     ]
 }
@@ -413,8 +463,84 @@ STRATEGIES = {
 STUDY_STRATEGIES = ("full", "vpt_deep", "mixed", "ft_then_pt")
 
 
-def get_strategy(name: str) -> StrategySpec:
+# A variant names a strategy with some options fixed: `vpt_deep[location=add]`, `adapt[saliency=l2,target_length=16]`.
+# It is configured, trained, selected and collected like any strategy, under its own name.
+VARIANT = re.compile(r"([a-z0-9_]+)\[([^\]]*)\]")
+VARIANT_ITEM = re.compile(r"([a-z0-9_]+)=([A-Za-z0-9_.:+-]+)")
+NAME_PATTERN = r"[a-z0-9_]+(\[[a-z0-9_]+=[A-Za-z0-9_.:+-]+(,[a-z0-9_]+=[A-Za-z0-9_.:+-]+)*\])?"
+
+
+def _typed(option: Option, text: str):
+    """A variant value as its option's type (int, float or str)."""
+    if option.type is str:
+        return text
     try:
+        return option.type(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not of type {option.type.__name__}") from None
+
+
+def variant_problems(name: str) -> list[str]:
+    """What is wrong with a strategy name: an unknown strategy, or a variant whose base, keys or values are
+    not valid, or which changes nothing (its values are the defaults)."""
+    match = VARIANT.fullmatch(name)
+    if match is None:
+        if name in STRATEGIES:
+            return []
+        return [
+            f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)} (or a variant such as vpt_deep[location=add])"
+        ]
+    base, body = match.groups()
+    if base not in STRATEGIES:
+        return [f"variant {name!r}: unknown strategy {base!r}; known: {', '.join(STRATEGIES)}"]
+    spec, problems, seen = STRATEGIES[base], [], set()
+    items = body.split(",")
+    for item in items:
+        parsed = VARIANT_ITEM.fullmatch(item)
+        if parsed is None:
+            problems.append(f"variant {name!r}: {item!r} is not option=value")
+            continue
+        key, text = parsed.groups()
+        option = spec.options.get(key)
+        if option is None:
+            allowed = ", ".join(sorted(spec.options)) or "none"
+            problems.append(f"variant {name!r}: {base!r} has no option {key!r} to fix (allowed: {allowed})")
+            continue
+        if key in seen:
+            problems.append(f"variant {name!r}: {key!r} is given twice")
+        seen.add(key)
+        try:
+            value = _typed(option, text)
+        except ValueError as err:
+            problems.append(f"variant {name!r}: {key} {err}")
+            continue
+        if (problem := option.problem(value)) is not None:
+            problems.append(f"variant {name!r}: {key} {problem}")
+        elif value == option.default:
+            problems.append(f"variant {name!r}: {key}={text} is the default of {base!r} (it changes nothing)")
+    return problems
+
+
+def _items(body: str) -> list[tuple[str, str]]:
+    return [tuple(item.split("=", 1)) for item in body.split(",")]
+
+
+def _variant(name: str) -> StrategySpec:
+    """The registry strategy with a variant's values as fixed defaults (checked by variant_problems)."""
+    if problems := variant_problems(name):
+        raise KeyError("; ".join(problems))
+    base, body = VARIANT.fullmatch(name).groups()
+    spec = STRATEGIES[base]
+    fixed = tuple((key, _typed(spec.options[key], text)) for key, text in _items(body))
+    options = {**spec.options, **{key: replace(spec.options[key], default=value) for key, value in fixed}}
+    label = f"{spec.label} [{body}]"  # VPT [location=add]
+    return replace(spec, name=name, options=options, base=base, variant=fixed, label=label, color=spec.color)
+
+
+def get_strategy(name: str) -> StrategySpec:
+    """A registry strategy, or a variant of one (`base[option=value,...]`)."""
+    if name in STRATEGIES:
         return STRATEGIES[name]
-    except KeyError:
-        raise KeyError(f"unknown strategy {name!r}; known strategies: {', '.join(STRATEGIES)}") from None
+    if VARIANT.fullmatch(name):
+        return _variant(name)
+    raise KeyError(f"unknown strategy {name!r}; known strategies: {', '.join(STRATEGIES)}")

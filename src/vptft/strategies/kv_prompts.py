@@ -66,6 +66,8 @@ class AdaptModel(KVPromptModel):
         # saliency accumulated since the last pruning step, and the minibatches it covers (resumable state)
         self.register_buffer("score", torch.zeros(self.keep.shape, dtype=torch.float64))
         self.register_buffer("batches", torch.zeros((), dtype=torch.int64))
+        # the pruning history (Adapt's Figure 3): the epoch each token was pruned in, -1 while it is active
+        self.register_buffer("pruned_epoch", torch.full(self.keep.shape, -1, dtype=torch.int64))
 
     def after_backward(self, epoch: int) -> None:
         if (
@@ -78,15 +80,17 @@ class AdaptModel(KVPromptModel):
             self.score += SALIENCY[self.saliency](self.prompts, self.prompts.grad).double()
         self.batches += 1
         if int(self.batches) % self.prune_every == 0:
-            self.prune()
+            self.prune(epoch)
 
-    def prune(self) -> None:
-        """Mask out the lowest-saliency active tokens (at most prune_tokens, never below target_length)."""
+    def prune(self, epoch: int) -> None:
+        """Mask out the lowest-saliency active tokens (at most prune_tokens, never below target_length), noting
+        the epoch in the history."""
         with torch.no_grad():
             n = min(self.prune_tokens, int(self.keep.sum()) - self.target_length)
             if n > 0:
                 ranked = self.score.masked_fill(~self.keep, float("inf")).flatten().argsort(stable=True)
                 self.keep.view(-1)[ranked[:n]] = False
+                self.pruned_epoch.view(-1)[ranked[:n]] = epoch
             self.score.zero_()
 
     def stored_parameters(self) -> int:
@@ -97,6 +101,7 @@ class AdaptModel(KVPromptModel):
             "context_lengths": self.keep.sum(1).tolist(),
             "active_tokens": int(self.keep.sum()),
             "target_reached": int(self.keep.sum()) == self.target_length,
+            "pruned_epoch": self.pruned_epoch.tolist(),  # layer x token: the epoch it was pruned in, -1 kept
         }
 
 

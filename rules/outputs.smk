@@ -1,0 +1,269 @@
+# The table of rendered outputs (figures, reports): one row each - name, notebook, files, inputs, what the notebook
+# is told, when `all` builds it. rules/report.smk makes a papermill rule of every row. A new figure = a row here,
+# a notebook and a caption (report/<file stem>.rst). Tables have their own rule (`table`, one for all tables).
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+    """An output a notebook renders. `files`: key -> file under results/<bench>/ (.png and .md go in the Snakemake
+    report with caption report/<stem>.rst, or `captions[key]`); `inputs(wildcards)`: key -> files it reads,
+    refused while the DAG is built where the config cannot make it (study.output_problem of `name`);
+    `spec(input, output)`: what the notebook is told besides the provenance stamp; `when()`: whether `all`
+    builds it."""
+
+    rule_name: str
+    # the executed notebook's and the log's name (results/<bench>/<name>.ipynb), and the output's name for
+    # study.output_problem and the provenance stamp
+    name: str
+    notebook: str
+    files: dict
+    inputs: object
+    spec: object
+    when: object
+    captions: dict = dataclasses.field(default_factory=dict)
+
+    def input_files(self, wildcards):
+        if problem := study.output_problem(config, self.name):
+            raise ValueError(f"{RESULTS}/{next(iter(self.files.values()))}: {problem}")
+        return self.inputs(wildcards)
+
+    def output_files(self):
+        files = {}
+        for key, name in self.files.items():
+            path = f"{RESULTS}/{name}"
+            if name.endswith((".png", ".md")):
+                caption = self.captions.get(key, os.path.splitext(name)[0])
+                category = "Figures" if name.endswith(".png") else "Claims"
+                path = report(
+                    path, caption=f"../report/{caption}.rst", category=category
+                )
+            files[key] = path
+        return files
+
+    def params(self, wildcards, input, output):
+        return spec(**self.spec(input, output), provenance=stamp_of(self.name))
+
+
+def pruning_run():
+    """The Adapt run whose pruning history Adapt's Figure 3 draws: the first seed on `analyses.pruning.task`."""
+    entry = config["analyses"]["pruning"]
+    seed = study.final_seeds(config, entry["strategy"])[0]
+    return f"{runs_dir(BB)}/{entry['task']}/vtab1k/{entry['strategy']}/seed{seed}/metrics.json"
+
+
+def _families():
+    return [
+        f for f in study.configured_families(config) if study.family_runs(config, f)
+    ]
+
+
+def _family_runs(family):
+    tasks, strategies = study.family_tasks(config, family), study.family_strategies(
+        config, family
+    )
+    return lambda wc: {"runs": collected(family, tasks, strategies)}
+
+
+RENDERED = [
+    Rendered(
+        "figure_fid",
+        "figure3",
+        "fid.ipynb",
+        {"figure": "figure3.png", "csv": "fid.csv"},
+        lambda wc: {
+            "fid": expand(
+                f"{RESULTS}/fid/{{task}}.json", task=study.vtab_tasks(config)
+            ),
+            "runs": collected("vtab1k", study.vtab_tasks(config), fid_strategies()),
+        },
+        lambda input, output: dict(
+            fid=list(input.fid),
+            runs=list(input.runs),
+            figure=output.figure,
+            csv=output.csv,
+            benchmark=BENCH,
+        ),
+        lambda: study.compares_ft_and_vpt(config),  # Figure 3 compares FT with VPT
+    ),
+    Rendered(
+        "figure_scaling",
+        "figure4",
+        "scaling.ipynb",
+        {"figure": "figure4.png", "overfitting": "figure6.png"},
+        _family_runs("scaling"),
+        lambda input, output: dict(
+            runs=list(input.runs),
+            strategies=study.family_strategies(config, "scaling"),
+            figure=output.figure,
+            overfitting=output.overfitting,
+        ),
+        lambda: "scaling" in _families(),
+    ),
+    Rendered(
+        "figure_fraction",
+        "vpt_figure3",
+        "fraction.ipynb",
+        {"figure3": "vpt_figure3.png", "figure20": "vpt_figure20.png"},
+        _family_runs("fraction"),
+        lambda input, output: dict(
+            runs=list(input.runs),
+            strategies=study.family_strategies(config, "fraction"),
+            figure3=output.figure3,
+            figure20=output.figure20,
+        ),
+        lambda: "fraction" in _families()
+        and not study.output_problem(config, "vpt_figure3"),
+    ),
+    Rendered(
+        "figure_model_scale",
+        study.MODEL_SCALE,
+        "model_scale.ipynb",
+        {"figure": "vpt_figure4.png", "csv": "vpt_figure4.csv"},
+        lambda wc: {"runs": output_runs(study.MODEL_SCALE)},
+        lambda input, output: dict(
+            runs=list(input.runs),
+            backbones=study.table_backbones(config, study.MODEL_SCALE),
+            strategies=study.table_strategies(config, study.MODEL_SCALE),
+            groups=study.output_entry(config, study.MODEL_SCALE)["groups"],
+            figure=output.figure,
+            csv=output.csv,
+        ),
+        lambda: study.MODEL_SCALE in study.run_outputs(config),
+    ),
+    Rendered(
+        "figure_hparams",
+        study.HPARAMS_FIGURE,
+        "hparams.ipynb",
+        {"figure": "vpt_figure17.png", "csv": "vpt_figure17.csv"},
+        lambda wc: {
+            "sweeps": [
+                f"{runs_dir(BB)}/{config['analyses']['hparams']['task']}/vtab1k/{s}/sweep.csv"
+                for s in study.hparams_strategies(config)
+            ]
+        },
+        lambda input, output: dict(
+            sweeps=dict(zip(study.hparams_strategies(config), input.sweeps)),
+            grids={
+                s: list(config["strategies"][s]["grid"])
+                for s in study.hparams_strategies(config)
+            },
+            task=config["analyses"]["hparams"]["task"],
+            figure=output.figure,
+            csv=output.csv,
+        ),
+        lambda: bool(config["analyses"].get("hparams")),
+    ),
+    Rendered(
+        "figure_curves",
+        "figure5",
+        "curves.ipynb",
+        {name: f"{name}.png" for name in CURVE_FIGURES},
+        lambda wc: {
+            "runs": collected("vtab1k", study.vtab_tasks(config), curve_strategies())
+        },
+        lambda input, output: dict(
+            runs=list(input.runs),
+            tasks=curve_tasks(),
+            strategies=curve_strategies(),
+            figures={name: output[name] for name in CURVE_FIGURES},
+        ),
+        lambda: bool(curve_strategies()),
+        captions={"figure5_log": "figure5"},
+    ),
+    Rendered(
+        "figure_attribution",
+        "figure8",
+        "attribution.ipynb",
+        {
+            **{name: f"{name}.png" for name in ATTRIBUTION_FIGURES},
+            "index": "attribution/index.csv",
+        },
+        lambda wc: {
+            "maps": expand(
+                f"{RESULTS}/attribution/{{task}}/maps.npz", task=attribution_tasks()
+            )
+        },
+        lambda input, output: dict(
+            maps=dict(zip(attribution_tasks(), input.maps)),
+            tasks=config["analyses"]["attribution"]["tasks"],
+            quadrant_tasks=config["analyses"]["attribution"]["quadrant_tasks"],
+            figures={name: output[name] for name in ATTRIBUTION_FIGURES},
+            index=output.index,
+        ),
+        lambda: bool(attribution_tasks()),
+    ),
+    Rendered(
+        "significance",
+        study.SIGNIFICANCE_TABLE,
+        "significance.ipynb",
+        {"table": "vpt_table10.csv", "figure": "vpt_figure16.png"},
+        lambda wc: {"runs": f"{RESULTS}/collected/{BB}/vtab1k.csv"},
+        lambda input, output: dict(
+            runs=input.runs,
+            reference="vpt_deep",
+            strategies=study.family_strategies(config, "vtab1k"),
+            tasks=study.vtab_tasks(config),
+            alpha=config["analyses"]["claims"]["alpha"],
+            table=output.table,
+            figure=output.figure,
+        ),
+        lambda: study.compares_ft_and_vpt(config),
+    ),
+    Rendered(
+        "figure_pruning",
+        study.PRUNING_FIGURE,
+        "pruning.ipynb",
+        {"figure": "adapt_figure3.png", "csv": "adapt_figure3.csv"},
+        lambda wc: {"metrics": pruning_run()},
+        lambda input, output: dict(
+            metrics=input.metrics, figure=output.figure, csv=output.csv
+        ),
+        lambda: bool(config["analyses"].get("pruning")),
+    ),
+    Rendered(
+        "claims",
+        "claims",
+        "claims.ipynb",
+        {"md": "claims.md", "csv": "claims.csv"},
+        lambda wc: {
+            "runs": expand(
+                f"{RESULTS}/collected/{BB}/{{family}}.csv",
+                family=study.claim_families(config),
+            ),
+            "fid": f"{RESULTS}/fid.csv",
+        },
+        lambda input, output: dict(
+            runs=dict(zip(study.claim_families(config), input.runs)),
+            fid=input.fid,
+            benchmark=BENCH,
+            backbone=BB,
+            alpha=config["analyses"]["claims"]["alpha"],
+            md=output.md,
+            csv=output.csv,
+        ),
+        lambda: study.compares_ft_and_vpt(config),
+    ),
+]
+
+
+def _ablation(name):
+    """An ablation of the VPT or Adapt papers (a `figures` entry): its settings' runs as grouped bars."""
+    entry = config["figures"][name]
+    return Rendered(
+        f"ablation_{name}",
+        name,
+        "ablation.ipynb",
+        {"figure": f"{name}.png", "csv": f"{name}.csv"},
+        lambda wc: {"runs": output_runs(name)},
+        lambda input, output: dict(
+            runs=list(input.runs),
+            strategies=study.table_strategies(config, name),
+            tasks=study.table_tasks(config, name),
+            title=entry["title"],
+            figure=output.figure,
+            csv=output.csv,
+        ),
+        lambda: True,
+        captions={"figure": "ablation"},
+    )
+
+
+RENDERED += [_ablation(name) for name in config["figures"]]

@@ -1,0 +1,214 @@
+"""Strategy variants: one strategy with some options fixed by its name (`vpt_deep[location=add]`), configured,
+validated, trained and collected like any strategy under that name."""
+
+import copy
+import re
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+from vptft.config import ConfigError, validate_config
+from vptft.figures import label
+from vptft.strategies import NAME_PATTERN, STRATEGIES, get_strategy, variant_problems
+
+
+def default_config():
+    with open(f"{ROOT}/config/config.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def test_a_variant_is_its_base_with_the_named_options_fixed(mini_vit):
+    spec = get_strategy("vpt_deep[location=add,prompt_length=3]")
+    assert spec.name == "vpt_deep[location=add,prompt_length=3]" and spec.base == "vpt_deep"
+    assert spec.variant == (("location", "add"), ("prompt_length", 3))
+    assert spec.resolve({}) == {**STRATEGIES["vpt_deep"].resolve({}), "location": "add", "prompt_length": 3}
+    assert spec.optimizer == "sgd" and spec.builder == STRATEGIES["vpt_deep"].builder
+    model = spec.build(mini_vit, 5, head_init="zero")
+    assert model.location == "add" and model.prompts.shape == (
+        4,
+        1 + 16,
+        96,
+    )  # a prompt per token, every block
+    assert STRATEGIES["vpt_deep"].options["location"].default == "prepend"  # the registry is untouched
+    assert get_strategy("vpt_deep").base == "vpt_deep" and get_strategy("vpt_deep").variant == ()
+
+
+def test_variant_values_take_their_options_types():
+    spec = get_strategy("adapt[saliency=l2,target_length=16,prompt_dropout=0.1]")
+    assert dict(spec.variant) == {"saliency": "l2", "target_length": 16, "prompt_dropout": 0.1}
+    assert get_strategy("vpt_deep[layers=0:2]").resolve({})["layers"] == "0:2"
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("vpt_deep[location=prepend]", "location=prepend is the default of 'vpt_deep' (it changes nothing)"),
+        ("vpt_deep[foo=1]", "'vpt_deep' has no option 'foo' to fix (allowed: layers, location, pooling"),
+        ("vpt_deep[lr=0.1]", "'vpt_deep' has no option 'lr' to fix"),  # lr / wd belong to the grid
+        ("vpt_deep[prompt_length=x]", "prompt_length 'x' is not of type int"),
+        ("vpt_deep[prompt_length=0]", "prompt_length 0 is below the minimum 1"),
+        ("vpt_deep[location=middle]", "location 'middle' is not one of ['prepend', 'add']"),
+        ("vpt_deep[location]", "'location' is not option=value"),
+        ("vpt_deep[location=add,location=add]", "'location' is given twice"),
+        ("nope[a=b]", "unknown strategy 'nope'"),
+        ("vpt_deep_x", "unknown strategy 'vpt_deep_x'; known: full, linear"),
+    ],
+)
+def test_a_malformed_variant_is_refused_by_name(name, message):
+    problems = variant_problems(name)
+    assert any(message in p for p in problems), problems
+    with pytest.raises(KeyError):
+        get_strategy(name)
+
+
+def test_the_wildcard_pattern_matches_every_valid_variant_and_only_names():
+    valid = ["full", "vpt_deep[location=add]", "vpt_deep[layers=0:6]", "adapt[saliency=l2,target_length=16]"]
+    valid.append("vpt_deep[prompt_dropout=0.1]")
+    for name in valid:
+        assert not variant_problems(name) and re.fullmatch(NAME_PATTERN, name), name
+    for name in ["vpt_deep[]", "vpt_deep[location=add]x", "../full", "vpt_deep[location=a/b]"]:
+        assert not re.fullmatch(NAME_PATTERN, name), name
+
+
+def test_config_validation_names_the_variants_key():
+    config = default_config()
+    config["strategies"]["vpt_deep[location=add]"] = {
+        "grid": {"lr": [0.2], "wd": [0.0001], "prompt_length": [1]}
+    }
+    validate_config(copy.deepcopy(config))  # valid
+    bad = copy.deepcopy(config)
+    bad["strategies"]["vpt_deep[location=add]"]["grid"]["location"] = ["prepend", "add"]
+    with pytest.raises(
+        ConfigError, match=re.escape("$.strategies.vpt_deep[location=add].grid.location: fixed by")
+    ):
+        validate_config(bad)
+    bad = copy.deepcopy(config)
+    bad["strategies"]["vpt_deep[location=prepend]"] = {"grid": {"lr": [0.2], "wd": [0.0001]}}
+    with pytest.raises(ConfigError, match=re.escape("$.strategies.vpt_deep[location=prepend]: variant")):
+        validate_config(bad)
+    bad = copy.deepcopy(config)
+    two = "vpt_deep[location=add,prompt_length=3]"
+    bad["strategies"][two] = {"grid": {"lr": [0.2], "wd": [0.0001]}}
+    bad["strategies"]["vpt_deep[prompt_length=3,location=add]"] = {"grid": {"lr": [0.2], "wd": [0.0001]}}
+    with pytest.raises(ConfigError, match=re.escape(f"the same variant as {two!r}")):
+        validate_config(bad)
+
+
+def test_a_variant_fixing_a_long_prompt_takes_the_long_prompt_batch():
+    spec = get_strategy("vpt_deep[prompt_length=200]")
+    entry = {"batch_size": 128, "batch_size_long_prompts": 64}
+    assert spec.batch_size({"lr": 0.1}, entry, 32) == 64
+    assert get_strategy("vpt_deep").batch_size({"lr": 0.1}, entry, 32) == 128
+
+
+def test_a_variant_keeps_its_bases_figure_label():
+    assert label("vpt_deep[location=add]") == "VPT [location=add]" and label("vpt_deep") == "VPT"
+
+
+def test_a_variant_is_built_like_its_base_and_differs_by_its_options(mini_vit):
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    base = get_strategy("vpt_deep").build(copy.deepcopy(mini_vit), 5, head_init="vpt", prompt_length=1)
+    torch.manual_seed(1)
+    pooled = get_strategy("vpt_deep[pooling=global_pool]")
+    same = pooled.build(copy.deepcopy(mini_vit), 5, head_init="vpt", prompt_length=1)
+    with torch.no_grad():
+        assert not torch.allclose(base(x), same(x))  # the same weights, another pooled feature
+        same.pooling = "backbone"
+        torch.testing.assert_close(base(x), same(x))
+
+
+def _runs(rows):
+    import pandas as pd
+
+    return pd.DataFrame(
+        [{"task": t, "strategy": s, "seed": seed, "test_top1": top1} for t, s, seed, top1 in rows]
+    )
+
+
+def test_an_ablation_figure_shows_seed_means_per_task_and_over_tasks(tmp_path):
+    from vptft.figures import ablation
+
+    runs = _runs(
+        [
+            ("a", "vpt_deep", 0, 50.0),
+            ("a", "vpt_deep", 1, 52.0),
+            ("a", "vpt_deep[location=add]", 0, 40.0),
+            ("a", "vpt_deep[location=add]", 1, 44.0),
+            ("b", "vpt_deep", 0, 70.0),
+            ("b", "vpt_deep", 1, 70.0),
+            ("b", "vpt_deep[location=add]", 0, 60.0),
+            ("b", "vpt_deep[location=add]", 1, 62.0),
+            ("b", "full", 0, 99.0),  # not in the figure
+        ]
+    )
+    means = ablation(runs, ["vpt_deep", "vpt_deep[location=add]"], ["b", "a"], "t", tmp_path / "f.png")
+    assert list(zip(means.task, means.strategy)) == [
+        ("b", "vpt_deep"),
+        ("b", "vpt_deep[location=add]"),
+        ("a", "vpt_deep"),
+        ("a", "vpt_deep[location=add]"),
+        ("mean", "vpt_deep"),
+        ("mean", "vpt_deep[location=add]"),
+    ]
+    assert list(means.top1) == [70.0, 61.0, 51.0, 42.0, 60.5, 51.5]
+    assert means["std"].iloc[2] == pytest.approx(2**0.5) and (means.seeds == 2).all()
+    assert (tmp_path / "f.png").stat().st_size > 5000
+
+
+def test_an_ablation_without_a_settings_runs_is_refused(tmp_path):
+    from vptft.figures import ablation
+
+    runs = _runs([("a", "vpt_deep", 0, 50.0)])
+    with pytest.raises(ValueError, match=r"no runs of \[\('a', 'vpt_deep\[location=add\]'\)\]"):
+        ablation(runs, ["vpt_deep", "vpt_deep[location=add]"], ["a"], "t", tmp_path / "f.png")
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_an_ablation_figure_is_validated_like_a_table():
+    config = default_config()
+    config["strategies"]["vpt_deep[location=add]"] = {"grid": {"lr": [0.2], "wd": [0.0001]}}
+    figure = {"groups": ["natural"], "strategies": ["vpt_deep", "vpt_deep[location=add]"], "title": "t"}
+    validate_config({**copy.deepcopy(config), "figures": {"vpt_figure5": figure}})
+    with pytest.raises(
+        ConfigError, match=re.escape("$.figures.vpt_figure5.strategies[1]: 'vpt_deep[pooling=cls]'")
+    ):
+        bad = {**figure, "strategies": ["vpt_deep", "vpt_deep[pooling=cls]"]}
+        validate_config({**copy.deepcopy(config), "figures": {"vpt_figure5": bad}})
+    with pytest.raises(
+        ConfigError, match=re.escape("$.figures.vpt_figure4: 'vpt_figure4' is a figure the workflow")
+    ):
+        validate_config({**copy.deepcopy(config), "figures": {"vpt_figure4": figure}})
+    with pytest.raises(ConfigError, match=r"figures"):
+        validate_config(
+            {**copy.deepcopy(config), "figures": {"figure5": figure}}
+        )  # Han's figures are built in
+
+
+def test_the_mini_ablations_overlay_trains_exactly_each_figures_settings(tmp_path):
+    """config/mini-ablations.yaml on the default: valid, and `results/vpt_figure7.png` (depth) asks for the final
+    runs of its four settings on its four tasks, and for no other strategy's."""
+    import subprocess
+    import sys
+
+    from overlays import merged
+
+    configs = [f"{ROOT}/config/config.yaml", f"{ROOT}/config/mini-ablations.yaml"]
+    validate_config(merged(*configs))
+    cmd = [sys.executable, "-m", "snakemake", "-s", f"{ROOT}/Snakefile", "-n", "-c1", "-d", str(tmp_path)]
+    proc = subprocess.run(
+        [*cmd, "results/vpt_figure7.png", "--configfile", *configs], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    finals, rule = set(), None
+    for line in proc.stdout.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("wildcards:") and rule and rule.startswith("train"):
+            w = dict(kv.split("=", 1) for kv in line.split(":", 1)[1].strip().split(", "))
+            finals.add((w["task"], w["strategy"]))
+    tasks = {"newshapes_src", "newshapes_sketch", "count_src", "count_sketch"}
+    settings = {"vpt_deep[layers=0:1]", "vpt_deep[layers=0:2]", "vpt_deep[layers=2:4]", "vpt_deep"}
+    assert finals == {(t, s) for t in tasks for s in settings}
