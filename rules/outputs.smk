@@ -140,7 +140,9 @@ RENDERED = [
             ]
         },
         lambda input, output: dict(
-            sweeps=dict(zip(study.hparams_strategies(config), input.sweeps)),
+            sweeps=list(
+                zip(study.hparams_strategies(config), input.sweeps)
+            ),  # in order
             grids={
                 s: list(config["strategies"][s]["grid"])
                 for s in study.hparams_strategies(config)

@@ -514,18 +514,21 @@ def ablation(
         shade = plt.get_cmap("tab10")(i % 10)  # one colour per setting: variants share their base's colour
         ax.bar(x, sub.top1, width, yerr=sub["std"].fillna(0), color=shade, label=label(strategy))
     ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right")
-    seeds = int(means.seeds.min())
-    ax.set_ylabel(f"test top-1 (%), mean of {seeds} seed{'s' if seeds > 1 else ''}")
+    low, high = int(means.seeds.min()), int(means.seeds.max())
+    ax.set_ylabel(
+        f"test top-1 (%), mean of {low if low == high else f'{low}-{high}'} seed{'s' if high > 1 else ''}"
+    )
     ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(title)
     save(fig, path, stamp=stamp)
     return means
 
 
-def hparam_sensitivity(sweeps: dict, grids: dict, task: str, path, stamp: dict | None = None) -> pd.DataFrame:
+def hparam_sensitivity(sweeps, grids: dict, task: str, path, stamp: dict | None = None) -> pd.DataFrame:
     """The VPT paper's Figure 17: each strategy's validation top-1 over its sweep on one task, against the lr
-    (log axis), a line per combination of its other grid values; the selected point starred. `sweeps`: strategy
-    -> its sweep.csv; `grids`: strategy -> its grid's keys."""
+    (log axis), a line per combination of its other grid values; the selected point starred. `sweeps`: (strategy,
+    its sweep.csv) pairs in panel order (or a dict); `grids`: strategy -> its grid's keys."""
+    sweeps = dict(sweeps)
     rows = []
     for strategy, sweep in sweeps.items():
         frame = pd.read_csv(sweep)
@@ -537,7 +540,7 @@ def hparam_sensitivity(sweeps: dict, grids: dict, task: str, path, stamp: dict |
         ]
         rows.append(frame[["strategy", "setting", "lr", "val_top1", "selected"]])
     points = pd.concat(rows, ignore_index=True)
-    fig, axes = plt.subplots(1, len(sweeps), figsize=(3.3 * len(sweeps), 3.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(3.3 * len(sweeps), 3.8), squeeze=False, sharey=True)
     for ax, strategy in zip(axes[0], sweeps):
         sub = points[points.strategy == strategy]
         for setting, line in sub.groupby("setting", sort=False):
@@ -546,6 +549,8 @@ def hparam_sensitivity(sweeps: dict, grids: dict, task: str, path, stamp: dict |
         best = sub[sub.selected == 1]
         ax.plot(best.lr, best.val_top1, "*", color="black", markersize=12, label="selected")
         ax.set_xscale("log")
+        ax.set_xticks(sorted(sub.lr.unique()), [f"{v:g}" for v in sorted(sub.lr.unique())])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_xlabel("base lr")
         ax.set_title(label(strategy), fontsize=10)
         ax.legend(frameon=False, fontsize=6)
@@ -570,7 +575,8 @@ def vpt_figure16(
         for j in range(p.shape[1]):
             value = p.iat[i, j]
             text = "n/a" if np.isnan(value) else f"{value:.2g}" + ("*" if value < alpha else "")
-            ax.text(j, i, text, ha="center", va="center", fontsize=7)
+            dark = np.isfinite(score[i, j]) and abs(score[i, j]) > 0.6 * limit
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
     ax.set_xticks(range(p.shape[1]), list(p.columns), rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(p.shape[0]), [label(s) for s in p.index], fontsize=8)
     bar = fig.colorbar(image, ax=ax)

@@ -246,10 +246,14 @@ def vpt_table1(
     return table
 
 
-def write_csv(frame: pd.DataFrame, path, index: bool = True, stamp: dict | None = None) -> None:
-    """Rounded to 2 decimals, with the provenance stamp (benchmark, backbone, config_hash) as trailing columns."""
+def write_csv(
+    frame: pd.DataFrame, path, index: bool = True, stamp: dict | None = None, decimals: dict | None = None
+) -> None:
+    """Rounded to 2 decimals (`decimals`: other counts for some columns, e.g. p-values), with the provenance
+    stamp (benchmark, backbone, config_hash) as trailing columns."""
+    rounding = {**{column: 2 for column in frame.columns}, **(decimals or {})}
     with atomic_path(path) as tmp:
-        provenance.with_columns(frame.round(2), stamp).to_csv(tmp, index=index)
+        provenance.with_columns(frame.round(rounding), stamp).to_csv(tmp, index=index)
 
 
 def write_table(
