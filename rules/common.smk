@@ -490,9 +490,7 @@ def report_targets():
     targets = expand(f"{RESULTS}/{{table}}.csv", table=tables)
     targets += expand(f"{RESULTS}/{{table}}.ipynb", table=tables)
     targets += expand("results/{table}.csv", table=tables)
-    families = [
-        f for f in study.configured_families(config) if study.family_runs(config, f)
-    ]
+    families = study.backbone_families(config, BB)
     targets += [f"{RESULTS}/collected/{BB}/{family}.csv" for family in families]
     for rendered in RENDERED:  # rules/report.smk
         if rendered.when():

@@ -49,12 +49,6 @@ def pruning_run():
     return f"{runs_dir(BB)}/{entry['task']}/vtab1k/{entry['strategy']}/seed{seed}/metrics.json"
 
 
-def _families():
-    return [
-        f for f in study.configured_families(config) if study.family_runs(config, f)
-    ]
-
-
 def _family_runs(family):
     tasks, strategies = study.family_tasks(config, family), study.family_strategies(
         config, family
@@ -95,7 +89,7 @@ RENDERED = [
             figure=output.figure,
             overfitting=output.overfitting,
         ),
-        lambda: "scaling" in _families(),
+        lambda: "scaling" in study.backbone_families(config, BB),
     ),
     Rendered(
         "figure_fraction",
@@ -109,7 +103,7 @@ RENDERED = [
             figure3=output.figure3,
             figure20=output.figure20,
         ),
-        lambda: "fraction" in _families()
+        lambda: "fraction" in study.backbone_families(config, BB)
         and not study.output_problem(config, "vpt_figure3"),
     ),
     Rendered(

@@ -86,3 +86,21 @@ def spy_autocast(monkeypatch, module) -> list:
 
     monkeypatch.setattr(module, "_autocast", spy)
     return precisions
+
+
+# A pre-training run of seconds (vptft.pretrain), for the self-supervised objectives' tests: every failure
+# threshold open, so a test sets the one it checks.
+TINY_PRETRAIN = dict(
+    n_train=256,
+    n_heldout=64,
+    epochs=3,
+    batch_size=64,
+    lr=0.002,
+    weight_decay=0.05,
+    warmup_epochs=0,
+    seed=0,
+    curve_points=3,
+    min_heldout_top1=0.0,
+    max_reconstruction_loss=0.95,
+    min_knn_top1=0.0,
+)

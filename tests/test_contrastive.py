@@ -8,25 +8,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from conftest import TINY_PRETRAIN
 from vptft.backbones.factory import create_backbone
 from vptft.contrastive import ContrastiveLearner, sincos_position_embedding
 from vptft.data import Normalize
 from vptft.pretrain import run_pretrain
 
-CFG = dict(
-    n_train=256,
-    n_heldout=64,
-    epochs=3,
-    batch_size=64,
-    lr=0.002,
-    weight_decay=0.05,
-    warmup_epochs=0,
-    seed=0,
-    curve_points=3,
-    min_heldout_top1=0.0,
-    max_reconstruction_loss=0.95,
-    min_knn_top1=0.0,
-)
+CFG = TINY_PRETRAIN
 
 
 def _mocov3_sincos(grid: int, dim: int) -> torch.Tensor:

@@ -5,23 +5,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import TINY_PRETRAIN
 from vptft.backbones.factory import create_backbone
 from vptft.mae import MaskedAutoencoder, knn_top1
 from vptft.pretrain import run_pretrain
 
-CFG = dict(
-    n_train=256,
-    n_heldout=64,
-    epochs=3,
-    batch_size=64,
-    lr=0.002,
-    weight_decay=0.05,
-    warmup_epochs=0,
-    seed=0,
-    curve_points=3,
-    min_heldout_top1=0.0,
-    max_reconstruction_loss=0.95,
-)
+CFG = TINY_PRETRAIN
 
 
 def test_targets_are_the_patches_the_patch_embedding_reads(mini_vit):

@@ -25,11 +25,13 @@ GROUP_ORDER = {"natural": 0, "specialized": 1, "structured": 2, "fgvc": 3}
 def label(strategy: str) -> str:
     """The legend name, from the strategy registry; a variant's is its base's with the options its name fixes:
     VPT [location=add]."""
-    return _declared(strategy).label if _declared(strategy) else strategy
+    declared = _declared(strategy)
+    return declared.label if declared else strategy
 
 
 def color(strategy: str) -> str:
-    return _declared(strategy).color if _declared(strategy) else "#8c564b"
+    declared = _declared(strategy)
+    return declared.color if declared else "#8c564b"
 
 
 def _declared(strategy: str):
