@@ -99,7 +99,7 @@ wildcard_constraints:
     seed="[0-9]+",
     chunk="[0-9]+",
     # vpt_table10 is the significance table (rules/outputs.smk), not a `tables` entry
-    table=r"(?!vpt_table10[._])(vpt_)?table[0-9]+",
+    table=r"(?!vpt_table10[._])(vpt_|adapt_)?table[0-9]+",
     figure="figure[0-9]+",
 
 
@@ -402,7 +402,7 @@ def table_spec(wildcards, input, output):
 
 
 # The unqualified names (results/table2.csv, ...) that the paper_name rule copies from results/{bench}/.
-PAPER_NAMES = "(vpt_)?table[0-9]+[.]csv|claims[.](md|csv)|(vpt_|adapt_)?figure[0-9]+(_log)?[.]png|fid[.]csv"
+PAPER_NAMES = "(vpt_|adapt_)?table[0-9]+[.]csv|claims[.](md|csv)|(vpt_|adapt_)?figure[0-9]+(_log)?[.]png|fid[.]csv"
 
 
 def foreign_copy_note(wildcards):

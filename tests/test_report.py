@@ -377,6 +377,26 @@ def test_paper_vs_reproduced_matches_cells_by_strategy_task_and_size():
     assert whole.loc[("full", "mean_natural"), "published"] == 75.88  # all 7 tasks: Jia et al. Table 1
 
 
+def test_vpt_table13_is_compared_per_task_with_variants_matched_to_the_papers_rows():
+    """vpt_table13_vs_paper.csv: each task cell against the VPT paper's Table 13, Mlp-k / Adapter-r rows found by
+    the variant's k / reduction; a variant the paper never ran gets no row; Adapt's tables have no ViT numbers."""
+    from vptft import published
+
+    table13 = pd.DataFrame(
+        {"cifar100": [60.0, 50.0, 70.0, 65.0], "dtd": [55.0, 56.0, 57.0, 58.0], "mean_natural": [1.0] * 4},
+        index=pd.Index(
+            ["mlp[k=2]", "adapter[reduction=8]", "vpt_deep", "vpt_deep[location=add]"], name="strategy"
+        ),
+    )
+    vs = published.vs_paper("vpt_table13", table13, "vit_b16_in21k").set_index(["strategy", "task"])
+    assert vs.loc[("mlp[k=2]", "cifar100"), "published"] == 63.2
+    assert vs.loc[("adapter[reduction=8]", "dtd"), "published"] == 62.7
+    assert vs.loc[("vpt_deep", "cifar100"), "delta"] == pytest.approx(70.0 - 78.8)
+    assert "vpt_deep[location=add]" not in vs.index.get_level_values("strategy")
+    assert (vs.xs("cifar100", level="task").compared == "task").all()
+    assert published.vs_paper("adapt_table2", table13, "vit_b16_in21k").empty
+
+
 def test_hparam_sensitivity_draws_every_sweep_point_by_lr(tmp_path):
     """VPT Figure 17: one panel per strategy, a line per combination of the grid values besides lr, the selected
     point kept; the points table holds every sweep row."""

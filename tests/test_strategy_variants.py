@@ -44,7 +44,6 @@ def test_variant_values_take_their_options_types():
 @pytest.mark.parametrize(
     "name, message",
     [
-        ("vpt_deep[location=prepend]", "location=prepend is the default of 'vpt_deep' (it changes nothing)"),
         ("vpt_deep[foo=1]", "'vpt_deep' has no option 'foo' to fix (allowed: layers, location, pooling"),
         ("vpt_deep[lr=0.1]", "'vpt_deep' has no option 'lr' to fix"),  # lr / wd belong to the grid
         ("vpt_deep[prompt_length=x]", "prompt_length 'x' is not of type int"),
@@ -61,6 +60,15 @@ def test_a_malformed_variant_is_refused_by_name(name, message):
     assert any(message in p for p in problems), problems
     with pytest.raises(KeyError):
         get_strategy(name)
+
+
+def test_a_variant_of_default_values_changes_nothing_unless_the_base_searches_that_key():
+    message = "location=prepend is the default of 'vpt_deep' (it changes nothing)"
+    assert variant_problems("vpt_deep[location=prepend]", frozenset({"lr", "wd"})) == [
+        f"variant 'vpt_deep[location=prepend]': {message}"
+    ]
+    assert variant_problems("vpt_deep[location=prepend]", frozenset({"lr", "location"})) == []
+    assert variant_problems("vpt_deep[location=prepend]") == []  # by name alone: a valid strategy
 
 
 def test_the_wildcard_pattern_matches_every_valid_variant_and_only_names():
@@ -88,6 +96,15 @@ def test_config_validation_names_the_variants_key():
     bad["strategies"]["vpt_deep[location=prepend]"] = {"grid": {"lr": [0.2], "wd": [0.0001]}}
     with pytest.raises(ConfigError, match=re.escape("$.strategies.vpt_deep[location=prepend]: variant")):
         validate_config(bad)
+    searched = copy.deepcopy(config)  # Table 13's Mlp-2 row beside an Mlp that searches its depth
+    searched["strategies"]["mlp"] = {"grid": {"lr": [0.2], "wd": [0.0001], "k": [2, 3]}}
+    searched["strategies"]["mlp[k=2]"] = {"grid": {"lr": [0.2], "wd": [0.0001]}}
+    validate_config(searched)
+    del searched["strategies"]["mlp"]["grid"]["k"]
+    with pytest.raises(
+        ConfigError, match=re.escape("$.strategies.mlp[k=2]: variant 'mlp[k=2]': k=2 is the default")
+    ):
+        validate_config(searched)
     bad = copy.deepcopy(config)
     two = "vpt_deep[location=add,prompt_length=3]"
     bad["strategies"][two] = {"grid": {"lr": [0.2], "wd": [0.0001]}}
@@ -187,20 +204,13 @@ def test_an_ablation_figure_is_validated_like_a_table():
         )  # Han's figures are built in
 
 
-def test_the_mini_ablations_overlay_trains_exactly_each_figures_settings(tmp_path):
-    """config/mini-ablations.yaml on the default: valid, and `results/vpt_figure7.png` (depth) asks for the final
-    runs of its four settings on its four tasks, and for no other strategy's."""
+def trained_by_dry_run(workdir, target, configs) -> set:
+    """(task, strategy) of every final-run job a dry run of `target` lists."""
     import subprocess
     import sys
 
-    from overlays import merged
-
-    configs = [f"{ROOT}/config/config.yaml", f"{ROOT}/config/mini-ablations.yaml"]
-    validate_config(merged(*configs))
-    cmd = [sys.executable, "-m", "snakemake", "-s", f"{ROOT}/Snakefile", "-n", "-c1", "-d", str(tmp_path)]
-    proc = subprocess.run(
-        [*cmd, "results/vpt_figure7.png", "--configfile", *configs], capture_output=True, text=True, cwd=ROOT
-    )
+    cmd = [sys.executable, "-m", "snakemake", "-s", f"{ROOT}/Snakefile", "-n", "-c1", "-d", str(workdir)]
+    proc = subprocess.run([*cmd, target, "--configfile", *configs], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     finals, rule = set(), None
     for line in proc.stdout.splitlines():
@@ -209,6 +219,53 @@ def test_the_mini_ablations_overlay_trains_exactly_each_figures_settings(tmp_pat
         elif line.strip().startswith("wildcards:") and rule and rule.startswith("train"):
             w = dict(kv.split("=", 1) for kv in line.split(":", 1)[1].strip().split(", "))
             finals.add((w["task"], w["strategy"]))
+    return finals
+
+
+def test_the_mini_ablations_overlay_trains_exactly_each_outputs_settings(tmp_path):
+    """config/mini-ablations.yaml on the default: valid, and `results/vpt_figure7.png` (depth) asks for the final
+    runs of its four settings on its four tasks and for no other strategy's; Adapt's Table 2 for its three."""
+    from overlays import merged
+
+    configs = [f"{ROOT}/config/config.yaml", f"{ROOT}/config/mini-ablations.yaml"]
+    validate_config(merged(*configs))
     tasks = {"newshapes_src", "newshapes_sketch", "count_src", "count_sketch"}
     settings = {"vpt_deep[layers=0:1]", "vpt_deep[layers=0:2]", "vpt_deep[layers=2:4]", "vpt_deep"}
-    assert finals == {(t, s) for t in tasks for s in settings}
+    assert trained_by_dry_run(tmp_path, "results/vpt_figure7.png", configs) == {
+        (t, s) for t in tasks for s in settings
+    }
+    settings = {"adapt[target_length=4]", "adapt", "adapt[target_length=12]"}
+    assert trained_by_dry_run(tmp_path, "results/adapt_table2.csv", configs) == {
+        (t, s) for t in tasks for s in settings
+    }
+
+
+def test_the_paper_ablations_overlay_trains_exactly_each_outputs_settings_on_the_19_tasks(tmp_path):
+    """config/paper-ablations.yaml on the paper config: Figure 6 = a final run per prompt length, Adapt's Table 3
+    = its three saliencies, on every VTAB-1k task; every Adapt setting reaches its T_target within the runs."""
+    import math
+
+    from overlays import merged
+    from vptft import tasks as task_registry
+
+    configs = [f"{ROOT}/config/paper.yaml", f"{ROOT}/config/paper-ablations.yaml"]
+    config = merged(*configs)
+    validate_config(copy.deepcopy(config))
+    tasks = set(task_registry.tasks_of("vtab"))
+    assert len(tasks) == 19
+    lengths = {f"vpt_deep[prompt_length={p}]" for p in (1, 5, 10, 50, 100, 200)}
+    assert trained_by_dry_run(tmp_path, "results/vpt_figure6.png", configs) == {
+        (t, s) for t in tasks for s in lengths
+    }
+    saliencies = {"adapt", "adapt[saliency=grad_norm]", "adapt[saliency=l2]"}
+    assert trained_by_dry_run(tmp_path, "results/adapt_table3.csv", configs) == {
+        (t, s) for t in tasks for s in saliencies
+    }
+    epochs, batch = config["train"]["epochs"], 128
+    for name, entry in config["strategies"].items():
+        if name.startswith("adapt"):
+            for n_train in (800, 1000):  # the sweep's and the final runs'
+                steps = epochs * math.ceil(n_train / batch)
+                assert (
+                    get_strategy(name).schedule_problem(entry.get("options", {}), epochs, steps, 12) is None
+                )

@@ -14,7 +14,7 @@ import yaml
 from vptft import study
 from vptft import tasks as task_registry
 from vptft.backbones import BACKBONES, family_problem, needs_local_file
-from vptft.strategies import get_strategy, variant_problems
+from vptft.strategies import VARIANT, get_strategy, variant_problems
 
 SCHEMA_PATH = Path(__file__).with_name("config_schema.yaml")
 
@@ -100,7 +100,10 @@ def _semantic_errors(config: dict) -> list[str]:
             )
     variants = {}
     for name, entry in config["strategies"].items():
-        if problems := variant_problems(name):
+        variant = VARIANT.fullmatch(name)
+        base_entry = (config["strategies"].get(variant.group(1)) if variant else None) or {}
+        searched = frozenset(base_entry.get("grid") or ())
+        if problems := variant_problems(name, searched):
             errors += [f"$.strategies.{name}: {problem}" for problem in problems]
             continue
         spec = get_strategy(name)

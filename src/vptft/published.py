@@ -20,8 +20,8 @@ JIA_GROUPS = {
     "structured": "vtab_structured",
     "fgvc": "fgvc",
 }
-# strategy names of the transcriptions -> this project's strategies + options
-JIA_STRATEGIES = {"partial_1": "partial", "mlp_3": "mlp"}
+# this project's strategies -> their rows in the VPT paper's tables (its Partial-1 and Mlp-3)
+JIA_NAMES = {"partial": "partial_1", "mlp": "mlp_3"}
 
 
 def han2024() -> pd.DataFrame:
@@ -99,6 +99,8 @@ def vs_paper(
             for key in table.index.get_level_values("backbone").dropna().unique()
         ]
         return pd.concat(blocks, ignore_index=True)
+    if name.startswith("adapt_"):  # Adapt's published numbers are CLIP few-shot ones: no ViT counterpart
+        return pd.DataFrame(columns=["strategy", "task", "ours", "published", "delta", "compared"])
     if name.startswith("vpt_"):
         return _vs_jia(table, backbone, table_tasks)
     number = int(re.fullmatch(r"table(\d+)", name).group(1))
@@ -128,29 +130,47 @@ def _task_names() -> set[str]:
 
 
 def _vs_jia(table: pd.DataFrame, backbone: str, table_tasks: list[str]) -> pd.DataFrame:
+    """Group means against the VPT paper's (Tables 1, 2, 4; like with like where ours cover fewer tasks) and task
+    columns against its Table 13; each row of ours is looked up under its paper name (`jia_table13_name`)."""
     ref = jia2022_group_means()
     ref = ref[(ref.backbone == backbone) & (ref.metric == "top1")]
-    ref = ref.assign(strategy=ref.strategy.replace(JIA_STRATEGIES))
     per_task = pd.read_csv(REFERENCE_DIR / "jia2022_vpt_table13.csv")
     per_task = per_task[(per_task.backbone == backbone) & (per_task.metric == "top1")]
-    per_task = per_task.assign(strategy=per_task.strategy.replace(JIA_STRATEGIES)).rename(
-        columns={"value": "published"}
-    )
+    per_task = per_task.rename(columns={"value": "published"})
+    paper_name = {strategy: jia_table13_name(strategy) for strategy in table.index}
     rows = []
-    for group, ref_group in JIA_GROUPS.items():
-        if f"mean_{group}" not in table.columns:
-            continue
-        for strategy in table.index:
-            published = ref[(ref.strategy == strategy) & (ref.group == ref_group)]
-            rows.append(
-                {
-                    "strategy": strategy,
-                    "task": f"mean_{group}",
-                    "ours": table.loc[strategy, f"mean_{group}"],
-                    "published": float(published.value.iloc[0]) if len(published) else float("nan"),
-                }
-            )
-    ours = pd.DataFrame(rows, columns=["strategy", "task", "ours", "published"])
-    merged = _like_with_like(ours, per_task, ["strategy", "task"], table_tasks).dropna(subset=["published"])
+    for strategy in table.index:
+        for group, ref_group in JIA_GROUPS.items():
+            if f"mean_{group}" in table.columns:
+                published = ref[(ref.strategy == paper_name[strategy]) & (ref.group == ref_group)].value
+                rows.append((strategy, f"mean_{group}", table.loc[strategy, f"mean_{group}"], published))
+        for task in [t for t in table.columns if t in set(per_task.task) and not t.startswith("mean_")]:
+            published = per_task[
+                (per_task.strategy == paper_name[strategy]) & (per_task.task == task)
+            ].published
+            rows.append((strategy, task, table.loc[strategy, task], published))
+    ours = pd.DataFrame(
+        [(paper_name[s], t, v, float(p.iloc[0]) if len(p) else float("nan")) for s, t, v, p in rows],
+        columns=["strategy", "task", "ours", "published"],
+    ).assign(row=[s for s, *_ in rows])
+    merged = _like_with_like(ours, per_task, ["strategy", "task"], table_tasks)
+    merged = merged.assign(strategy=merged.pop("row")).dropna(subset=["published"])
+    merged = merged[["strategy", *merged.columns.drop("strategy")]]
     merged["delta"] = merged.ours - merged.published
     return merged.reset_index(drop=True)
+
+
+def jia_table13_name(strategy: str) -> str | None:
+    """The VPT paper's Table 13 row of one of our strategies or variants: `mlp[k=2]` -> mlp_2,
+    `adapter[reduction=8]` -> adapter_8, `partial` -> partial_1 (its k); None where the paper has no such row."""
+    from vptft.strategies import VARIANT
+
+    match = VARIANT.fullmatch(strategy)
+    if not match:
+        return JIA_NAMES.get(strategy, strategy)
+    base, body = match.groups()
+    items = dict(item.split("=", 1) for item in body.split(","))
+    numbered = {"mlp": "k", "partial": "k", "adapter": "reduction"}
+    if base in numbered and set(items) == {numbered[base]}:
+        return f"{base}_{items[numbered[base]]}"
+    return None

@@ -419,7 +419,7 @@ def output_problem(config: dict, output: str) -> str | None:
         if not compares_ft_and_vpt(config):
             return f"it tests VPT-deep against the other vtab1k strategies; vtab1k trains {trained}"
         return None
-    if output.startswith(("table", "vpt_table")):
+    if output.startswith(("table", "vpt_table", "adapt_table")):
         if output not in config["tables"]:
             configured = ", ".join(config["tables"]) or "none"
             return (

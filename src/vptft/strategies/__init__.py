@@ -480,9 +480,11 @@ def _typed(option: Option, text: str):
         raise ValueError(f"{text!r} is not of type {option.type.__name__}") from None
 
 
-def variant_problems(name: str) -> list[str]:
+def variant_problems(name: str, searched: frozenset | None = None) -> list[str]:
     """What is wrong with a strategy name: an unknown strategy, or a variant whose base, keys or values are
-    not valid, or which changes nothing (its values are the defaults)."""
+    not valid. Given `searched` (the keys the base's configured grid searches), also a variant that changes
+    nothing: a value the base would use anyway (its default, on a key the base does not search; `mlp[k=2]`
+    beside an `mlp` that searches k is a choice, beside one that does not, the same strategy twice)."""
     match = VARIANT.fullmatch(name)
     if match is None:
         if name in STRATEGIES:
@@ -516,7 +518,7 @@ def variant_problems(name: str) -> list[str]:
             continue
         if (problem := option.problem(value)) is not None:
             problems.append(f"variant {name!r}: {key} {problem}")
-        elif value == option.default:
+        elif searched is not None and value == option.default and key not in searched:
             problems.append(f"variant {name!r}: {key}={text} is the default of {base!r} (it changes nothing)")
     return problems
 
