@@ -70,3 +70,41 @@ rule attribution:
         "python -m vptft attribution --spec {params.spec:q} --threads {params.threads} --manifest {input.manifest:q} "
         "{params.backbone} --runs-tables {input.runs:q} --full {input.full:q} --vpt {input.vpt:q} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+# The VPT paper's Figure 15: one strategy's seeds on one task as an ensemble, from their tuned parameters.
+rule ensemble:
+    input:
+        manifest=f"{RESULTS}/splits/{{task}}/vtab1k.json",
+        backbone=backbone_checkpoint,
+        metrics=lambda wc: expand(
+            f"{runs_dir(BB)}/{wc.task}/vtab1k/{wc.strategy}/seed{{seed}}/metrics.json",
+            seed=study.final_seeds(config, wc.strategy),
+        ),
+    output:
+        f"{RESULTS}/ensemble/{{task}}/{{strategy}}.csv",
+    log:
+        f"{LOGS}/ensemble/{{task}}/{{strategy}}.log",
+    benchmark:
+        f"{BENCHMARKS}/ensemble/{{task}}/{{strategy}}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    threads: stage_resources("analysis")["threads"]
+    resources:
+        mem_mb=stage_resources("analysis")["mem_mb"],
+        runtime=stage_resources("analysis")["runtime"],
+        gpu=stage_resources("analysis")["gpu"],
+    params:
+        threads=stage_resources("analysis")["threads"],
+        spec=lambda wc: spec(
+            task=wc.task,
+            strategy=wc.strategy,
+            backbone=BB,
+            data_dir=DATA,
+            normalization=config["train"]["normalization"],
+            device=config["train"]["device"],
+        ),
+        backbone=lambda wc, input: backbone_arg(input),
+    shell:
+        "python -m vptft ensemble --spec {params.spec:q} --threads {params.threads} --manifest {input.manifest:q} "
+        "{params.backbone} --metrics {input.metrics:q} --out {output:q} > {log:q} 2>&1"

@@ -49,6 +49,15 @@ def pruning_run():
     return f"{runs_dir(BB)}/{entry['task']}/vtab1k/{entry['strategy']}/seed{seed}/metrics.json"
 
 
+def ensemble_members():
+    """The ensemble jobs of the VPT paper's Figure 15: every strategy of `analyses.ensemble` on each of its tasks."""
+    return [
+        f"{RESULTS}/ensemble/{task}/{strategy}.csv"
+        for task in config["analyses"]["ensemble"]["tasks"]
+        for strategy in study.ensemble_strategies(config)
+    ]
+
+
 def _family_runs(family):
     tasks, strategies = study.family_tasks(config, family), study.family_strategies(
         config, family
@@ -202,6 +211,17 @@ RENDERED = [
             figure=output.figure,
         ),
         lambda: study.compares_ft_and_vpt(config),
+    ),
+    Rendered(
+        "figure_ensemble",
+        study.ENSEMBLE_FIGURE,
+        "ensemble.ipynb",
+        {"figure": "vpt_figure15.png", "csv": "vpt_figure15.csv"},
+        lambda wc: {"members": ensemble_members()},
+        lambda input, output: dict(
+            members=list(input.members), figure=output.figure, csv=output.csv
+        ),
+        lambda: bool(config["analyses"].get("ensemble")),
     ),
     Rendered(
         "figure_pruning",

@@ -266,3 +266,93 @@ def test_run_attribution_without_candidates_writes_empty_files(mini_job, tmp_pat
             "test_index,label,pred_full,pred_vpt_deep,ig_delta_full,ig_delta_vpt_deep"
         ]
     assert json.loads(json.dumps(summary))  # plain types
+
+
+# ------------------------------------------------------------------------ the seeds as an ensemble (VPT Figure 15)
+
+
+def _test_probabilities(model, spec, manifest):
+    """The test images' softmax probabilities, computed here without the ensemble module."""
+    from vptft.backbones.factory import input_config
+    from vptft.data import Normalize, load_split
+    from vptft.splits import read_manifest
+
+    cfg = input_config(model.backbone, spec["normalization"])
+    test = load_split(read_manifest(manifest), "test", spec["data_dir"], cfg["size"])
+    with torch.no_grad():
+        logits = model(Normalize(cfg["mean"], cfg["std"], cfg.get("size"))(test.images))
+    return logits.softmax(1), test.labels
+
+
+def _seed_runs(tmp_path, spec, manifest, backbone, seeds, misreport=None):
+    """vpt_deep runs of `seeds`, each recording its own test top-1 (or a wrong one for seed `misreport`)."""
+    probs, dirs = [], []
+    for seed in seeds:
+        model = _trained(backbone, "vpt_deep", 10, seed=seed, scale=1.0, prompt_length=2)
+        p, labels = _test_probabilities(model, spec, manifest)
+        top1 = 100.0 * (p.argmax(1) == labels).float().mean().item() + (30.0 if seed == misreport else 0.0)
+        run_dir = tmp_path / "vpt_deep" / f"seed{seed}"
+        _save_run(run_dir, model, "vpt_deep", {"lr": 0.1, "wd": 0.0, "prompt_length": 2}, test_top1=top1)
+        write_json(
+            run_dir / "metrics.json", {**json.loads((run_dir / "metrics.json").read_text()), "seed": seed}
+        )
+        probs.append(p)
+        dirs.append(str(run_dir))
+    return dirs, probs, labels
+
+
+def test_an_ensemble_predicts_the_class_of_the_seeds_mean_probability(mini_job, tmp_path):
+    import pandas as pd
+
+    from vptft.ensemble import seed_ensemble
+
+    spec, manifest, backbone = mini_job
+    spec = {**spec, "strategy": "vpt_deep"}
+    dirs, probs, labels = _seed_runs(tmp_path, spec, manifest, backbone, [0, 1, 2])
+    rows = seed_ensemble(spec, manifest, backbone, dirs, tmp_path / "out.csv")
+    table = pd.read_csv(tmp_path / "out.csv")
+    assert table.to_dict("records") == pd.DataFrame(rows).to_dict("records")
+    assert list(table.member) == ["seed0", "seed1", "seed2", "ensemble"]
+    expected = 100.0 * (torch.stack(probs).mean(0).argmax(1) == labels).float().mean().item()
+    assert table.set_index("member").test_top1["ensemble"] == pytest.approx(expected)
+    assert table.set_index("member").seeds["ensemble"] == 3
+    singles = [100.0 * (p.argmax(1) == labels).float().mean().item() for p in probs]
+    assert table.test_top1[:3].tolist() == pytest.approx(singles)
+    assert len(set(singles)) > 1  # the seeds' models differ, so the ensemble is more than a copy of one
+
+
+def test_an_ensemble_refuses_a_seed_whose_rebuilt_model_misses_its_recorded_top1(mini_job, tmp_path):
+    from vptft.ensemble import seed_ensemble
+
+    spec, manifest, backbone = mini_job
+    spec = {**spec, "strategy": "vpt_deep"}
+    dirs, _, _ = _seed_runs(tmp_path, spec, manifest, backbone, [0, 1], misreport=1)
+    with pytest.raises(ValueError, match="seed1: the rebuilt model scores"):
+        seed_ensemble(spec, manifest, backbone, dirs, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+    with pytest.raises(ValueError, match="two or more seeds"):
+        seed_ensemble(spec, manifest, backbone, dirs[:1], tmp_path / "out.csv")
+    with pytest.raises(ValueError, match="a run of 'vpt_deep' on 'digits', not 'full'"):
+        seed_ensemble({**spec, "strategy": "full"}, manifest, backbone, dirs, tmp_path / "out.csv")
+
+
+def test_figure15_sets_the_ensemble_against_the_seeds_mean_and_best(tmp_path):
+    import pandas as pd
+
+    from vptft.figures import ensemble_summary, vpt_figure15
+
+    members = pd.DataFrame(
+        {
+            "task": ["a"] * 4 + ["b"] * 4,
+            "strategy": ["full", "full", "full", "full", "full", "full", "full", "full"],
+            "member": ["seed0", "seed1", "seed2", "ensemble"] * 2,
+            "seeds": [1, 1, 1, 3] * 2,
+            "test_top1": [50.0, 60.0, 70.0, 72.0, 20.0, 30.0, 40.0, 26.0],
+        }
+    )
+    table = ensemble_summary(members).set_index("task")
+    assert table.loc["a", ["seed_mean", "seed_best", "ensemble", "gain"]].tolist() == [60.0, 70.0, 72.0, 12.0]
+    assert table.loc["b", "gain"] == -4.0  # an ensemble can lose to its seeds' mean: the figure shows it
+    assert table.loc["mean", ["seed_mean", "ensemble"]].tolist() == [45.0, 49.0]
+    vpt_figure15(members, tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 0

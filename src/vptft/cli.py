@@ -195,6 +195,14 @@ def cmd_attribution(args, spec):
     print(f"[attribution] {spec['task']} pair {pair}: {summary}", flush=True)
 
 
+def cmd_ensemble(args, spec):
+    from vptft.ensemble import seed_ensemble
+
+    run_dirs = [str(Path(path).parent) for path in args.metrics]
+    rows = seed_ensemble(spec, args.manifest, args.backbone, run_dirs, args.out)
+    print(f"[ensemble] {spec['task']} {spec['strategy']}: {rows}", flush=True)
+
+
 def cmd_worker(args, spec):
     from vptft.worker import serve
 
@@ -345,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", required=True, help="metrics.json of the full finetuning run to explain")
     p.add_argument("--vpt", required=True, help="metrics.json of the VPT run to explain")
     p.add_argument("--out-dir", required=True)
+    p = verb("ensemble", cmd_ensemble, "one strategy's seeds on one task as an ensemble (VPT Figure 15)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--backbone", default=None)
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of each seed's final run")
+    p.add_argument("--out", required=True)
     p = verb(
         "worker",
         cmd_worker,

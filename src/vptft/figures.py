@@ -619,3 +619,51 @@ def adapt_figure3(metrics: dict, path, stamp: dict | None = None, panels: int = 
             for i in range(len(m))
         ]
     )
+
+
+def ensemble_summary(members: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, strategy) from the ensemble jobs' rows: the seeds' mean and best test top-1 and the ensemble's;
+    then a `mean` row per strategy (the mean over tasks)."""
+    seeds = members[members.member != "ensemble"]
+    per_task = seeds.groupby(["task", "strategy"], sort=False).test_top1.agg(["mean", "max", "count"])
+    per_task.columns = ["seed_mean", "seed_best", "seeds"]
+    ensemble = members[members.member == "ensemble"].set_index(["task", "strategy"]).test_top1
+    per_task = per_task.join(ensemble.rename("ensemble")).reset_index()
+    overall = per_task.groupby("strategy", sort=False)[["seed_mean", "seed_best", "ensemble", "seeds"]].mean()
+    table = pd.concat([per_task, overall.reset_index().assign(task="mean")], ignore_index=True)
+    table["gain"] = table.ensemble - table.seed_mean
+    return table[["task", "strategy", "seeds", "seed_mean", "seed_best", "ensemble", "gain"]]
+
+
+def vpt_figure15(members: pd.DataFrame, path, stamp: dict | None = None) -> pd.DataFrame:
+    """The VPT paper's Figure 15: for every strategy, the ensemble of its seeds' models against the seeds' mean
+    and the best seed, averaged over the tasks (bars), each task a dot on the ensemble's bar."""
+    table = ensemble_summary(members)
+    strategies = list(dict.fromkeys(table.strategy))
+    overall = table[table.task == "mean"].set_index("strategy").reindex(strategies)
+    kinds = [
+        ("seed_mean", "mean of the seeds", "0.75"),
+        ("seed_best", "best seed", "0.45"),
+        ("ensemble", "ensemble", None),
+    ]
+    width = 0.8 / len(kinds)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.5 * len(strategies)), 3.6))
+    for i, (column, name, shade) in enumerate(kinds):
+        x = np.arange(len(strategies)) + (i - 1) * width
+        colors = [shade or color(s) for s in strategies]
+        ax.bar(x, overall[column], width, color=colors, label=name, edgecolor="black", linewidth=0.4)
+        if column == "ensemble":
+            tasks = table[table.task != "mean"]
+            for j, strategy in enumerate(strategies):
+                values = tasks[tasks.strategy == strategy].ensemble
+                ax.plot([x[j]] * len(values), values, "o", color="black", markersize=2.5)
+    ax.set_xticks(range(len(strategies)), [label(s) for s in strategies])
+    low, high = int(table.seeds.min()), int(table.seeds.max())
+    n_tasks = table[table.task != "mean"].task.nunique()
+    ax.set_ylabel(f"test top-1 (%), mean of {n_tasks} task{'s' if n_tasks > 1 else ''}")
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(
+        f"VPT Figure 15: {low if low == high else f'{low}-{high}'} seeds as an ensemble (dots: each task)"
+    )
+    save(fig, path, stamp=stamp)
+    return table

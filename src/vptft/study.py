@@ -137,7 +137,9 @@ def output_entry(config: dict, name: str) -> dict:
 SIGNIFICANCE_TABLE = "vpt_table10"  # the VPT paper's Table 10 (with its Figure 16): VPT-deep vs each strategy
 HPARAMS_FIGURE = "vpt_figure17"  # the VPT paper's Figure 17: `analyses.hparams`
 PRUNING_FIGURE = "adapt_figure3"  # Adapt's Figure 3: `analyses.pruning`
+ENSEMBLE_FIGURE = "vpt_figure15"  # the VPT paper's Figure 15: `analyses.ensemble`
 BUILT_IN_FIGURES = (
+    ENSEMBLE_FIGURE,
     "vpt_figure3",
     "vpt_figure20",
     MODEL_SCALE,
@@ -153,6 +155,15 @@ def hparams_strategies(config: dict) -> list[str]:
     return list(
         ((config.get("analyses") or {}).get("hparams") or {}).get("strategies")
         or family_strategies(config, "vtab1k")
+    )
+
+
+def ensemble_strategies(config: dict) -> list[str]:
+    """The strategies of the VPT paper's Figure 15 (`analyses.ensemble`): the configured ones, or every vtab1k
+    strategy whose final runs have two or more seeds."""
+    configured = ((config.get("analyses") or {}).get("ensemble") or {}).get("strategies")
+    return list(
+        configured or [s for s in family_strategies(config, "vtab1k") if len(final_seeds(config, s)) > 1]
     )
 
 
@@ -342,6 +353,23 @@ def problems(config: dict) -> list[str]:
     for i, name in enumerate(hparams.get("strategies") or []):
         if name not in family_strategies(config, "vtab1k"):
             errors.append(f"$.analyses.hparams.strategies[{i}]: {name!r} has no vtab1k sweep in this config")
+    ensemble = analyses.get("ensemble") or {}
+    for i, task in enumerate(ensemble.get("tasks") or []):
+        trained = family_runs(config, "vtab1k").get(task)
+        if trained is None:
+            errors.append(f"$.analyses.ensemble.tasks[{i}]: {task!r} is not a task of the vtab1k family")
+            continue
+        for name in ensemble_strategies(config):
+            if name not in trained:
+                errors.append(
+                    f"$.analyses.ensemble: {name!r} has no vtab1k runs on {task!r} (trained: {trained})"
+                )
+    for name in ensemble_strategies(config) if ensemble else ():
+        if len(final_seeds(config, name)) < 2:
+            errors.append(
+                f"$.analyses.ensemble.strategies: {name!r} has one seed ({final_seeds(config, name)}), "
+                "nothing to ensemble; give train.seeds two or more"
+            )
     claim_seeds = (analyses.get("claims") or {}).get("seeds")
     for name in config["strategies"]:
         known = not variant_problems(name)  # unknown names are reported by the config check
@@ -412,6 +440,8 @@ def output_problem(config: dict, output: str) -> str | None:
         return None
     if output == PRUNING_FIGURE and not (config.get("analyses") or {}).get("pruning"):
         return "set `analyses.pruning.task` (a vtab1k task Adapt trains on), e.g. `analyses: {pruning: {task: <task>}}`"
+    if output == ENSEMBLE_FIGURE and not (config.get("analyses") or {}).get("ensemble"):
+        return "set `analyses.ensemble.tasks` (vtab1k tasks), e.g. `analyses: {ensemble: {tasks: [<task>]}}`"
     if output == HPARAMS_FIGURE and not (config.get("analyses") or {}).get("hparams"):
         return "set `analyses.hparams.task` (a vtab1k task), e.g. `analyses: {hparams: {task: <task>}}`"
 
