@@ -213,6 +213,29 @@ RENDERED = [
         lambda: study.compares_ft_and_vpt(config),
     ),
     Rendered(
+        "figure_overview",
+        study.OVERVIEW_FIGURE,
+        "overview.ipynb",
+        {"figure": "vpt_figure1.png", "csv": "vpt_figure1.csv"},
+        lambda wc: {
+            "runs": expand(
+                f"{RESULTS}/collected/{BB}/{{family}}.csv",
+                family=[
+                    f
+                    for f in ("fgvc", "vtab1k")
+                    if f in study.backbone_families(config, BB)
+                ],
+            )
+        },
+        lambda input, output: dict(
+            runs=list(input.runs),
+            strategies=study.family_strategies(config, "vtab1k"),
+            figure=output.figure,
+            csv=output.csv,
+        ),
+        lambda: study.compares_ft_and_vpt(config),
+    ),
+    Rendered(
         "figure_ensemble",
         study.ENSEMBLE_FIGURE,
         "ensemble.ipynb",

@@ -70,6 +70,7 @@ RULES = {
     "fid": runs({"train"}, "fid"),
     # explains tuned models and reads the runs tables (pandas) to see which strategy won the task
     "attribution": runs({"train", "report"}, "attribution"),
+    "ensemble": runs({"train", "report"}, "ensemble"),  # rebuilds tuned models, writes a CSV (pandas)
     "collect": runs({"report"}, "collect"),
     "collect_family": runs({"report"}, "concat"),
     "table": runs({"report"}, notebook="vtab_table.ipynb"),
@@ -84,12 +85,14 @@ RULES = {
     "figure_hparams": runs({"report"}, notebook="hparams.ipynb"),
     "significance": runs({"report"}, notebook="significance.ipynb"),
     "figure_pruning": runs({"report"}, notebook="pruning.ipynb"),
+    "figure_ensemble": runs({"report"}, notebook="ensemble.ipynb"),
+    "figure_overview": runs({"report"}, notebook="overview.ipynb"),
     "paper_name": runs({"report"}),  # cp
     "paper_name_note": runs({"report"}),  # echo
 }
 TRAINS = {"train", "train_seed", "train_claims", "train_extra_backbones"}
-READS_RECORDS = {"splits", "prototype_splits", "sweep", "stage1", *TRAINS, "fid", "attribution"}
-BUILDS_TUNED_MODELS = {"sweep", "stage1", *TRAINS, "attribution"}
+READS_RECORDS = {"splits", "prototype_splits", "sweep", "stage1", *TRAINS, "fid", "attribution", "ensemble"}
+BUILDS_TUNED_MODELS = {"sweep", "stage1", *TRAINS, "attribution", "ensemble"}
 # Modules every stage imports (the task and strategy registries) hold loaders only some rules call: the imports
 # inside these functions (and classes) count for those rules only.
 CALLED_BY = {

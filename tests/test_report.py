@@ -432,3 +432,29 @@ def test_hparam_sensitivity_draws_every_sweep_point_by_lr(tmp_path):
     }
     assert points[(points.strategy == "linear") & (points.selected == 1)].lr.item() == 0.4
     assert (tmp_path / "f.png").stat().st_size > 5000
+
+
+def test_figure1c_sets_every_method_against_full_finetuning_task_by_task(tmp_path):
+    """The VPT paper's Figure 1(c): per task the seed mean minus full finetuning's; the summary's wins count the
+    tasks above it, and a method without runs is an error, not a missing box."""
+    from vptft.figures import method_overview, vpt_figure1
+
+    rows = []
+    for task, full, vpt in (("newshapes_src", 40.0, 45.0), ("count_src", 60.0, 50.0), ("digits", 70.0, 71.0)):
+        for seed, noise in ((0, -1.0), (1, 1.0)):
+            rows += [
+                {"task": task, "strategy": "full", "seed": seed, "test_top1": full + noise},
+                {"task": task, "strategy": "vpt_deep", "seed": seed, "test_top1": vpt + noise},
+                {"task": task, "strategy": "linear", "seed": seed, "test_top1": full - 5.0},
+            ]
+    runs = pd.DataFrame(rows)
+    per_task = method_overview(runs, ["full", "vpt_deep", "linear"]).set_index(["task", "strategy"])
+    assert per_task.loc[("newshapes_src", "vpt_deep"), "vs_full"] == pytest.approx(5.0)
+    assert per_task.loc[("count_src", "vpt_deep"), "group"] == "structured"
+    summary = vpt_figure1(runs, ["full", "vpt_deep", "linear"], tmp_path / "f.png").set_index("strategy")
+    assert summary.loc["vpt_deep", "mean_vs_full"] == pytest.approx((5.0 - 10.0 + 1.0) / 3)
+    assert summary.loc["vpt_deep", "wins_vs_full"] == 2 and summary.loc["linear", "wins_vs_full"] == 0
+    assert summary.loc["linear", ["min_vs_full", "max_vs_full"]].tolist() == [-5.0, -5.0]
+    assert summary.loc["vpt_deep", "tasks"] == 3 and (tmp_path / "f.png").stat().st_size > 0
+    with pytest.raises(ValueError, match=r"no runs of \['bias'\]"):
+        method_overview(runs, ["full", "bias"])

@@ -667,3 +667,57 @@ def vpt_figure15(members: pd.DataFrame, path, stamp: dict | None = None) -> pd.D
     )
     save(fig, path, stamp=stamp)
     return table
+
+
+def method_overview(runs: pd.DataFrame, strategies: list[str], reference: str = "full") -> pd.DataFrame:
+    """Per strategy and task: the mean test top-1 over seeds and its difference to `reference` (full
+    finetuning); the tasks of every family the runs hold (the VPT paper's 24: FGVC and VTAB-1k)."""
+    means = runs[runs.strategy.isin(strategies)].groupby(["task", "strategy"]).test_top1.mean().unstack()
+    missing = [s for s in strategies if s not in means.columns]
+    if missing or reference not in means.columns:
+        raise ValueError(f"Figure 1(c): no runs of {missing or [reference]}")
+    means = means.dropna(subset=[reference])
+    long = means[strategies].stack().rename("top1").reset_index()
+    long["vs_" + reference] = long.top1 - long.task.map(means[reference])
+    long["group"] = long.task.map(lambda t: task_registry.get_task(t).group)
+    return long
+
+
+def vpt_figure1(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | None = None) -> pd.DataFrame:
+    """The VPT paper's Figure 1(c): every strategy's test top-1 minus full finetuning's on each task (a dot per
+    task, coloured by group) with its mean (diamond) and the box of the spread over tasks; returns the summary:
+    mean, std, min, max of that difference and the tasks won."""
+    per_task = method_overview(runs, strategies)
+    shown = [s for s in strategies if s != "full"]
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(shown) + 2), 3.8))
+    groups = list(dict.fromkeys(per_task.sort_values("group").group))
+    palette = dict(zip(groups, plt.get_cmap("Set2").colors))
+    for i, strategy in enumerate(shown):
+        sub = per_task[per_task.strategy == strategy]
+        ax.boxplot(sub.vs_full, positions=[i], widths=0.5, showfliers=False, medianprops={"color": "0.4"})
+        jitter = np.linspace(-0.15, 0.15, len(sub)) if len(sub) > 1 else [0.0]
+        ax.scatter(i + np.asarray(jitter), sub.vs_full, s=12, c=[palette[g] for g in sub.group], zorder=3)
+        ax.scatter(
+            [i], [sub.vs_full.mean()], marker="D", s=40, color=color(strategy), edgecolor="black", zorder=4
+        )
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(shown)), [label(s) for s in shown], rotation=20, ha="right")
+    n_tasks = per_task.task.nunique()
+    ax.set_ylabel(f"test top-1 minus full finetuning's (points), {n_tasks} tasks")
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=palette[g], label=g) for g in groups]
+    handles.append(
+        plt.Line2D([], [], marker="D", linestyle="", color="0.5", markeredgecolor="black", label="mean")
+    )
+    ax.legend(handles=handles, frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("VPT Figure 1(c): each method against full finetuning, task by task")
+    save(fig, path, stamp=stamp)
+    summary = per_task.groupby("strategy", sort=False).agg(
+        tasks=("task", "nunique"),
+        mean_top1=("top1", "mean"),
+        mean_vs_full=("vs_full", "mean"),
+        std_vs_full=("vs_full", "std"),
+        min_vs_full=("vs_full", "min"),
+        max_vs_full=("vs_full", "max"),
+        wins_vs_full=("vs_full", lambda d: int((d > 0).sum())),
+    )
+    return summary.reindex(strategies).reset_index()

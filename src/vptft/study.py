@@ -138,7 +138,9 @@ SIGNIFICANCE_TABLE = "vpt_table10"  # the VPT paper's Table 10 (with its Figure 
 HPARAMS_FIGURE = "vpt_figure17"  # the VPT paper's Figure 17: `analyses.hparams`
 PRUNING_FIGURE = "adapt_figure3"  # Adapt's Figure 3: `analyses.pruning`
 ENSEMBLE_FIGURE = "vpt_figure15"  # the VPT paper's Figure 15: `analyses.ensemble`
+OVERVIEW_FIGURE = "vpt_figure1"  # the VPT paper's Figure 1(c): every method against full finetuning per task
 BUILT_IN_FIGURES = (
+    OVERVIEW_FIGURE,
     ENSEMBLE_FIGURE,
     "vpt_figure3",
     "vpt_figure20",
@@ -457,7 +459,7 @@ def output_problem(config: dict, output: str) -> str | None:
                 f"`{output}: {{regime: vtab1k, groups: [structured]}}`"
             )
         return None
-    if output in ("figure3", "fid", "claims") and not compares_ft_and_vpt(config):
+    if output in ("figure3", "fid", "claims", OVERVIEW_FIGURE) and not compares_ft_and_vpt(config):
         missing = [s for s in CLAIM_STRATEGIES if s not in trained]
         return (
             f"it compares full finetuning with VPT on vtab1k, and {missing} have no vtab1k runs in this config "
