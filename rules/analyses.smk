@@ -108,3 +108,22 @@ rule ensemble:
     shell:
         "python -m vptft ensemble --spec {params.spec:q} --threads {params.threads} --manifest {input.manifest:q} "
         "{params.backbone} --metrics {input.metrics:q} --out {output:q} > {log:q} 2>&1"
+
+
+# Example images of every task (Han et al.'s Figure 19, the VPT paper's Figure 10), decoded once.
+rule examples:
+    input:
+        manifests=lambda wc: [example_manifest(task) for task in example_tasks()],
+    output:
+        f"{RESULTS}/examples.npz",
+    log:
+        f"{LOGS}/examples.log",
+    benchmark:
+        f"{BENCHMARKS}/examples.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        spec=lambda wc: spec(tasks=example_tasks(), data_dir=DATA, per_task=4, side=96),
+    shell:
+        "python -m vptft examples --spec {params.spec:q} --manifests {input.manifests:q} --out {output:q} "
+        "> {log:q} 2>&1"

@@ -58,6 +58,21 @@ def ensemble_members():
     ]
 
 
+def example_tasks():
+    """The tasks of the example-images figure: every configured task the vtab1k or fgvc family trains on."""
+    families = [f for f in ("vtab1k", "fgvc") if f in study.configured_families(config)]
+    return [
+        t
+        for t in config["tasks"]
+        if any(t in study.family_tasks(config, f) for f in families)
+    ]
+
+
+def example_manifest(task):
+    family = "fgvc" if task in study.family_tasks(config, "fgvc") else "vtab1k"
+    return f"{RESULTS}/splits/{task}/{family}.json"
+
+
 def _family_runs(family):
     tasks, strategies = study.family_tasks(config, family), study.family_strategies(
         config, family
@@ -234,6 +249,19 @@ RENDERED = [
             csv=output.csv,
         ),
         lambda: study.compares_ft_and_vpt(config),
+    ),
+    Rendered(
+        "figure_examples",
+        "figure19",
+        "examples.ipynb",
+        {"figure": "figure19.png", "vpt_figure": "vpt_figure10.png"},
+        lambda wc: {"examples": f"{RESULTS}/examples.npz"},
+        lambda input, output: dict(
+            examples=input.examples,
+            figures=[output.figure, output.vpt_figure],
+        ),
+        lambda: bool(example_tasks()),
+        captions={"vpt_figure": "figure19"},
     ),
     Rendered(
         "figure_ensemble",

@@ -356,3 +356,30 @@ def test_figure15_sets_the_ensemble_against_the_seeds_mean_and_best(tmp_path):
     assert table.loc["mean", ["seed_mean", "ensemble"]].tolist() == [45.0, 49.0]
     vpt_figure15(members, tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+# ------------------------------------------------------------------- example images (Han Fig. 19, VPT Fig. 10)
+
+
+def test_examples_show_different_classes_first():
+    from vptft.examples import pick_distinct
+
+    assert pick_distinct([3, 3, 1, 3, 2, 1], 4) == [0, 2, 4, 1]  # classes 3, 1, 2, then the next record
+    assert pick_distinct([5, 5], 4) == [0, 1]  # fewer records than asked: all of them
+
+
+def test_task_examples_decode_train_records_of_distinct_classes(prepared_mini, tmp_path):
+    from vptft.examples import task_examples
+    from vptft.figures import task_examples as draw
+
+    data_dir, _ = prepared_mini
+    write_digits_manifest(tmp_path / "manifest.json", prepared_mini, n_test=8)
+    arrays = task_examples({"digits": str(tmp_path / "manifest.json")}, data_dir, per_task=3, side=20)
+    assert arrays["images"].shape == (1, 3, 3, 20, 20) and arrays["images"].dtype == np.uint8
+    assert len(set(arrays["labels"][0].tolist())) == 3 and arrays["images"].max() > 0
+    assert arrays["captions"][0].tolist() == [str(label) for label in arrays["labels"][0]]  # digits: no names
+    assert arrays["tasks"].tolist() == ["digits"] and arrays["groups"].tolist() == ["specialized"]
+    shown = draw(arrays, [tmp_path / "a.png", tmp_path / "b.png"])
+    assert len(shown) == 3 and (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    with pytest.raises(ValueError, match="the manifest of 'digits', not 'count_src'"):
+        task_examples({"count_src": str(tmp_path / "manifest.json")}, data_dir, per_task=3, side=20)

@@ -71,6 +71,7 @@ RULES = {
     # explains tuned models and reads the runs tables (pandas) to see which strategy won the task
     "attribution": runs({"train", "report"}, "attribution"),
     "ensemble": runs({"train", "report"}, "ensemble"),  # rebuilds tuned models, writes a CSV (pandas)
+    "examples": runs({"train", "report"}, "examples"),  # decodes records (the analysis env)
     "collect": runs({"report"}, "collect"),
     "collect_family": runs({"report"}, "concat"),
     "table": runs({"report"}, notebook="vtab_table.ipynb"),
@@ -87,11 +88,22 @@ RULES = {
     "figure_pruning": runs({"report"}, notebook="pruning.ipynb"),
     "figure_ensemble": runs({"report"}, notebook="ensemble.ipynb"),
     "figure_overview": runs({"report"}, notebook="overview.ipynb"),
+    "figure_examples": runs({"report"}, notebook="examples.ipynb"),
     "paper_name": runs({"report"}),  # cp
     "paper_name_note": runs({"report"}),  # echo
 }
 TRAINS = {"train", "train_seed", "train_claims", "train_extra_backbones"}
-READS_RECORDS = {"splits", "prototype_splits", "sweep", "stage1", *TRAINS, "fid", "attribution", "ensemble"}
+READS_RECORDS = {
+    "splits",
+    "prototype_splits",
+    "sweep",
+    "stage1",
+    *TRAINS,
+    "fid",
+    "attribution",
+    "ensemble",
+    "examples",
+}
 BUILDS_TUNED_MODELS = {"sweep", "stage1", *TRAINS, "attribution", "ensemble"}
 # Modules every stage imports (the task and strategy registries) hold loaders only some rules call: the imports
 # inside these functions (and classes) count for those rules only.

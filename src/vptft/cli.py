@@ -203,6 +203,15 @@ def cmd_ensemble(args, spec):
     print(f"[ensemble] {spec['task']} {spec['strategy']}: {rows}", flush=True)
 
 
+def cmd_examples(args, spec):
+    from vptft.examples import task_examples, write_examples
+
+    manifests = dict(zip(spec["tasks"], args.manifests, strict=True))
+    arrays = task_examples(manifests, spec["data_dir"], spec["per_task"], spec["side"])
+    write_examples(args.out, arrays)
+    print(f"[examples] {len(manifests)} tasks x {spec['per_task']} images -> {args.out}", flush=True)
+
+
 def cmd_worker(args, spec):
     from vptft.worker import serve
 
@@ -357,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--backbone", default=None)
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of each seed's final run")
+    p.add_argument("--out", required=True)
+    p = verb("examples", cmd_examples, "a few train images of each task, for the example-images figure")
+    p.add_argument("--manifests", nargs="+", required=True, help="a split manifest per task, in spec order")
     p.add_argument("--out", required=True)
     p = verb(
         "worker",

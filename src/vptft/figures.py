@@ -8,6 +8,7 @@ text chunks when given one; the numbers it draws come back as a DataFrame so a n
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -721,3 +722,41 @@ def vpt_figure1(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | N
         wins_vs_full=("vs_full", lambda d: int((d > 0).sum())),
     )
     return summary.reindex(strategies).reset_index()
+
+
+def task_examples(examples: dict, paths, stamp: dict | None = None) -> pd.DataFrame:
+    """Han et al.'s Figure 19 / the VPT paper's Figure 10: a row of example train images per task (its group
+    beside its name, each image titled by its class); written to every path in `paths`. Returns what it shows."""
+    images, captions = examples["images"], examples["captions"]
+    n_tasks, per_task = images.shape[:2]
+    fig, axes = plt.subplots(n_tasks, per_task, figsize=(1.25 * per_task + 1.6, 1.3 * n_tasks), squeeze=False)
+    for row in range(n_tasks):
+        for col in range(per_task):
+            ax = axes[row][col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if examples["labels"][row, col] >= 0:
+                ax.imshow(images[row, col].transpose(1, 2, 0))
+                ax.set_title(str(captions[row, col])[:18], fontsize=6, pad=2)
+            else:
+                ax.axis("off")
+        axes[row][0].set_ylabel(
+            f"{examples['tasks'][row]}\n({examples['groups'][row]})",
+            fontsize=7,
+            rotation=0,
+            ha="right",
+            va="center",
+        )
+    fig.suptitle("Example train images of each task", fontsize=10)
+    save(fig, paths[0], stamp=stamp)
+    for path in paths[1:]:  # the same figure under the other paper's number
+        with atomic_path(path) as tmp:
+            shutil.copyfile(paths[0], tmp)
+    return pd.DataFrame(
+        [
+            {"task": examples["tasks"][r], "group": examples["groups"][r], "class": captions[r, c]}
+            for r in range(n_tasks)
+            for c in range(per_task)
+            if examples["labels"][r, c] >= 0
+        ]
+    )
