@@ -402,7 +402,7 @@ def table_spec(wildcards, input, output):
 
 
 # The unqualified names (results/table2.csv, ...) that the paper_name rule copies from results/{bench}/.
-PAPER_NAMES = "(vpt_|adapt_)?table[0-9]+[.]csv|claims[.](md|csv)|(vpt_|adapt_)?figure[0-9]+(_log)?[.]png|fid[.]csv"
+PAPER_NAMES = "(vpt_|adapt_)?table[0-9]+[.]csv|claims[.](md|csv)|(vpt_|adapt_)?figure[0-9]+[.]png|fid[.]csv"
 
 
 def foreign_copy_note(wildcards):
@@ -473,14 +473,12 @@ def attribution_tasks():
     return list(dict.fromkeys(entry["tasks"] + entry["quadrant_tasks"]))
 
 
-CURVE_FIGURES = [
-    "figure5",
-    "figure5_log",
-    "figure9",
-    "figure10",
-    "figure11",
-    "figure12",
-]
+# Han et al.'s loss curves: Figure 5 (two tasks per group) and in log scale (9), every task of a group in log
+# scale (10 natural, 11 specialized, 12 structured)
+CURVE_FIGURES = ["figure5", "figure9", "figure10", "figure11", "figure12"]
+# data scaling: Figure 4 (per group), the overfitting tasks' losses (6) and every scaling task's (13), accuracy
+# vs train size per task of a group (14 natural, 15 specialized, 16 structured)
+SCALING_FIGURES = ["figure4", "figure6", "figure13", "figure14", "figure15", "figure16"]
 ATTRIBUTION_FIGURES = ["figure8", "figure17", "figure18"]
 
 

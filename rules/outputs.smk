@@ -105,13 +105,13 @@ RENDERED = [
         "figure_scaling",
         "figure4",
         "scaling.ipynb",
-        {"figure": "figure4.png", "overfitting": "figure6.png"},
+        {name: f"{name}.png" for name in SCALING_FIGURES},
         _family_runs("scaling"),
         lambda input, output: dict(
             runs=list(input.runs),
             strategies=study.family_strategies(config, "scaling"),
-            figure=output.figure,
-            overfitting=output.overfitting,
+            curve_tasks=curve_tasks(),
+            figures={name: output[name] for name in SCALING_FIGURES},
         ),
         lambda: "scaling" in study.backbone_families(config, BB),
     ),
@@ -186,7 +186,6 @@ RENDERED = [
             figures={name: output[name] for name in CURVE_FIGURES},
         ),
         lambda: bool(curve_strategies()),
-        captions={"figure5_log": "figure5"},
     ),
     Rendered(
         "figure_attribution",
@@ -272,7 +271,7 @@ RENDERED = [
         lambda input, output: dict(
             members=list(input.members), figure=output.figure, csv=output.csv
         ),
-        lambda: bool(config["analyses"].get("ensemble")),
+        lambda: not study.output_problem(config, study.ENSEMBLE_FIGURE),
     ),
     Rendered(
         "figure_pruning",

@@ -458,3 +458,34 @@ def test_figure1c_sets_every_method_against_full_finetuning_task_by_task(tmp_pat
     assert summary.loc["vpt_deep", "tasks"] == 3 and (tmp_path / "f.png").stat().st_size > 0
     with pytest.raises(ValueError, match=r"no runs of \['bias'\]"):
         method_overview(runs, ["full", "bias"])
+
+
+def test_the_overfitting_count_takes_runs_whose_test_loss_rises_as_their_train_loss_falls():
+    """Han et al. section 5.1 as a rule: a run counts when its last test loss is > 10 % above its lowest while
+    its train loss kept falling; a test loss that rises with the train loss, or by less, does not."""
+
+    def curve(train, test):
+        return pd.DataFrame({"epoch": range(1, len(train) + 1), "train_loss": train, "test_loss": test})
+
+    nan = float("nan")
+    overfit = curve([2.0, 1.0, 0.5, 0.2], [2.0, 1.0, nan, 1.3])
+    assert claims.overfits(overfit)
+    assert not claims.overfits(curve([2.0, 1.0, 0.5, 0.2], [2.0, 1.0, nan, 1.05]))  # a 5 % rise: noise
+    assert not claims.overfits(curve([2.0, 1.0, 1.2, 1.4], [2.0, 1.0, nan, 1.5]))  # both rise: it diverged
+    assert not claims.overfits(curve([2.0, 1.0], [nan, 1.0]))  # one evaluation: nothing to compare
+    healthy = curve([2.0, 1.0, 0.5, 0.2], [2.0, 1.0, nan, 0.9])
+    curves = pd.concat(
+        [
+            overfit.assign(task="a", strategy="full", seed=0),
+            healthy.assign(task="a", strategy="full", seed=1),
+            healthy.assign(task="a", strategy="vpt_deep", seed=0),
+        ]
+    )
+    vtab = pd.DataFrame(
+        {"task": ["a", "a", "a"], "strategy": ["full", "full", "vpt_deep"], "seed": [0, 1, 0]}
+    )
+    counts = claims.overfitting_count(vtab, curves).set_index("strategy")
+    assert counts.loc["full", ["runs", "overfit", "share_pct", "tasks"]].tolist() == [2, 1, 50.0, "a"]
+    assert counts.loc["vpt_deep", "overfit"] == 0
+    md = claims.overfitting_markdown(counts.reset_index())
+    assert "| full | 2 | 1 | 50 % | a |" in md and "more than 10% above its lowest" in md

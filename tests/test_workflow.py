@@ -147,15 +147,21 @@ FIGURES = [
     "figure3",
     "figure4",
     "figure5",
-    "figure5_log",
     "figure6",
     "figure8",
     "figure9",
     "figure10",
     "figure11",
     "figure12",
+    "figure13",
+    "figure14",  # data scaling of the natural task (figure15: no specialized task here, a note)
+    "figure16",
     "figure17",
     "figure18",
+    "figure19",  # example images, also the VPT paper's Figure 10
+    "vpt_figure1",  # every method against FT per task
+    "vpt_figure10",
+    "vpt_figure15",  # the seeds as an ensemble
     "vpt_figure5",  # the config's ablation figure
     "vpt_figure16",  # VPT-deep against each strategy
     "vpt_figure17",  # the sweeps

@@ -186,6 +186,55 @@ def figure4(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | None 
     return means
 
 
+def scaling_per_task(
+    runs: pd.DataFrame, strategies: list[str], group: str, path, title: str, stamp: dict | None = None
+) -> pd.DataFrame:
+    """Figures 14-16: test top-1 vs train size (log x) of every scaling task of one group, a panel per task, a
+    line per strategy (mean over seeds, band: their std); capped sizes hollow. Returns the means drawn."""
+    means = scaling_means(runs[runs.strategy.isin(strategies)])
+    means = means[means.group == group]
+    tasks = sorted(means.task.unique())
+    if not tasks:  # the file still says why it is empty
+        fig, ax = plt.subplots(figsize=(5, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"no {group} task has scaling runs in this config", ha="center", va="center")
+        fig.suptitle(title)
+        save(fig, path, stamp=stamp)
+        return means
+    cols = min(4, len(tasks))
+    rows = int(np.ceil(len(tasks) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        for strategy in strategies:
+            line = means[(means.task == task) & (means.strategy == strategy)].sort_values("size")
+            if line.empty:
+                continue
+            ax.plot(line["size"], line.top1, "-o", color=color(strategy), markersize=4, label=label(strategy))
+            ax.fill_between(
+                line["size"],
+                line.top1 - line["std"],
+                line.top1 + line["std"],
+                color=color(strategy),
+                alpha=0.2,
+            )
+            capped = line[line.capped]
+            ax.plot(capped["size"], capped.top1, "o", color="white", markeredgecolor=color(strategy))
+        sizes = sorted(means[means.task == task]["size"].unique())
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(int(size)) for size in sizes])
+        ax.minorticks_off()
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("train images (log scale)")
+        ax.set_ylabel("test top-1 (%)")
+    for ax in list(axes.flat)[len(tasks) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(f"{title}: data scaling of every {group} task (band: seed std; hollow: size capped)")
+    save(fig, path, legend_below=True, stamp=stamp)
+    return means
+
+
 def read_curves(runs: pd.DataFrame) -> pd.DataFrame:
     """Every run's curves.csv, tagged with task, group, strategy and seed."""
     frames = []
@@ -247,10 +296,18 @@ def loss_grid(
     save(fig, path, legend_below=True, stamp=stamp)
 
 
-def overfitting(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | None = None) -> None:
-    """Figure 6: train and test loss per epoch of the scaling runs, one panel per task, one line per size: does
-    more data close the train/test gap?"""
-    curves = read_curves(runs[runs.strategy.isin(strategies)])
+def overfitting(
+    runs: pd.DataFrame,
+    strategies: list[str],
+    path,
+    stamp: dict | None = None,
+    tasks: list[str] | None = None,
+    title: str = "Figure 6",
+) -> None:
+    """Figures 6 and 13: train and test loss per epoch of the scaling runs, one panel per task (`tasks`, default
+    every task with scaling runs), one line per size: does more data close the train/test gap?"""
+    runs = runs[runs.strategy.isin(strategies)]
+    curves = read_curves(runs[runs.task.isin(tasks)] if tasks else runs)
     tasks = sorted(curves.task.unique())
     fig, axes = plt.subplots(
         len(strategies), len(tasks), figsize=(4 * len(tasks), 3 * len(strategies)), squeeze=False
@@ -269,7 +326,7 @@ def overfitting(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | N
             _epoch_axis(ax)
             ax.set_ylabel("loss")
     axes[0, -1].legend(fontsize=6, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle("Figure 6: train (solid) and test (dashed) loss with growing train sets")
+    fig.suptitle(f"{title}: train (solid) and test (dashed) loss with growing train sets")
     save(fig, path, stamp=stamp)
 
 

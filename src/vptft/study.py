@@ -444,6 +444,8 @@ def output_problem(config: dict, output: str) -> str | None:
         return "set `analyses.pruning.task` (a vtab1k task Adapt trains on), e.g. `analyses: {pruning: {task: <task>}}`"
     if output == ENSEMBLE_FIGURE and not (config.get("analyses") or {}).get("ensemble"):
         return "set `analyses.ensemble.tasks` (vtab1k tasks), e.g. `analyses: {ensemble: {tasks: [<task>]}}`"
+    if output == ENSEMBLE_FIGURE and not ensemble_strategies(config):
+        return "no vtab1k strategy has two or more seeds to ensemble; give train.seeds two or more"
     if output == HPARAMS_FIGURE and not (config.get("analyses") or {}).get("hparams"):
         return "set `analyses.hparams.task` (a vtab1k task), e.g. `analyses: {hparams: {task: <task>}}`"
 
@@ -485,7 +487,10 @@ def output_problem(config: dict, output: str) -> str | None:
         compared = family_strategies(config, "fraction")
         if output == "vpt_figure3" and ("vpt_deep" not in compared or len(compared) < 2):
             return f"it sets vpt_deep against other strategies; `regimes.fraction.strategies` is {compared}"
-    if output in ("figure4", "figure6") and "scaling" not in config["regimes"]:
+    if (
+        output in ("figure4", "figure6", "figure13", "figure14", "figure15", "figure16")
+        and "scaling" not in config["regimes"]
+    ):
         return "no data-scaling runs: add `regimes.scaling` (train sizes, tasks, strategies)"
     if output.startswith(("figure5", "figure9", "figure10", "figure11", "figure12")) and not curve_strategies(
         config
