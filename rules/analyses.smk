@@ -127,3 +127,42 @@ rule examples:
     shell:
         "python -m vptft examples --spec {params.spec:q} --manifests {input.manifests:q} --out {output:q} "
         "> {log:q} 2>&1"
+
+
+# The VPT paper's Figures 9 and 21: t-SNE of each strategy's final features on a task's test images.
+rule tsne:
+    input:
+        manifest=f"{RESULTS}/splits/{{task}}/vtab1k.json",
+        backbone=backbone_checkpoint,
+        metrics=lambda wc: [
+            f"{runs_dir(BB)}/{wc.task}/vtab1k/{s}/seed{study.final_seeds(config, s)[0]}/metrics.json"
+            for s in study.tsne_strategies(config)
+        ],
+    output:
+        f"{RESULTS}/tsne/{{task}}.npz",
+    log:
+        f"{LOGS}/tsne/{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/tsne/{{task}}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    threads: stage_resources("analysis")["threads"]
+    resources:
+        mem_mb=stage_resources("analysis")["mem_mb"],
+        runtime=stage_resources("analysis")["runtime"],
+        gpu=stage_resources("analysis")["gpu"],
+    params:
+        threads=stage_resources("analysis")["threads"],
+        spec=lambda wc: spec(
+            task=wc.task,
+            strategies=study.tsne_strategies(config),
+            backbone=BB,
+            data_dir=DATA,
+            normalization=config["train"]["normalization"],
+            device=config["train"]["device"],
+            tsne=config["analyses"]["tsne"],
+        ),
+        backbone=lambda wc, input: backbone_arg(input),
+    shell:
+        "python -m vptft tsne --spec {params.spec:q} --threads {params.threads} --manifest {input.manifest:q} "
+        "{params.backbone} --metrics {input.metrics:q} --out {output:q} > {log:q} 2>&1"

@@ -73,6 +73,29 @@ def example_manifest(task):
     return f"{RESULTS}/splits/{task}/{family}.json"
 
 
+def _tsne(name):
+    """The VPT paper's Figure 9 or 21: t-SNE maps of every `analyses.tsne` strategy on the figure's tasks."""
+    return Rendered(
+        f"figure_tsne_{name}",
+        name,
+        "tsne.ipynb",
+        {"figure": f"{name}.png", "csv": f"{name}.csv"},
+        lambda wc: {
+            "maps": expand(
+                f"{RESULTS}/tsne/{{task}}.npz", task=study.tsne_tasks(config, name)
+            )
+        },
+        lambda input, output: dict(
+            maps=dict(zip(study.tsne_tasks(config, name), input.maps)),
+            title=f"VPT Figure {name.removeprefix('vpt_figure')}",
+            figure=output.figure,
+            csv=output.csv,
+        ),
+        lambda: bool(study.tsne_tasks(config, name)),
+        captions={"figure": "vpt_figure9"},
+    )
+
+
 def _family_runs(family):
     tasks, strategies = study.family_tasks(config, family), study.family_strategies(
         config, family
@@ -333,3 +356,4 @@ def _ablation(name):
 
 
 RENDERED += [_ablation(name) for name in config["figures"]]
+RENDERED += [_tsne(name) for name in study.TSNE_FIGURES]

@@ -21,6 +21,8 @@ SMOKE_SIZE_KEYS = [
     ("analyses", "fid", "n_reference"),
     ("analyses", "fid", "repeats"),
     ("analyses", "attribution", "n_images"),
+    ("analyses", "*", "more_tasks"),
+    ("analyses", "tsne", "n_images"),
     ("analyses", "attribution", "ig_steps"),
 ]
 

@@ -383,3 +383,29 @@ def test_task_examples_decode_train_records_of_distinct_classes(prepared_mini, t
     assert len(shown) == 3 and (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     with pytest.raises(ValueError, match="the manifest of 'digits', not 'count_src'"):
         task_examples({"count_src": str(tmp_path / "manifest.json")}, data_dir, per_task=3, side=20)
+
+
+# -------------------------------------------------------------------- t-SNE of the final features (VPT Figs 9, 21)
+
+
+def test_tsne_maps_embed_each_strategys_features_of_one_seeded_test_sample(mini_job, tmp_path):
+    from vptft.figures import tsne_panels
+    from vptft.tsne import tsne_maps
+
+    spec, manifest, backbone = mini_job
+    spec = {**spec, "tsne": {"n_images": 30, "perplexity": 30.0, "seed": 0}}
+    runs = _runs(tmp_path, backbone, 1)
+    top1 = tsne_maps(spec, manifest, backbone, runs, tmp_path / "a.npz")
+    tsne_maps(spec, manifest, backbone, runs, tmp_path / "b.npz")
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert a["index"].shape == a["labels"].shape == (30,) and len(set(a["index"])) == 30
+    assert a["strategies"].tolist() == ["full", "vpt_deep"]
+    for strategy in ("full", "vpt_deep"):
+        assert a[f"emb_{strategy}"].shape == (30, 2) and np.isfinite(a[f"emb_{strategy}"]).all()
+        np.testing.assert_array_equal(a[f"emb_{strategy}"], b[f"emb_{strategy}"])  # seeded: the same map
+        assert float(a[f"top1_{strategy}"]) == top1[strategy]
+    assert not np.allclose(a["emb_full"], a["emb_vpt_deep"])  # two models, two feature spaces
+    shown = tsne_panels({"digits": dict(a)}, "VPT Figure 9", tmp_path / "f.png")
+    assert shown.strategy.tolist() == ["full", "vpt_deep"] and (tmp_path / "f.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="a run of 'full' on 'digits', not 'vpt_deep'"):
+        tsne_maps(spec, manifest, backbone, {"vpt_deep": runs["full"]}, tmp_path / "c.npz")

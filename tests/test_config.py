@@ -136,6 +136,7 @@ def _without_vpt(config):
     config.pop("figures", None)
     config["analyses"].pop("hparams", None)
     config["analyses"].pop("ensemble", None)
+    config["analyses"].pop("tsne", None)
     config["regimes"].pop("scaling"), config["regimes"].pop("fewshot")
     config["analyses"].pop("attribution")
     return config

@@ -72,6 +72,7 @@ RULES = {
     "attribution": runs({"train", "report"}, "attribution"),
     "ensemble": runs({"train", "report"}, "ensemble"),  # rebuilds tuned models, writes a CSV (pandas)
     "examples": runs({"train", "report"}, "examples"),  # decodes records (the analysis env)
+    "tsne": runs({"train", "report"}, "tsne"),  # tuned models' features, scikit-learn's t-SNE
     "collect": runs({"report"}, "collect"),
     "collect_family": runs({"report"}, "concat"),
     "table": runs({"report"}, notebook="vtab_table.ipynb"),
@@ -89,6 +90,7 @@ RULES = {
     "figure_ensemble": runs({"report"}, notebook="ensemble.ipynb"),
     "figure_overview": runs({"report"}, notebook="overview.ipynb"),
     "figure_examples": runs({"report"}, notebook="examples.ipynb"),
+    "figure_tsne": runs({"report"}, notebook="tsne.ipynb"),  # figure_tsne_<name>: VPT Figures 9 and 21
     "paper_name": runs({"report"}),  # cp
     "paper_name_note": runs({"report"}),  # echo
 }
@@ -104,7 +106,7 @@ READS_RECORDS = {
     "ensemble",
     "examples",
 }
-BUILDS_TUNED_MODELS = {"sweep", "stage1", *TRAINS, "attribution", "ensemble"}
+BUILDS_TUNED_MODELS = {"sweep", "stage1", *TRAINS, "attribution", "ensemble", "tsne"}
 # Modules every stage imports (the task and strategy registries) hold loaders only some rules call: the imports
 # inside these functions (and classes) count for those rules only.
 CALLED_BY = {

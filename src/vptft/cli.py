@@ -203,6 +203,17 @@ def cmd_ensemble(args, spec):
     print(f"[ensemble] {spec['task']} {spec['strategy']}: {rows}", flush=True)
 
 
+def cmd_tsne(args, spec):
+    from vptft.tsne import tsne_maps
+
+    runs = {
+        strategy: str(Path(path).parent)
+        for strategy, path in zip(spec["strategies"], args.metrics, strict=True)
+    }
+    top1 = tsne_maps(spec, args.manifest, args.backbone, runs, args.out)
+    print(f"[tsne] {spec['task']}: top-1 on the sampled test images {top1}", flush=True)
+
+
 def cmd_examples(args, spec):
     from vptft.examples import task_examples, write_examples
 
@@ -366,6 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--backbone", default=None)
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of each seed's final run")
+    p.add_argument("--out", required=True)
+    p = verb("tsne", cmd_tsne, "t-SNE of each strategy's final features on test images (VPT Figures 9, 21)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--backbone", default=None)
+    p.add_argument(
+        "--metrics", nargs="+", required=True, help="metrics.json of each strategy's run, spec order"
+    )
     p.add_argument("--out", required=True)
     p = verb("examples", cmd_examples, "a few train images of each task, for the example-images figure")
     p.add_argument("--manifests", nargs="+", required=True, help="a split manifest per task, in spec order")

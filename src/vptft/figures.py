@@ -817,3 +817,33 @@ def task_examples(examples: dict, paths, stamp: dict | None = None) -> pd.DataFr
             if examples["labels"][r, c] >= 0
         ]
     )
+
+
+def tsne_panels(maps: dict, title: str, path, stamp: dict | None = None) -> pd.DataFrame:
+    """The VPT paper's Figures 9 / 21: a row per task, a panel per strategy, the t-SNE map of the feature its
+    head reads on the task's sampled test images, coloured by true class; each panel titled with the strategy's
+    top-1 on those images. `maps`: task -> the tsne job's arrays. Returns (task, strategy, images, top1)."""
+    tasks = list(maps)
+    strategies = [str(s) for s in maps[tasks[0]]["strategies"]]
+    fig, axes = plt.subplots(
+        len(tasks), len(strategies), figsize=(2.6 * len(strategies), 2.6 * len(tasks)), squeeze=False
+    )
+    rows = []
+    for r, task in enumerate(tasks):
+        arrays = maps[task]
+        labels = arrays["labels"]
+        n_classes = max(int(labels.max()) + 1, 1)
+        cmap = plt.get_cmap("tab10" if n_classes <= 10 else "tab20" if n_classes <= 20 else "turbo")
+        for c, strategy in enumerate(strategies):
+            ax = axes[r][c]
+            xy, top1 = arrays[f"emb_{strategy}"], float(arrays[f"top1_{strategy}"])
+            ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap=cmap, vmin=0, vmax=n_classes - 1, s=3, linewidths=0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{label(strategy)}: {top1:.1f} %", fontsize=8)
+            rows.append({"task": task, "strategy": strategy, "images": len(labels), "top1": top1})
+        axes[r][0].set_ylabel(f"{task}\n({task_registry.get_task(task).group})", fontsize=8)
+    n = len(maps[tasks[0]]["labels"])
+    fig.suptitle(f"{title}: t-SNE of the feature the head reads, {n} test images per task, coloured by class")
+    save(fig, path, stamp=stamp)
+    return pd.DataFrame(rows)

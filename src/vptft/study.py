@@ -138,8 +138,13 @@ SIGNIFICANCE_TABLE = "vpt_table10"  # the VPT paper's Table 10 (with its Figure 
 HPARAMS_FIGURE = "vpt_figure17"  # the VPT paper's Figure 17: `analyses.hparams`
 PRUNING_FIGURE = "adapt_figure3"  # Adapt's Figure 3: `analyses.pruning`
 ENSEMBLE_FIGURE = "vpt_figure15"  # the VPT paper's Figure 15: `analyses.ensemble`
+TSNE_FIGURES = {
+    "vpt_figure9": "tasks",
+    "vpt_figure21": "more_tasks",
+}  # `analyses.tsne`: the key of their tasks
 OVERVIEW_FIGURE = "vpt_figure1"  # the VPT paper's Figure 1(c): every method against full finetuning per task
 BUILT_IN_FIGURES = (
+    *TSNE_FIGURES,
     OVERVIEW_FIGURE,
     ENSEMBLE_FIGURE,
     "vpt_figure3",
@@ -167,6 +172,20 @@ def ensemble_strategies(config: dict) -> list[str]:
     return list(
         configured or [s for s in family_strategies(config, "vtab1k") if len(final_seeds(config, s)) > 1]
     )
+
+
+def tsne_strategies(config: dict) -> list[str]:
+    """The strategies of the VPT paper's Figures 9 and 21 (`analyses.tsne`): the configured ones, or every
+    strategy the vtab1k family trains."""
+    return list(
+        ((config.get("analyses") or {}).get("tsne") or {}).get("strategies")
+        or family_strategies(config, "vtab1k")
+    )
+
+
+def tsne_tasks(config: dict, figure: str) -> list[str]:
+    """The tasks of one t-SNE figure (`analyses.tsne.tasks`: Figure 9, `more_tasks`: Figure 21)."""
+    return list(((config.get("analyses") or {}).get("tsne") or {}).get(TSNE_FIGURES[figure]) or [])
 
 
 def run_outputs(config: dict) -> list[str]:
@@ -355,6 +374,18 @@ def problems(config: dict) -> list[str]:
     for i, name in enumerate(hparams.get("strategies") or []):
         if name not in family_strategies(config, "vtab1k"):
             errors.append(f"$.analyses.hparams.strategies[{i}]: {name!r} has no vtab1k sweep in this config")
+    tsne = analyses.get("tsne") or {}
+    for key in ("tasks", "more_tasks"):
+        for i, task in enumerate(tsne.get(key) or []):
+            trained = family_runs(config, "vtab1k").get(task)
+            if trained is None:
+                errors.append(f"$.analyses.tsne.{key}[{i}]: {task!r} is not a task of the vtab1k family")
+                continue
+            for name in tsne_strategies(config):
+                if name not in trained:
+                    errors.append(
+                        f"$.analyses.tsne: {name!r} has no vtab1k runs on {task!r} (trained: {trained})"
+                    )
     ensemble = analyses.get("ensemble") or {}
     for i, task in enumerate(ensemble.get("tasks") or []):
         trained = family_runs(config, "vtab1k").get(task)
@@ -442,6 +473,9 @@ def output_problem(config: dict, output: str) -> str | None:
         return None
     if output == PRUNING_FIGURE and not (config.get("analyses") or {}).get("pruning"):
         return "set `analyses.pruning.task` (a vtab1k task Adapt trains on), e.g. `analyses: {pruning: {task: <task>}}`"
+    if output in TSNE_FIGURES and not tsne_tasks(config, output):
+        key = TSNE_FIGURES[output]
+        return f"set `analyses.tsne.{key}` (vtab1k tasks), e.g. `analyses: {{tsne: {{{key}: [<task>]}}}}`"
     if output == ENSEMBLE_FIGURE and not (config.get("analyses") or {}).get("ensemble"):
         return "set `analyses.ensemble.tasks` (vtab1k tasks), e.g. `analyses: {ensemble: {tasks: [<task>]}}`"
     if output == ENSEMBLE_FIGURE and not ensemble_strategies(config):
