@@ -166,3 +166,35 @@ rule tsne:
     shell:
         "python -m vptft tsne --spec {params.spec:q} --threads {params.threads} --manifest {input.manifest:q} "
         "{params.backbone} --metrics {input.metrics:q} --out {output:q} > {log:q} 2>&1"
+
+
+# The VPT paper's Table 12 and Figures 18-19: each strategy's latency, peak memory and GFLOPs on this machine.
+rule latency:
+    output:
+        f"{RESULTS}/cost/{BB}/latency.csv",
+    log:
+        f"{LOGS}/cost/{BB}/latency.log",
+    benchmark:
+        f"{BENCHMARKS}/cost/{BB}/latency.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    threads: stage_resources("analysis")["threads"]
+    resources:
+        mem_mb=stage_resources("analysis")["mem_mb"],
+        runtime=stage_resources("analysis")["runtime"],
+        gpu=stage_resources("analysis")["gpu"],
+    params:
+        threads=stage_resources("analysis")["threads"],
+        spec=lambda wc: spec(
+            backbone=BB,
+            normalization=config["train"]["normalization"],
+            device=config["train"]["device"],
+            precision=config["train"]["precision"],
+            options={
+                s: config["strategies"].get(s, {}).get("options", {})
+                for s in config["analyses"]["cost"]["strategies"]
+            },
+            **config["analyses"]["cost"],
+        ),
+    shell:
+        "python -m vptft latency --spec {params.spec:q} --threads {params.threads} --out {output:q} > {log:q} 2>&1"

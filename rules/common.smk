@@ -98,8 +98,8 @@ wildcard_constraints:
     family="vtab1k|scaling|fewshot|fgvc|fraction",
     seed="[0-9]+",
     chunk="[0-9]+",
-    # vpt_table10 is the significance table (rules/outputs.smk), not a `tables` entry
-    table=r"(?!vpt_table10[._])(vpt_|adapt_)?table[0-9]+",
+    # vpt_table10 (significance) and vpt_table12 (cost) are rendered outputs (rules/outputs.smk), not `tables`
+    table=r"(?!vpt_table1[02][._])(vpt_|adapt_)?table[0-9]+",
     figure="figure[0-9]+",
 
 

@@ -286,6 +286,25 @@ RENDERED = [
         captions={"vpt_figure": "figure19"},
     ),
     Rendered(
+        "cost_table",
+        study.COST_TABLE,
+        "cost.ipynb",
+        {
+            "table": "vpt_table12.csv",
+            "figure18": "vpt_figure18.png",
+            "figure19": "vpt_figure19.png",
+        },
+        lambda wc: {"measured": f"{RESULTS}/cost/{BB}/latency.csv"},
+        lambda input, output: dict(
+            measured=input.measured,
+            table=output.table,
+            figure18=output.figure18,
+            figure19=output.figure19,
+        ),
+        lambda: bool(config["analyses"].get("cost")),
+        captions={"figure19": "vpt_figure18"},
+    ),
+    Rendered(
         "figure_ensemble",
         study.ENSEMBLE_FIGURE,
         "ensemble.ipynb",

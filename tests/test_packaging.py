@@ -73,6 +73,7 @@ RULES = {
     "ensemble": runs({"train", "report"}, "ensemble"),  # rebuilds tuned models, writes a CSV (pandas)
     "examples": runs({"train", "report"}, "examples"),  # decodes records (the analysis env)
     "tsne": runs({"train", "report"}, "tsne"),  # tuned models' features, scikit-learn's t-SNE
+    "latency": runs({"train", "report"}, "latency"),  # builds and times models, writes a CSV (pandas)
     "collect": runs({"report"}, "collect"),
     "collect_family": runs({"report"}, "concat"),
     "table": runs({"report"}, notebook="vtab_table.ipynb"),
@@ -90,6 +91,7 @@ RULES = {
     "figure_ensemble": runs({"report"}, notebook="ensemble.ipynb"),
     "figure_overview": runs({"report"}, notebook="overview.ipynb"),
     "figure_examples": runs({"report"}, notebook="examples.ipynb"),
+    "cost_table": runs({"report"}, notebook="cost.ipynb"),
     "figure_tsne": runs({"report"}, notebook="tsne.ipynb"),  # figure_tsne_<name>: VPT Figures 9 and 21
     "paper_name": runs({"report"}),  # cp
     "paper_name_note": runs({"report"}),  # echo
@@ -106,7 +108,7 @@ READS_RECORDS = {
     "ensemble",
     "examples",
 }
-BUILDS_TUNED_MODELS = {"sweep", "stage1", *TRAINS, "attribution", "ensemble", "tsne"}
+BUILDS_TUNED_MODELS = {"sweep", "stage1", *TRAINS, "attribution", "ensemble", "tsne", "latency"}
 # Modules every stage imports (the task and strategy registries) hold loaders only some rules call: the imports
 # inside these functions (and classes) count for those rules only.
 CALLED_BY = {

@@ -164,6 +164,8 @@ FIGURES = [
     "vpt_figure15",  # the seeds as an ensemble
     "vpt_figure9",  # t-SNE of FT and VPT on one task
     "vpt_figure21",  # ... and on another
+    "vpt_figure18",  # cost per strategy and prompt length, measured
+    "vpt_figure19",
     "vpt_figure5",  # the config's ablation figure
     "vpt_figure16",  # VPT-deep against each strategy
     "vpt_figure17",  # the sweeps

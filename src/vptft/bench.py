@@ -458,12 +458,14 @@ def bench_backbone(bench: Bench, strategies: list[str]) -> tuple[list[dict], lis
 
 
 def forward_flops(model, input_size, device) -> int:
-    """FLOPs (2 per multiply-add) of one image's forward pass, attention included (counted on the math path)."""
+    """FLOPs (2 per multiply-add) of one image's forward pass, attention included (counted on the math path).
+    Autograd stays on: the counter's module tracker hooks the gradients of a prompt expanded from a parameter,
+    and no backward runs, so only the forward counts."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     model.eval()
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, 3, *input_size, device=device))
     return counter.get_total_flops()
 

@@ -203,6 +203,17 @@ def cmd_ensemble(args, spec):
     print(f"[ensemble] {spec['task']} {spec['strategy']}: {rows}", flush=True)
 
 
+def cmd_latency(args, spec):
+    import pandas as pd
+
+    from vptft.io import atomic_path
+    from vptft.latency import COLUMNS, measure_all
+
+    rows = measure_all({**spec, "threads": args.threads or 1})
+    with atomic_path(args.out) as tmp:
+        pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
+
+
 def cmd_tsne(args, spec):
     from vptft.tsne import tsne_maps
 
@@ -377,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--backbone", default=None)
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of each seed's final run")
+    p.add_argument("--out", required=True)
+    p = verb(
+        "latency",
+        cmd_latency,
+        "train / test latency, peak memory and forward GFLOPs per strategy and prompt length, measured here "
+        "(the VPT paper's Table 12)",
+    )
     p.add_argument("--out", required=True)
     p = verb("tsne", cmd_tsne, "t-SNE of each strategy's final features on test images (VPT Figures 9, 21)")
     p.add_argument("--manifest", required=True)

@@ -847,3 +847,55 @@ def tsne_panels(maps: dict, title: str, path, stamp: dict | None = None) -> pd.D
     fig.suptitle(f"{title}: t-SNE of the feature the head reads, {n} test images per task, coloured by class")
     save(fig, path, stamp=stamp)
     return pd.DataFrame(rows)
+
+
+COST_PANELS = [
+    ("train_ms_per_image", "train ms / image"),
+    ("test_ms_per_image", "test ms / image"),
+    ("train_peak_mb", "train peak memory (MB)"),
+    ("test_peak_mb", "test peak memory (MB)"),
+]
+
+
+def _cost_panel(
+    ax, table: pd.DataFrame, column: str, ylabel: str, prompted: list[str], flat: list[str]
+) -> None:
+    """One measure against the prompt length: a line per prompt method, a dashed level per other strategy."""
+    for strategy in prompted:
+        line = table[table.strategy == strategy].sort_values("prompt_length")
+        ax.plot(
+            line.prompt_length, line[column], "-o", markersize=4, color=color(strategy), label=label(strategy)
+        )
+    for strategy in flat:
+        value = table[table.strategy == strategy][column].iloc[0]
+        ax.axhline(value, linestyle="--", linewidth=1, color=color(strategy), label=label(strategy))
+    ax.set_xscale("log")
+    lengths = sorted(table.prompt_length.dropna().unique())
+    ax.set_xticks(lengths, [str(int(p)) for p in lengths])
+    ax.minorticks_off()
+    ax.set_xlabel("prompt length")
+    ax.set_ylabel(ylabel)
+
+
+def cost_figures(table: pd.DataFrame, figure18, figure19, stamp: dict | None = None) -> None:
+    """The VPT paper's Figure 18 (train and test latency and peak memory of every measured strategy against the
+    prompt length: lines for prompt methods, levels for the others) and Figure 19 (the prompt methods at
+    inference: test latency and forward GFLOPs, VPT-deep against VPT-prefix)."""
+    prompted = list(dict.fromkeys(table[table.prompt_length.notna()].strategy))
+    flat = [s for s in dict.fromkeys(table.strategy) if s not in prompted]
+    device, measure = table.device.iloc[0], table.memory_measure.iloc[0]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
+    for ax, (column, ylabel) in zip(axes.flat, COST_PANELS):
+        _cost_panel(ax, table, column, ylabel, prompted, flat)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(
+        f"VPT Figure 18: cost per strategy on {device} (batch {int(table.batch_size.iloc[0])}; memory: {measure})"
+    )
+    save(fig, figure18, legend_below=True, stamp=stamp)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False)
+    _cost_panel(axes[0][0], table, "test_ms_per_image", "test ms / image", prompted, [])
+    _cost_panel(axes[0][1], table, "gflops_per_image", "forward GFLOPs / image", prompted, [])
+    axes[0][1].legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(f"VPT Figure 19: prompt methods at inference on {device}")
+    save(fig, figure19, stamp=stamp)

@@ -138,12 +138,15 @@ SIGNIFICANCE_TABLE = "vpt_table10"  # the VPT paper's Table 10 (with its Figure 
 HPARAMS_FIGURE = "vpt_figure17"  # the VPT paper's Figure 17: `analyses.hparams`
 PRUNING_FIGURE = "adapt_figure3"  # Adapt's Figure 3: `analyses.pruning`
 ENSEMBLE_FIGURE = "vpt_figure15"  # the VPT paper's Figure 15: `analyses.ensemble`
+COST_TABLE = "vpt_table12"  # the VPT paper's Table 12 (+ Figures 18-19): `analyses.cost`
 TSNE_FIGURES = {
     "vpt_figure9": "tasks",
     "vpt_figure21": "more_tasks",
 }  # `analyses.tsne`: the key of their tasks
 OVERVIEW_FIGURE = "vpt_figure1"  # the VPT paper's Figure 1(c): every method against full finetuning per task
 BUILT_IN_FIGURES = (
+    "vpt_figure18",
+    "vpt_figure19",
     *TSNE_FIGURES,
     OVERVIEW_FIGURE,
     ENSEMBLE_FIGURE,
@@ -298,10 +301,8 @@ def problems(config: dict) -> list[str]:
             )
     for section, table, entry in run_entries(config):
         where = f"$.{section}.{table}"
-        if section == "tables" and table == SIGNIFICANCE_TABLE:
-            errors.append(
-                f"{where}: {table!r} is the significance table the workflow makes itself; name it otherwise"
-            )
+        if section == "tables" and table in (SIGNIFICANCE_TABLE, COST_TABLE):
+            errors.append(f"{where}: {table!r} is a table the workflow makes itself; name it otherwise")
         if section == "figures" and table in BUILT_IN_FIGURES:
             errors.append(
                 f"{where}: {table!r} is a figure the workflow draws itself; name the ablation otherwise"
@@ -374,6 +375,8 @@ def problems(config: dict) -> list[str]:
     for i, name in enumerate(hparams.get("strategies") or []):
         if name not in family_strategies(config, "vtab1k"):
             errors.append(f"$.analyses.hparams.strategies[{i}]: {name!r} has no vtab1k sweep in this config")
+    for i, name in enumerate((analyses.get("cost") or {}).get("strategies") or []):
+        errors += [f"$.analyses.cost.strategies[{i}]: {problem}" for problem in variant_problems(name)]
     tsne = analyses.get("tsne") or {}
     for key in ("tasks", "more_tasks"):
         for i, task in enumerate(tsne.get(key) or []):
@@ -486,6 +489,10 @@ def output_problem(config: dict, output: str) -> str | None:
     if output == SIGNIFICANCE_TABLE:
         if not compares_ft_and_vpt(config):
             return f"it tests VPT-deep against the other vtab1k strategies; vtab1k trains {trained}"
+        return None
+    if output == COST_TABLE:
+        if not (config.get("analyses") or {}).get("cost"):
+            return "set `analyses.cost.strategies` (what to measure), e.g. `analyses: {cost: {strategies: [full]}}`"
         return None
     if output.startswith(("table", "vpt_table", "adapt_table")):
         if output not in config["tables"]:
