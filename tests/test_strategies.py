@@ -245,7 +245,7 @@ def test_combinations_that_cannot_be_built_are_refused_before_any_job(mini_vit):
     ]
     assert get_strategy("mixed").problems(
         path, {"lr": [0.1], "wd": [0.0]}, {"location": "add", "pooling": "prompt_pool"}, depth=4
-    ) == ["$.strategies.x: pooling 'prompt_pool' needs prepended prompts (location 'prepend')"]
+    ) == ["$.strategies.x: pooling 'prompt_pool' needs prepended prompts, not location 'add'"]
     assert get_strategy("partial").problems(path, {"lr": [0.1], "wd": [0.0], "k": [1, 9]}, {}, depth=4) == [
         "$.strategies.x: k 9 exceeds the backbone's 4 blocks (grid point k=9)"
     ]

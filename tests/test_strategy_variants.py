@@ -48,7 +48,10 @@ def test_variant_values_take_their_options_types():
         ("vpt_deep[lr=0.1]", "'vpt_deep' has no option 'lr' to fix"),  # lr / wd belong to the grid
         ("vpt_deep[prompt_length=x]", "prompt_length 'x' is not of type int"),
         ("vpt_deep[prompt_length=0]", "prompt_length 0 is below the minimum 1"),
-        ("vpt_deep[location=middle]", "location 'middle' is not one of ['prepend', 'add']"),
+        (
+            "vpt_deep[location=middle]",
+            "location 'middle' is not one of ['prepend', 'add', 'prepend_pixel', 'concat_channel']",
+        ),
         ("vpt_deep[location]", "'location' is not option=value"),
         ("vpt_deep[location=add,location=add]", "'location' is given twice"),
         ("nope[a=b]", "unknown strategy 'nope'"),
@@ -269,3 +272,61 @@ def test_the_paper_ablations_overlay_trains_exactly_each_outputs_settings_on_the
                 assert (
                     get_strategy(name).schedule_problem(entry.get("options", {}), epochs, steps, 12) is None
                 )
+
+
+# ------------------------------------------------------------- pixel-space prompts (VPT Figure 5, the code's forms)
+
+
+def test_prepend_pixel_prompts_are_the_frozen_patch_embedding_of_learned_patches(mini_vit):
+    """Block 0 sees [CLS, embed(pixel prompts), patches]: the prompts' tokens are the backbone's own patch
+    projection of 3 x P x P learned pixels, with no position embedding."""
+    import copy
+
+    model = get_strategy("vpt_shallow[location=prepend_pixel]").build(
+        copy.deepcopy(mini_vit), 5, prompt_length=3
+    )
+    assert tuple(model.prompts.shape) == (3, 3, 8, 8)
+    seen = {}
+    model.backbone.blocks[0].register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()(x)
+    pe = mini_vit.patch_embed
+    expected = pe.proj(model.prompts).flatten(2).transpose(1, 2).reshape(1, 3, -1)
+    torch.testing.assert_close(seen["x"][:, 1:4], expected.expand(2, -1, -1))
+    torch.testing.assert_close(seen["x"][:, 4:], mini_vit._pos_embed(pe(x))[:, 1:])  # the patches, unchanged
+    assert seen["x"].shape[1] == 1 + 3 + 16
+
+
+def test_concat_channel_embeds_the_image_and_its_prompt_channels_by_a_new_patch_embedding(mini_vit):
+    """With the new embedding's image channels set to the backbone's and the prompt channels' weights zero, the
+    model is the backbone itself: the prompt channels reach the tokens only through the new embedding."""
+    import copy
+
+    model = get_strategy("vpt_shallow[location=concat_channel]").build(
+        copy.deepcopy(mini_vit), 5, prompt_length=2
+    )
+    assert tuple(model.prompts.shape) == (1, 2, 32, 32) and model.channel_proj.in_channels == 5
+    assert model.channel_proj.weight.requires_grad and model.prompt_length == 0  # no extra tokens
+    with torch.no_grad():
+        model.channel_proj.weight.zero_()
+        model.channel_proj.weight[:, :3] = mini_vit.patch_embed.proj.weight
+        model.channel_proj.bias.copy_(mini_vit.patch_embed.proj.bias)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model.eval().forward_features(x), mini_vit.eval().forward_features(x))
+    with torch.no_grad():
+        model.channel_proj.weight[:, 3:] = 0.1
+    assert not torch.allclose(model.forward_features(x), mini_vit.forward_features(x))
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("vpt_deep[location=prepend_pixel]", "location 'prepend_pixel' prompts the input image only"),
+        ("vpt_shallow[location=concat_channel,pooling=prompt_pool]", "needs prepended prompts"),
+    ],
+)
+def test_pixel_prompts_are_refused_where_they_have_no_form(name, message):
+    config = default_config()
+    config["strategies"][name] = {"grid": {"lr": [0.2], "wd": [0.0001], "prompt_length": [1]}}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(copy.deepcopy(config))

@@ -27,7 +27,7 @@ class Family:
     dropout_args: tuple[str, ...]
     cls_token: bool = True
     kv_prompts: bool = True  # key/value prompts (VPT-prefix, Adapt)
-    prompt_locations: tuple[str, ...] = ("prepend", "add")
+    prompt_locations: tuple[str, ...] = ("prepend", "add", "prepend_pixel", "concat_channel")
 
 
 FAMILIES = {

@@ -68,8 +68,10 @@ PROMPT_OPTIONS = {
     "location": Option(
         str,
         "prepend",
-        choices=("prepend", "add"),
-        help="prepend tokens, or add one prompt to each token, CLS included (VPT ablation)",
+        choices=("prepend", "add", "prepend_pixel", "concat_channel"),
+        help="prepend tokens, add one prompt to each token (CLS included), or in pixel space: prepend patches "
+        "the frozen patch embedding embeds, or concatenate channels to the image under a new patch embedding "
+        "(VPT ablation; the pixel forms prompt the input only, layers '0:1')",
     ),
     "pooling": Option(
         str,
@@ -110,8 +112,13 @@ def _prompt_problems(values: dict, depth: int) -> list[str]:
         start, stop = map(int, layers.split(":"))
         if not 0 <= start < stop <= depth:
             errors.append(f"layers {layers!r} is not a non-empty block range of a {depth}-block backbone")
-    if values.get("location") == "add" and values.get("pooling") == "prompt_pool":
-        errors.append("pooling 'prompt_pool' needs prepended prompts (location 'prepend')")
+    location = values.get("location", "prepend")
+    if location in ("add", "concat_channel") and values.get("pooling") == "prompt_pool":
+        errors.append(f"pooling 'prompt_pool' needs prepended prompts, not location {location!r}")
+    if location in ("prepend_pixel", "concat_channel") and layers != "0:1":
+        errors.append(
+            f"location {location!r} prompts the input image only: it needs layers '0:1', not {layers!r}"
+        )
     return errors
 
 

@@ -10,8 +10,14 @@ VPT-deep every block. The final norm runs over the whole sequence and the head r
 feature (`pooling: backbone`: the CLS token, or MAE's average of every token after CLS, prompts included, through
 fc_norm, as the VPT code) or one of the VPT ablation's poolings.
 `location="add"` instead adds one prompt to each token - CLS and every patch, as the VPT code - at every
-prompted block (VPT ablation).
-Tuned: prompts (p * D per prompted block) + head, plus the backbone for Mixed.
+prompted block (VPT ablation). The ablation's pixel-space forms prompt the input only (VPT-shallow's depth), as
+the VPT code's `prepend-pixel` and `below`: `prepend_pixel` learns p image patches (3 x P x P, the code's
+uniform init) that the frozen patch embedding turns into the p prepended tokens (no position embedding, no
+prompt dropout); `concat_channel` concatenates p learned channels to the image and embeds the 3 + p channels by
+a new patch embedding trained with them (uniform init, zero bias: the pre-trained one is replaced, as in the
+code).
+Tuned: prompts (p * D per prompted block; pixel forms: p * 3 * P * P, or p * H * W + the new embedding) + head,
+plus the backbone for Mixed.
 """
 
 from __future__ import annotations
@@ -53,14 +59,29 @@ class PromptedModel(TunedModel):
         if pooling == "cls" and not self.tokens.num_prefix_tokens:
             raise ValueError(f"pooling 'cls': {type(backbone).__name__} has no CLS token")
         self.location, self.pooling = location, pooling
-        self.prompt_length = 0 if location == "add" else prompt_length
+        self.prompt_length = 0 if location in ("add", "concat_channel") else prompt_length
         self.prompted = prompted_blocks(layers, self.tokens.depth)
         tokens_per_block = (
             self.tokens.num_prefix_tokens + self.tokens.num_patches if location == "add" else prompt_length
         )
         bound = prompt_init_bound(self.tokens.patch_size, self.tokens.dim)
         widths = [self.tokens.block_dims[i] for i in self.prompted]
-        if len(set(widths)) == 1:  # one tensor (slots, p, D)
+        self.channel_proj = None
+        if location in ("prepend_pixel", "concat_channel"):
+            if self.prompted != [0] or not hasattr(self.tokens, "patchify"):
+                raise ValueError(f"location {location!r} prompts the input of a ViT only (layers '0:1')")
+            size, patch = self.tokens.grid_size, self.tokens.patch_size
+            if location == "prepend_pixel":  # p patches of pixels
+                self.prompts = nn.Parameter(
+                    torch.empty(prompt_length, 3, patch, patch).uniform_(-bound, bound)
+                )
+            else:  # p channels of the whole image, and the patch embedding of 3 + p channels
+                shape = (1, prompt_length, size[0] * patch, size[1] * patch)
+                self.prompts = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+                self.channel_proj = nn.Conv2d(3 + prompt_length, self.tokens.dim, patch, stride=patch)
+                nn.init.uniform_(self.channel_proj.weight, -bound, bound)
+                nn.init.zeros_(self.channel_proj.bias)
+        elif len(set(widths)) == 1:  # one tensor (slots, p, D)
             self.prompts = nn.Parameter(
                 torch.empty(len(self.prompted), tokens_per_block, widths[0]).uniform_(-bound, bound)
             )
@@ -71,10 +92,16 @@ class PromptedModel(TunedModel):
         self.prompt_dropout = nn.Dropout(prompt_dropout)
 
     def _prompts(self, slot: int, x: torch.Tensor) -> torch.Tensor:
+        if self.location == "prepend_pixel":  # (p, 3, P, P) -> (1, p, D) through the frozen patch embedding
+            tokens = self.tokens.patchify(self.prompts.to(x.dtype)).reshape(1, -1, x.shape[-1])
+            return tokens.expand(x.shape[0], -1, -1)
         return self.prompt_dropout(self.prompts[slot].expand(x.shape[0], -1, -1)).to(x.dtype)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final-normed token sequence [prefix, prompts, patches]."""
+        if self.location == "concat_channel":  # the image with its prompt channels, under the new embedding
+            x = torch.cat([x, self.prompts.expand(x.shape[0], -1, -1, -1).to(x.dtype)], dim=1)
+            return self.tokens.forward_prompted(x, lambda i, tokens: None, "prepend", proj=self.channel_proj)
         slots = {block: slot for slot, block in enumerate(self.prompted)}
         return self.tokens.forward_prompted(
             x, lambda i, tokens: self._prompts(slots[i], tokens) if i in slots else None, self.location

@@ -38,12 +38,13 @@ class ViTTokens:
         """The backbone's final-normed tokens (B, N, D)."""
         return self.vit.forward_features(x)
 
-    def forward_prompted(self, x: torch.Tensor, prompts_at, location: str) -> torch.Tensor:
+    def forward_prompted(self, x: torch.Tensor, prompts_at, location: str, proj: nn.Module | None = None):
         """Final-normed [prefix, prompts, patches] of an image batch. Before block i, `prompts_at(i, x)` gives the
         block's prompts (B, p, D) or None: inserted after the prefix at the first prompted block, replacing the
         previous block's outputs at those positions at the later ones (None: they flow on); `location="add"`
-        adds them to the tokens instead (one per token, CLS included, as the VPT code)."""
-        x = self.embed(x)
+        adds them to the tokens instead (one per token, CLS included, as the VPT code). `proj`: a patch
+        projection replacing the backbone's (the concat-channel ablation's, for an image with extra channels)."""
+        x = self.embed(x, proj)
         n, p = self.num_prefix_tokens, 0
         for i, block in enumerate(self.vit.blocks):
             prompts = prompts_at(i, x)
@@ -56,10 +57,18 @@ class ViTTokens:
             x = block(x)
         return self.norm(x)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, proj: nn.Module | None = None) -> torch.Tensor:
         """Image -> [prefix (CLS), patches] after the position embedding, its dropout and the pre-norm."""
         vit = self.vit
-        return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+        tokens = vit.patch_embed(x) if proj is None else self.patchify(x, proj)
+        return vit.norm_pre(vit.patch_drop(vit._pos_embed(tokens)))
+
+    def patchify(self, pixels: torch.Tensor, proj: nn.Module | None = None) -> torch.Tensor:
+        """Pixels (B, C, H, W) -> patch tokens (B, N, D) through the patch embedding's projection (or `proj`) and
+        norm, without position embedding: how pixel-space prompts become tokens."""
+        patch_embed = self.vit.patch_embed
+        x = (proj or patch_embed.proj)(pixels).flatten(2).transpose(1, 2)
+        return patch_embed.norm(x)
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.vit.norm(x)
@@ -186,7 +195,7 @@ class SwinTokens:
         for block in self.blocks:
             block.mlp = wrap(block.mlp, block.dim)
 
-    def forward_prompted(self, x: torch.Tensor, prompts_at, location: str) -> torch.Tensor:
+    def forward_prompted(self, x: torch.Tensor, prompts_at, location: str, proj: nn.Module | None = None):
         """As ViTTokens.forward_prompted, through Swin's stages (prompts at the front; `add` has no Swin form)."""
         if location != "prepend":
             raise ValueError(
