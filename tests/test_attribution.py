@@ -135,6 +135,11 @@ def _trained(backbone_path, strategy, num_classes, seed, scale=0.5, **values):
         ("vpt_deep", {"lr": 0.1, "wd": 0.0, "prompt_length": 3}, None),
         ("vpt_deep", {"lr": 0.1, "wd": 0.0}, {"prompt_length": 2, "pooling": "image_pool"}),
         ("full", {"lr": 1e-3, "wd": 0.01}, None),
+        # the VPT ablations' runs: fixed prompts (a buffer), the learned CLS token, biases, shared prompts
+        ("vpt_deep", {"lr": 0.1, "wd": 0.0}, {"prompt_length": 2, "learn": "fixed"}),
+        ("vpt_shallow", {"lr": 0.1, "wd": 0.0}, {"learn": "cls"}),
+        ("vpt_deep", {"lr": 0.1, "wd": 0.0}, {"prompt_length": 2, "learn": "prompts_bias", "share": "inter"}),
+        ("vpt_shallow", {"lr": 0.1, "wd": 0.0}, {"prompt_length": 2, "location": "concat_channel"}),
     ],
 )
 def test_load_trained_round_trip(tmp_path, strategy, hparams, options):

@@ -330,3 +330,65 @@ def test_pixel_prompts_are_refused_where_they_have_no_form(name, message):
     config["strategies"][name] = {"grid": {"lr": [0.2], "wd": [0.0001], "prompt_length": [1]}}
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate_config(copy.deepcopy(config))
+
+
+# -------------------------------------------------- shared, fixed, CLS-learned prompts, VPT + Bias (VPT Figs 11-12, Table 9)
+
+
+@pytest.mark.parametrize(
+    "share, shape",
+    [("none", (4, 3, 96)), ("intra", (4, 1, 96)), ("inter", (1, 3, 96)), ("all", (1, 1, 96))],
+)
+def test_shared_prompts_hold_one_set_where_blocks_or_tokens_share(mini_vit, share, shape):
+    """Every block still receives p prompt tokens; sharing changes how many distinct vectors they are."""
+    import copy
+
+    model = get_strategy("vpt_deep").build(copy.deepcopy(mini_vit), 5, prompt_length=3, share=share)
+    assert tuple(model.prompts.shape) == shape
+    inputs = []
+    for block in model.backbone.blocks:
+        block.register_forward_pre_hook(lambda m, args: inputs.append(args[0][:, 1:4].detach()))
+    model.eval()(torch.randn(2, 3, 32, 32))
+    assert [x.shape[1] for x in inputs] == [3] * 4
+    if share in ("inter", "all"):
+        assert all(torch.equal(inputs[0], x) for x in inputs)  # the same tokens at every block
+    else:
+        assert not torch.equal(inputs[0], inputs[1])
+    if share in ("intra", "all"):
+        assert torch.equal(inputs[0][:, 0], inputs[0][:, 2])  # one vector for the block's p tokens
+
+
+def test_fixed_prompts_do_not_train_but_are_saved_with_the_run(mini_vit):
+    import copy
+
+    from vptft.strategies.base import tuned_parameters, tuned_state_dict
+
+    model = get_strategy("vpt_deep[learn=fixed]").build(copy.deepcopy(mini_vit), 5, prompt_length=2)
+    assert set(tuned_parameters(model)) == {"head.weight", "head.bias"}
+    assert "prompts" in tuned_state_dict(model) and model.prompts.abs().sum() > 0  # the random init, kept
+
+
+def test_cls_learned_inserts_no_prompts_and_trains_the_cls_token(mini_vit):
+    import copy
+
+    model = get_strategy("vpt_shallow[learn=cls]").build(copy.deepcopy(mini_vit), 5, prompt_length=2)
+    assert model.prompts is None and model.prompt_length == 0
+    tuned = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert tuned == {"backbone.cls_token", "head.weight", "head.bias"}
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model.head.weight.normal_()
+    torch.testing.assert_close(model.eval().forward_features(x), mini_vit.eval().forward_features(x))
+    model(x).sum().backward()
+    assert model.backbone.cls_token.grad.abs().sum() > 0
+
+
+def test_vpt_plus_bias_trains_the_prompts_and_every_backbone_bias(mini_vit):
+    import copy
+
+    model = get_strategy("vpt_deep[learn=prompts_bias]").build(copy.deepcopy(mini_vit), 5, prompt_length=2)
+    backbone = {name for name, p in model.backbone.named_parameters() if p.requires_grad}
+    assert backbone == {name for name, _ in mini_vit.named_parameters() if name.endswith("bias")}
+    assert (
+        model.prompts.requires_grad and not model.train().backbone.training
+    )  # the backbone stays in eval mode

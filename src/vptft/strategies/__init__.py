@@ -86,6 +86,23 @@ PROMPT_OPTIONS = {
         help="blocks that receive prompts, 'all' or a slice 'start:stop' (VPT depth ablation)",
     ),
 }
+# The VPT paper's other ablations of VPT itself (its Figures 11-12, Table 9): VPT-shallow and VPT-deep only
+VPT_ABLATION_OPTIONS = {
+    "share": Option(
+        str,
+        "none",
+        choices=("none", "intra", "inter", "all"),
+        help="shared prompts (VPT Figure 12): one vector for a block's p tokens (intra), the same p tokens at "
+        "every block (inter), or one vector everywhere (all)",
+    ),
+    "learn": Option(
+        str,
+        "prompts",
+        choices=("prompts", "fixed", "cls", "prompts_bias"),
+        help="what learns with the head (VPT Figure 11, Table 9): the prompts; nothing (prompts fixed at their "
+        "random init); the CLS token instead of prompts; the prompts and every backbone bias (VPT + Bias)",
+    ),
+}
 KV_PROMPT_OPTIONS = {
     "prompt_length": Option(int, 10, minimum=1, help="key/value prompt tokens per layer"),
     "prompt_dropout": PROMPT_OPTIONS["prompt_dropout"],
@@ -119,6 +136,12 @@ def _prompt_problems(values: dict, depth: int) -> list[str]:
         errors.append(
             f"location {location!r} prompts the input image only: it needs layers '0:1', not {layers!r}"
         )
+    if location in ("prepend_pixel", "concat_channel") and values.get("share", "none") != "none":
+        errors.append(f"share {values['share']!r} shares latent prompts, not location {location!r}'s pixels")
+    if values.get("learn") == "cls" and (location != "prepend" or values.get("share", "none") != "none"):
+        errors.append("learn 'cls' inserts no prompts: location and share keep their defaults")
+    if values.get("learn") == "cls" and values.get("pooling") == "prompt_pool":
+        errors.append("pooling 'prompt_pool' needs prompts, and learn 'cls' inserts none")
     return errors
 
 
@@ -314,6 +337,7 @@ STRATEGIES = {
             "vptft.strategies.prompts:build_prompted",
             {
                 **PROMPT_OPTIONS,
+                **VPT_ABLATION_OPTIONS,
                 "layers": Option(
                     str, "0:1", pattern=PROMPT_OPTIONS["layers"].pattern, help=PROMPT_OPTIONS["layers"].help
                 ),
@@ -329,7 +353,7 @@ STRATEGIES = {
             "vpt_deep",
             "sgd",
             "vptft.strategies.prompts:build_prompted",
-            PROMPT_OPTIONS,
+            {**PROMPT_OPTIONS, **VPT_ABLATION_OPTIONS},
             table8="prompt",
             description="p fresh prompts at every layer + head",
             combination_problems=_prompt_problems,

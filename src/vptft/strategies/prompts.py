@@ -18,6 +18,10 @@ a new patch embedding trained with them (uniform init, zero bias: the pre-traine
 code).
 Tuned: prompts (p * D per prompted block; pixel forms: p * 3 * P * P, or p * H * W + the new embedding) + head,
 plus the backbone for Mixed.
+The VPT paper's other ablations of VPT: `share` (one prompt vector per block for its p tokens, one set of p
+tokens for every block, or one vector everywhere: Figure 12) and `learn` (Figure 11: the prompts fixed at their
+random init - kept as a buffer, so a run saves them - or no prompts and the CLS token learned; Table 9: the
+prompts and every bias of the backbone, which stays in eval mode).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import math
 import torch
 from torch import nn
 
-from vptft.strategies.base import TunedModel
+from vptft.strategies.base import TunedModel, fixed_parameters
 from vptft.strategies.tokens import token_interface
 
 
@@ -53,14 +57,17 @@ class PromptedModel(TunedModel):
         pooling: str,
         layers: str,
         trains_backbone: bool = False,
+        share: str = "none",
+        learn: str = "prompts",
     ):
         super().__init__(backbone, num_classes, head_init, trains_backbone)
         self.tokens = token_interface(backbone)
-        if pooling == "cls" and not self.tokens.num_prefix_tokens:
-            raise ValueError(f"pooling 'cls': {type(backbone).__name__} has no CLS token")
-        self.location, self.pooling = location, pooling
-        self.prompt_length = 0 if location in ("add", "concat_channel") else prompt_length
-        self.prompted = prompted_blocks(layers, self.tokens.depth)
+        if (pooling == "cls" or learn == "cls") and not self.tokens.num_prefix_tokens:
+            raise ValueError(f"pooling / learn 'cls': {type(backbone).__name__} has no CLS token")
+        self.location, self.pooling, self.learn = location, pooling, learn
+        self.prompt_length = 0 if location in ("add", "concat_channel") or learn == "cls" else prompt_length
+        self.prompted = [] if learn == "cls" else prompted_blocks(layers, self.tokens.depth)
+        self._unfreeze(learn)
         tokens_per_block = (
             self.tokens.num_prefix_tokens + self.tokens.num_patches if location == "add" else prompt_length
         )
@@ -81,21 +88,40 @@ class PromptedModel(TunedModel):
                 self.channel_proj = nn.Conv2d(3 + prompt_length, self.tokens.dim, patch, stride=patch)
                 nn.init.uniform_(self.channel_proj.weight, -bound, bound)
                 nn.init.zeros_(self.channel_proj.bias)
-        elif len(set(widths)) == 1:  # one tensor (slots, p, D)
-            self.prompts = nn.Parameter(
-                torch.empty(len(self.prompted), tokens_per_block, widths[0]).uniform_(-bound, bound)
-            )
+        elif learn == "cls":
+            self.prompts = None
+        elif len(set(widths)) == 1:  # one tensor (slots, p, D), or fewer where blocks or tokens share
+            slots = 1 if share in ("inter", "all") else len(self.prompted)
+            per_slot = 1 if share in ("intra", "all") else tokens_per_block
+            self.prompts = nn.Parameter(torch.empty(slots, per_slot, widths[0]).uniform_(-bound, bound))
+        elif share != "none" or learn == "fixed":
+            raise ValueError(f"share / learn 'fixed' have no form on {type(backbone).__name__}'s stages")
         else:  # a hierarchical backbone (Swin): each prompted block's prompts at its own width
             self.prompts = nn.ParameterList(
                 [nn.Parameter(torch.empty(tokens_per_block, d).uniform_(-bound, bound)) for d in widths]
             )
+        if learn == "fixed":  # a buffer: not trained, but saved with the run (its random init is its value)
+            fixed = self.prompts.detach().clone()
+            del self.prompts
+            self.register_buffer("prompts", fixed)
+        self.tokens_per_block = tokens_per_block
         self.prompt_dropout = nn.Dropout(prompt_dropout)
+
+    def _unfreeze(self, learn: str) -> None:
+        """The backbone parameters an ablation trains besides prompts and head (never the registry's fixed)."""
+        fixed = fixed_parameters(self.backbone)
+        for name, param in self.backbone.named_parameters():
+            if name not in fixed and (
+                learn == "cls" and name == "cls_token" or learn == "prompts_bias" and name.endswith("bias")
+            ):
+                param.requires_grad_(True)
 
     def _prompts(self, slot: int, x: torch.Tensor) -> torch.Tensor:
         if self.location == "prepend_pixel":  # (p, 3, P, P) -> (1, p, D) through the frozen patch embedding
             tokens = self.tokens.patchify(self.prompts.to(x.dtype)).reshape(1, -1, x.shape[-1])
             return tokens.expand(x.shape[0], -1, -1)
-        return self.prompt_dropout(self.prompts[slot].expand(x.shape[0], -1, -1)).to(x.dtype)
+        prompts = self.prompts[min(slot, len(self.prompts) - 1)]  # a shared set serves every block
+        return self.prompt_dropout(prompts.expand(x.shape[0], self.tokens_per_block, -1)).to(x.dtype)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final-normed token sequence [prefix, prompts, patches]."""
