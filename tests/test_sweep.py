@@ -360,6 +360,7 @@ def test_a_final_runs_metrics_hold_what_the_tables_and_provenance_read(job_files
     }
     provenance = dict(m["provenance"])
     commit, arithmetic = provenance.pop("git_commit"), provenance.pop("arithmetic")
+    assert len(provenance.pop("run_key")) == 64  # sha256 of what makes the run (see the reuse test)
     assert provenance == expected
     from pathlib import Path
 
@@ -461,3 +462,36 @@ def _counting(forward, calls):
         return forward(x)
 
     return counted
+
+
+def test_a_variant_equal_to_a_finished_run_is_not_trained_twice(job_files, tmp_path, monkeypatch):
+    """`vpt_deep[prompt_length=2]` at the lr `vpt_deep` selected with prompt length 2 is the same run: its final
+    run is that run's files under the variant's name, and equals what training it would give."""
+    tmp, data_dir = job_files
+    base = _spec("vpt_deep", {"lr": [0.1], "wd": [0.0], "prompt_length": [2]}, data_dir)
+    variant = _spec("vpt_deep[prompt_length=2]", {"lr": [0.1], "wd": [0.0]}, data_dir)
+    _sweep(tmp, base, "reuse_base")
+    _sweep(tmp, variant, "reuse_variant")
+    files = (tmp / "manifest.json", tmp / "backbone.safetensors")
+    runs = tmp_path / "runs"  # <task>/<regime>/<strategy>/seed<s> as the workflow lays them out
+    [trained] = run_final(base, *files, tmp / "reuse_base_sweep.csv", runs / "vpt_deep", [0])
+    alone = run_final(variant, *files, tmp / "reuse_variant_sweep.csv", tmp_path / "alone" / "v", [0])[0]
+    assert alone["test_top1"] == trained["test_top1"]  # trained by itself: the same numbers
+    assert alone["provenance"]["run_key"] == trained["provenance"]["run_key"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("an equal finished run exists: nothing should train")
+
+    monkeypatch.setattr(Job, "fit", no_training)
+    [reused] = run_final(
+        variant, *files, tmp / "reuse_variant_sweep.csv", runs / "vpt_deep[prompt_length=2]", [0]
+    )
+    assert reused["provenance"]["reused_from"] == str(runs / "vpt_deep" / "seed0")
+    assert reused["strategy"] == "vpt_deep[prompt_length=2]" and reused["variant"] == {"prompt_length": 2}
+    assert reused["hparams"] == {"lr": 0.1, "wd": 0.0} and reused["test_top1"] == trained["test_top1"]
+    copied = runs / "vpt_deep[prompt_length=2]" / "seed0"
+    assert (copied / "tuned.safetensors").read_bytes() == (
+        runs / "vpt_deep/seed0/tuned.safetensors"
+    ).read_bytes()
+    with pytest.raises(AssertionError, match="nothing should train"):  # another seed is another run
+        run_final(variant, *files, tmp / "reuse_variant_sweep.csv", runs / "vpt_deep[prompt_length=2]", [1])

@@ -8,7 +8,9 @@ last-epoch test top-1. A job loads its data and backbone once and trains several
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import shutil
 import math
 import os
 import platform
@@ -21,7 +23,7 @@ from vptft import engine, head_grid, reproducibility
 from vptft.backbones import get_backbone
 from vptft.backbones.factory import create_backbone, input_config
 from vptft.data import load_split
-from vptft.io import atomic_path, content_hash, write_json
+from vptft.io import atomic_path, content_hash, read_json, write_json
 from vptft.selection import chunk_indices, grid_points, selected_point, write_csv
 from vptft.splits import read_manifest
 from vptft.strategies import get_strategy
@@ -274,13 +276,69 @@ def provenance(job: Job, seed: int) -> dict:
     }
 
 
+def run_key(job: Job, point: dict, seed: int, cfg: engine.FitConfig) -> str:
+    """What makes two final runs the same run, whatever their strategy names: the registry strategy, every
+    option resolved (a variant's fixed ones and the grid point's), the data, backbone, seed and training loop
+    (checkpoint timing aside). `vpt_deep` at prompt_length 5 and `vpt_deep[prompt_length=5]` at the same lr
+    share a key."""
+    fit = dataclasses.asdict(cfg)
+    fit.pop("checkpoint_interval_s")
+    fit["eval_epochs"] = sorted(fit["eval_epochs"]) if fit["eval_epochs"] is not None else None
+    return content_hash(
+        {
+            "strategy": job.strategy.base,
+            "values": job.strategy.resolve(
+                {k: v for k, v in job.values(point).items() if k not in ("lr", "wd")}
+            ),
+            "point": {k: point[k] for k in ("lr", "wd") if k in point},
+            "seed": seed,
+            "fit": fit,
+            "train": {k: v for k, v in job.spec["train"].items() if k != "checkpoint_minutes"},
+            "data": [job.spec["task"], job.spec["regime"], job.manifest["sha256"], job.final_split],
+            "backbone": [job.spec["backbone"], str(job.backbone_path), str(job.start_file(seed))],
+        }
+    )
+
+
+def _reusable(key: str, out_dir: Path) -> Path | None:
+    """A finished final run of another strategy name in the same task and regime with this run key."""
+    for metrics_path in sorted(out_dir.parent.parent.glob(f"*/{out_dir.name}/metrics.json")):
+        run = metrics_path.parent
+        if run != out_dir and all((run / f).is_file() for f in ("curves.csv", "tuned.safetensors")):
+            if (read_json(metrics_path).get("provenance") or {}).get("run_key") == key:
+                return run
+    return None
+
+
+def _reuse(job: Job, point: dict, seed: int, source: Path, out_dir: Path, key: str) -> dict:
+    """This run from an equal one (`run_key`): its files copied, its metrics under this strategy's name."""
+    for name in ("curves.csv", "tuned.safetensors"):
+        with atomic_path(out_dir / name) as tmp:
+            shutil.copyfile(source / name, tmp)
+    metrics = {
+        **read_json(source / "metrics.json"),
+        "strategy": job.spec["strategy"],
+        "base_strategy": job.strategy.base,
+        "variant": dict(job.strategy.variant),
+        "hparams": point,
+        "options": job.spec.get("options", {}),
+        "provenance": {**provenance(job, seed), "run_key": key, "reused_from": str(source)},
+    }
+    write_json(out_dir / "metrics.json", metrics)
+    print(f"[train] {job.spec['strategy']} seed {seed}: the same run as {source}, reused", flush=True)
+    return metrics
+
+
 def _final_run(job: Job, point: dict, seed: int, out_dir: Path) -> dict:
     spec = job.spec
-    model = job.build(point, seed)
     final_split = job.final_split
     cfg = job.fit_config(
         point, seed, len(job.split(final_split)), curve_points=spec["train"].get("curve_points")
     )
+    key = run_key(job, point, seed, cfg)
+    if (source := _reusable(key, out_dir)) is not None:
+        return _reuse(job, point, seed, source, out_dir, key)
+    model = job.build(point, seed)
     result = job.fit(
         model,
         final_split,
@@ -321,7 +379,7 @@ def _final_run(job: Job, point: dict, seed: int, out_dir: Path) -> dict:
         "seconds": round(result["seconds"], 3),
         "checkpoints": result["checkpoints"],
         "checkpoint_bytes": result["checkpoint_bytes"],
-        "provenance": provenance(job, seed),
+        "provenance": {**provenance(job, seed), "run_key": key},
     }
     write_json(out_dir / "metrics.json", metrics)
     print(
