@@ -10,10 +10,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import shutil
 import math
 import os
 import platform
+import shutil
 import subprocess
 from pathlib import Path
 
