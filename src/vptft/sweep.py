@@ -304,9 +304,9 @@ def _reusable(key: str, out_dir: Path) -> Path | None:
     """A finished final run of another strategy name in the same task and regime with this run key."""
     for metrics_path in sorted(out_dir.parent.parent.glob(f"*/{out_dir.name}/metrics.json")):
         run = metrics_path.parent
-        if run != out_dir and all((run / f).is_file() for f in ("curves.csv", "tuned.safetensors")):
-            if (read_json(metrics_path).get("provenance") or {}).get("run_key") == key:
-                return run
+        finished = run != out_dir and all((run / f).is_file() for f in ("curves.csv", "tuned.safetensors"))
+        if finished and (read_json(metrics_path).get("provenance") or {}).get("run_key") == key:
+            return run
     return None
 
 
