@@ -86,7 +86,7 @@ def _tsne(name):
             )
         },
         lambda input, output: dict(
-            maps=dict(zip(study.tsne_tasks(config, name), input.maps)),
+            maps=list(zip(study.tsne_tasks(config, name), input.maps)),  # in order
             title=f"VPT Figure {name.removeprefix('vpt_figure')}",
             figure=output.figure,
             csv=output.csv,

@@ -44,7 +44,10 @@ def test_variant_values_take_their_options_types():
 @pytest.mark.parametrize(
     "name, message",
     [
-        ("vpt_deep[foo=1]", "'vpt_deep' has no option 'foo' to fix (allowed: layers, learn, location, pooling"),
+        (
+            "vpt_deep[foo=1]",
+            "'vpt_deep' has no option 'foo' to fix (allowed: layers, learn, location, pooling",
+        ),
         ("vpt_deep[lr=0.1]", "'vpt_deep' has no option 'lr' to fix"),  # lr / wd belong to the grid
         ("vpt_deep[prompt_length=x]", "prompt_length 'x' is not of type int"),
         ("vpt_deep[prompt_length=0]", "prompt_length 0 is below the minimum 1"),
