@@ -178,7 +178,7 @@ rule latency:
         f"{BENCHMARKS}/cost/{BB}/latency.tsv"
     conda:
         "../envs/analysis.yaml"
-    threads: stage_resources("analysis")["threads"]
+    threads: exclusive_threads("analysis")  # alone on a local machine while it times
     resources:
         mem_mb=stage_resources("analysis")["mem_mb"],
         runtime=stage_resources("analysis")["runtime"],

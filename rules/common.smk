@@ -7,6 +7,7 @@ import re
 import shlex
 import sys
 import types
+from snakemake.exceptions import WorkflowError
 
 from vptft.config import backbone_weights, missing_weights
 from vptft.config import check_local_resources, validate_config
@@ -118,6 +119,18 @@ def stage_resources(stage):
         **config["resources"]["default"],
         **config["resources"].get(stage, {}),
     }
+
+
+def exclusive_threads(stage):
+    """The threads of a job that times itself: every core of a local run, so that no other job shares the
+    machine while it measures; on a cluster (its own allocation) or without --cores, the stage's threads.
+    """
+    if workflow.local_exec:
+        try:
+            return workflow.cores
+        except WorkflowError:  # no --cores (a dry run)
+            pass
+    return stage_resources(stage)["threads"]
 
 
 # Job sizes and runtimes from the cost estimate (vptft.cost; without step times: the configured runtime).
