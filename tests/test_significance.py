@@ -67,6 +67,6 @@ def test_a_table_may_not_take_the_significance_tables_name():
         config = yaml.safe_load(f)
     config["tables"]["vpt_table10"] = {"regime": "vtab1k", "groups": ["natural"]}
     with pytest.raises(
-        ConfigError, match=r"\$\.tables\.vpt_table10: 'vpt_table10' is the significance table"
+        ConfigError, match=r"\$\.tables\.vpt_table10: 'vpt_table10' is a table the workflow makes itself"
     ):
         validate_config(config)
