@@ -170,6 +170,18 @@ def load_trained(run_dir, backbone_path, num_classes: int, backbone_key: str | N
     return model.eval()
 
 
+def load_run_of(
+    run_dir, task: str, strategy: str, num_classes: int, backbone_path, backbone_key: str, device
+):
+    """(model on `device`, metrics) of a final run, refused unless it is `strategy`'s run on `task`."""
+    metrics = read_json(Path(run_dir) / "metrics.json")
+    if (metrics["task"], metrics["strategy"]) != (task, strategy):
+        raise ValueError(
+            f"{run_dir}: a run of {metrics['strategy']!r} on {metrics['task']!r}, not {strategy!r} on {task!r}"
+        )
+    return load_trained(run_dir, backbone_path, num_classes, backbone_key).to(device), metrics
+
+
 # ------------------------------------------------------------------------------------------------ the job
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from vptft.io import atomic_path, read_json
+from vptft.io import atomic_path
 
 
 @torch.no_grad()
@@ -33,7 +33,7 @@ def seed_ensemble(spec: dict, manifest_path, backbone_path, run_dirs: list[str],
     """Rows (task, strategy, member: seed<s> / ensemble, seeds, test_top1) for the final runs in `run_dirs`
     (one strategy on one task, two or more seeds); written to out_csv. A seed whose rebuilt model misses the
     test top-1 its run recorded is an error: the ensemble would not be of the runs the tables report."""
-    from vptft.attribution import load_trained
+    from vptft.attribution import load_run_of
     from vptft.backbones.factory import input_config
     from vptft.data import Normalize, load_split
     from vptft.engine import pick_device
@@ -45,13 +45,15 @@ def seed_ensemble(spec: dict, manifest_path, backbone_path, run_dirs: list[str],
     device = pick_device(spec["device"])
     test, normalize, members = None, None, []
     for run_dir in map(Path, run_dirs):
-        metrics = read_json(run_dir / "metrics.json")
-        if (metrics["task"], metrics["strategy"]) != (spec["task"], spec["strategy"]):
-            raise ValueError(
-                f"{run_dir}: a run of {metrics['strategy']!r} on {metrics['task']!r}, "
-                f"not {spec['strategy']!r} on {spec['task']!r}"
-            )
-        model = load_trained(run_dir, backbone_path, manifest["num_classes"], spec["backbone"]).to(device)
+        model, metrics = load_run_of(
+            run_dir,
+            spec["task"],
+            spec["strategy"],
+            manifest["num_classes"],
+            backbone_path,
+            spec["backbone"],
+            device,
+        )
         if test is None:  # decoded once, for every seed
             input_cfg = input_config(model.backbone, spec["normalization"])
             normalize = Normalize(input_cfg["mean"], input_cfg["std"], input_cfg.get("size")).to(device)

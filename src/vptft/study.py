@@ -377,29 +377,13 @@ def problems(config: dict) -> list[str]:
             errors.append(f"$.analyses.hparams.strategies[{i}]: {name!r} has no vtab1k sweep in this config")
     for i, name in enumerate((analyses.get("cost") or {}).get("strategies") or []):
         errors += [f"$.analyses.cost.strategies[{i}]: {problem}" for problem in variant_problems(name)]
-    tsne = analyses.get("tsne") or {}
-    for key in ("tasks", "more_tasks"):
-        for i, task in enumerate(tsne.get(key) or []):
-            trained = family_runs(config, "vtab1k").get(task)
-            if trained is None:
-                errors.append(f"$.analyses.tsne.{key}[{i}]: {task!r} is not a task of the vtab1k family")
-                continue
-            for name in tsne_strategies(config):
-                if name not in trained:
-                    errors.append(
-                        f"$.analyses.tsne: {name!r} has no vtab1k runs on {task!r} (trained: {trained})"
-                    )
-    ensemble = analyses.get("ensemble") or {}
-    for i, task in enumerate(ensemble.get("tasks") or []):
-        trained = family_runs(config, "vtab1k").get(task)
-        if trained is None:
-            errors.append(f"$.analyses.ensemble.tasks[{i}]: {task!r} is not a task of the vtab1k family")
-            continue
-        for name in ensemble_strategies(config):
-            if name not in trained:
-                errors.append(
-                    f"$.analyses.ensemble: {name!r} has no vtab1k runs on {task!r} (trained: {trained})"
-                )
+    tsne, ensemble = analyses.get("tsne") or {}, analyses.get("ensemble") or {}
+    for path, analysed, settings in (
+        ("tsne.tasks", tsne.get("tasks"), tsne_strategies(config)),
+        ("tsne.more_tasks", tsne.get("more_tasks"), tsne_strategies(config)),
+        ("ensemble.tasks", ensemble.get("tasks"), ensemble_strategies(config)),
+    ):
+        errors += _analysis_task_problems(config, path, analysed or [], settings)
     for name in ensemble_strategies(config) if ensemble else ():
         if len(final_seeds(config, name)) < 2:
             errors.append(
@@ -466,6 +450,22 @@ def draws_curves(config: dict, task: str, regime: str, strategy: str) -> bool:
         )
         return strategy in curve_strategies(config) or in_figure6
     return family == "scaling" and strategy in family_strategies(config, "scaling")
+
+
+def _analysis_task_problems(config: dict, path: str, tasks: list[str], strategies: list[str]) -> list[str]:
+    """An analysis that rebuilds runs per task (t-SNE, ensembles): each task a vtab1k one, where each of its
+    strategies has runs."""
+    errors, runs = [], family_runs(config, "vtab1k")
+    for i, task in enumerate(tasks):
+        if task not in runs:
+            errors.append(f"$.analyses.{path}[{i}]: {task!r} is not a task of the vtab1k family")
+            continue
+        missing = [name for name in strategies if name not in runs[task]]
+        errors += [
+            f"$.analyses.{path.split('.')[0]}: {name!r} has no vtab1k runs on {task!r} (trained: {runs[task]})"
+            for name in missing
+        ]
+    return errors
 
 
 def output_problem(config: dict, output: str) -> str | None:

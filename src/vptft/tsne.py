@@ -6,12 +6,10 @@ random state), so the same runs give the same maps."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from vptft.io import atomic_path, read_json
+from vptft.io import atomic_path
 
 
 @torch.no_grad()
@@ -38,7 +36,7 @@ def tsne_maps(spec: dict, manifest_path, backbone_path, runs: dict[str, str], ou
     """t-SNE maps of each strategy's run in `runs` (strategy -> run dir) on `spec.tsne.n_images` test images of
     `spec.task` drawn with `spec.tsne.seed`; writes out_npz (index, labels, strategies, emb_<s>, top1_<s>: the
     top-1 on those images) and returns {strategy: top-1}."""
-    from vptft.attribution import load_trained
+    from vptft.attribution import load_run_of
     from vptft.backbones.factory import input_config
     from vptft.data import Normalize, load_split
     from vptft.engine import pick_device
@@ -49,13 +47,9 @@ def tsne_maps(spec: dict, manifest_path, backbone_path, runs: dict[str, str], ou
     device = pick_device(spec["device"])
     arrays, top1, test, normalize, index = {}, {}, None, None, None
     for strategy, run_dir in runs.items():
-        metrics = read_json(Path(run_dir) / "metrics.json")
-        if (metrics["task"], metrics["strategy"]) != (spec["task"], strategy):
-            raise ValueError(
-                f"{run_dir}: a run of {metrics['strategy']!r} on {metrics['task']!r}, not {strategy!r} on "
-                f"{spec['task']!r}"
-            )
-        model = load_trained(run_dir, backbone_path, manifest["num_classes"], spec["backbone"]).to(device)
+        model, _ = load_run_of(
+            run_dir, spec["task"], strategy, manifest["num_classes"], backbone_path, spec["backbone"], device
+        )
         if test is None:  # decoded once, for every strategy
             input_cfg = input_config(model.backbone, spec["normalization"])
             normalize = Normalize(input_cfg["mean"], input_cfg["std"], input_cfg.get("size")).to(device)
