@@ -50,10 +50,16 @@ def test_the_workflow_pretrained_backbone_and_the_schema_read_the_registry():
         "mini_vit",
         "mini_vit_mae",
         "mini_vit_moco",
+        "mini_clip",
         "mini_swin",
     ]
-    assert {s.objective for s in BACKBONES.values()} == {"supervised", "mae", "contrastive"}
-    assert [k for k, s in BACKBONES.items() if needs_local_file(s)] == ["vit_b16_mae", "vit_b16_mocov3"]
+    assert {s.objective for s in BACKBONES.values()} == {"supervised", "mae", "contrastive", "clip"}
+    assert [k for k, s in BACKBONES.items() if needs_local_file(s)] == [
+        "clip_b16_openai",
+        "vit_b16_mae",
+        "vit_b16_mocov3",
+    ]
+    assert [k for k, s in BACKBONES.items() if s.clip is not None] == ["mini_clip", "clip_b16_openai"]
 
 
 def _paper_config(**changes) -> dict:
@@ -71,7 +77,7 @@ def _paper_config(**changes) -> dict:
 def test_config_names_an_unknown_backbone_and_a_missing_local_file(tmp_path):
     with pytest.raises(
         ConfigError,
-        match=r"\$\.backbone: unknown backbone 'vit_z'; known: mini_vit, mini_vit_mae, mini_vit_moco, mini_swin, vit_b16_in21k",
+        match=r"\$\.backbone: unknown backbone 'vit_z'; known: mini_vit, mini_vit_mae, mini_vit_moco, mini_clip, mini_swin, vit_b16_in21k",
     ):
         validate_config(_paper_config(backbone="vit_z"))
     with pytest.raises(

@@ -130,6 +130,7 @@ CALLED_BY = {
 BUILDER_IMPORTS = {("vptft.strategies", "StrategySpec.build")}
 # import name -> distribution, where they differ
 DISTRIBUTION = {
+    "open_clip": "open-clip-torch",
     "yaml": "pyyaml",
     "sklearn": "scikit-learn",
     "PIL": "pillow",

@@ -17,6 +17,9 @@ from vptft.strategies.prompts import prompt_init_bound
 from vptft.strategies.sidetune import side_network
 from vptft.strategies.tokens import ViTTokens
 
+# the strategies a ViT runs (CLIP's image-text-head ones, zero-shot and CoOp: tests/test_clip.py)
+IMAGE_HEAD_STRATEGIES = [name for name, spec in STRATEGIES.items() if not spec.text_head]
+
 C = 5
 # Small options where a strategy has required or large ones (ft_then_pt and mixed take the prompt options).
 OPTIONS = {
@@ -43,7 +46,7 @@ def adapt(backbone, **options):
     return build("adapt", backbone, head_init="zero", **{**defaults, **options})
 
 
-@pytest.mark.parametrize("name", list(STRATEGIES))
+@pytest.mark.parametrize("name", IMAGE_HEAD_STRATEGIES)
 def test_every_strategy_builds_its_classifier_with_the_head_init_it_is_given(mini_vit, name):
     """The config's train.head_init reaches every builder: a dropped argument silently gives the default."""
     zero = build(name, mini_vit, head_init="zero").classifier
@@ -52,7 +55,7 @@ def test_every_strategy_builds_its_classifier_with_the_head_init_it_is_given(min
     assert vpt.bias.eq(-math.log(99)).all() and vpt.weight.std() > 0.1
 
 
-@pytest.mark.parametrize("name", list(STRATEGIES))
+@pytest.mark.parametrize("name", IMAGE_HEAD_STRATEGIES)
 def test_the_backbone_trains_in_train_mode_exactly_where_the_registry_says(mini_vit, name):
     """`trains_backbone` decides whether the backbone's dropout is on while training (VPT code: off for a frozen
     backbone, on where its weights train)."""

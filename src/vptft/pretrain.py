@@ -108,12 +108,28 @@ def _supervised(cfg: dict, spec, train: SplitData, heldout: SplitData, device: s
     return model, top1, result["curves"], {}, problem
 
 
-def _self_supervised_fit(cfg: dict, model, normalize, train: SplitData, heldout: SplitData, batch_loss, what):
-    """AdamW on `batch_loss(model, uint8 batch, generator)` with warm-up and cosine decay (labels unused); the
-    held-out loss (the same random draws every time) at the curve's epochs. Returns the curves."""
+def decay_groups(model) -> list[dict]:
+    """open_clip's training rule: weight decay on matrices only, none on gains, biases, embeddings and the logit
+    scale (with decay on them the mini CLIP stayed collapsed at the uniform loss)."""
+    decay, rest = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            plain = param.ndim < 2 or "embedding" in name or "logit_scale" in name or "ln_" in name
+            (rest if plain else decay).append(param)
+    return [{"params": decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _self_supervised_fit(
+    cfg: dict, model, normalize, train: SplitData, heldout: SplitData, batch_loss, what, no_decay=False
+):
+    """AdamW on `batch_loss(model, uint8 batch, its labels, generator)` with warm-up and cosine decay (only the
+    image-text objective reads the labels: they name the captions); the held-out loss (the same random draws
+    every time) at the curve's epochs. Returns the curves."""
     dev = normalize.mean.device
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg["lr"], weight_decay=cfg["weight_decay"]
+        decay_groups(model) if no_decay else [p for p in model.parameters() if p.requires_grad],
+        lr=cfg["lr"],
+        weight_decay=cfg["weight_decay"],
     )
     g = torch.Generator().manual_seed(cfg["seed"])
     curves, evals = [], engine.eval_epochs(cfg["epochs"], cfg.get("curve_points", 10))
@@ -123,7 +139,8 @@ def _self_supervised_fit(cfg: dict, model, normalize, train: SplitData, heldout:
         model.train()
         order, losses = torch.randperm(len(train), generator=g), []
         for start in range(0, len(order), cfg["batch_size"]):
-            loss = batch_loss(model, train.images[order[start : start + cfg["batch_size"]]].to(dev), g)
+            idx = order[start : start + cfg["batch_size"]]
+            loss = batch_loss(model, train.images[idx].to(dev), train.labels[idx].to(dev), g)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -145,7 +162,10 @@ def _heldout_loss(model, heldout: SplitData, batch_loss, dev, seed: int) -> floa
     model.eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        total = sum(float(batch_loss(model, x.to(dev), g)) * len(x) for x in heldout.images.split(256))
+        total = sum(
+            float(batch_loss(model, x.to(dev), y.to(dev), g)) * len(x)
+            for x, y in zip(heldout.images.split(256), heldout.labels.split(256))
+        )
     return total / len(heldout)
 
 
@@ -172,7 +192,7 @@ def _masked_autoencoding(cfg: dict, spec, train: SplitData, heldout: SplitData, 
         next(model.parameters()).device
     )
 
-    def batch_loss(model, images, g):
+    def batch_loss(model, images, labels, g):
         flip = (torch.rand(len(images), generator=g) < 0.5).to(images.device)
         return model.loss(normalize(torch.where(flip[:, None, None, None], images.flip(-1), images)), g)
 
@@ -220,7 +240,7 @@ def _contrastive(cfg: dict, spec, train: SplitData, heldout: SplitData, device: 
         normalize,
         train,
         heldout,
-        lambda model, images, g: model.loss(images, normalize, g),
+        lambda model, images, labels, g: model.loss(images, normalize, g),
         "contrastive loss",
     )
     model.eval()
@@ -240,7 +260,56 @@ def _contrastive(cfg: dict, spec, train: SplitData, heldout: SplitData, device: 
     return _MoCoV3Layout(encoder), top1, curves, extras, problem
 
 
-OBJECTIVES = {"supervised": _supervised, "mae": _masked_autoencoding, "contrastive": _contrastive}
+def _image_text(cfg: dict, spec, train: SplitData, heldout: SplitData, device: str):
+    """CLIP's contrastive image-text objective on the source images and their captions (vptft.image_text; flip
+    augmentation): (open_clip's CLIP in its own layout, held-out zero-shot top-1 from the class captions, curves,
+    extras, why it failed or None). It fails on the zero-shot top-1: what CLIP hands downstream."""
+    from vptft.backbones.clip import open_clip_model
+    from vptft.image_text import ZERO_SHOT_TEMPLATE, ImageTextLearner
+
+    clip = open_clip_model(spec.clip, spec.preprocessing.size, spec.depth, spec.dim)
+    model = ImageTextLearner(clip, list(SOURCE_SHAPES), spec.clip.context_length)
+    model = model.to(engine.pick_device(device))
+    normalize = Normalize(spec.preprocessing.mean, spec.preprocessing.std).to(next(model.parameters()).device)
+
+    def batch_loss(model, images, labels, g):
+        flip = (torch.rand(len(images), generator=g) < 0.5).to(images.device)
+        return model.loss(
+            normalize(torch.where(flip[:, None, None, None], images.flip(-1), images)), labels, g
+        )
+
+    curves = _self_supervised_fit(
+        cfg, model, normalize, train, heldout, batch_loss, "image-text loss", no_decay=True
+    )
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat(
+            [
+                model.zero_shot_logits(normalize(x.to(normalize.mean.device))).cpu()
+                for x in heldout.images.split(256)
+            ]
+        )
+    top1 = 100.0 * float((logits.argmax(1) == heldout.labels).float().mean())
+    extras = {
+        "objective": "contrastive image-text (CLIP's symmetric InfoNCE, captions from the class names)",
+        "heldout_image_text_loss": curves[-1]["heldout_loss"],
+        "heldout_top1_is": f"zero-shot: the class captions {ZERO_SHOT_TEMPLATE!r} through the text tower",
+    }
+    problem = None
+    if top1 < cfg["min_heldout_top1"]:
+        problem = (
+            f"held-out zero-shot top-1 {top1:.1f}% is below pretrain.min_heldout_top1 = {cfg['min_heldout_top1']}% "
+            f"(chance {100.0 / len(SOURCE_SHAPES):.1f}%)"
+        )
+    return clip, top1, curves, extras, problem
+
+
+OBJECTIVES = {
+    "supervised": _supervised,
+    "mae": _masked_autoencoding,
+    "contrastive": _contrastive,
+    "clip": _image_text,
+}
 
 
 def run_pretrain(cfg: dict, backbone_key: str, out_dir, device: str = "auto") -> dict:

@@ -33,8 +33,46 @@ class Family:
 FAMILIES = {
     "vit": Family(("pos_drop_rate", "proj_drop_rate")),
     "swin": Family((), cls_token=False, kv_prompts=False, prompt_locations=("prepend",)),
+    "clip": Family(("pos_drop_rate", "proj_drop_rate")),  # a timm ViT image tower + open_clip's text tower
 }
-LOADERS = ("timm", "mae", "mocov3")  # vptft.backbones.checkpoints
+LOADERS = ("timm", "mae", "mocov3", "open_clip")  # vptft.backbones.checkpoints, vptft.backbones.clip
+
+
+@dataclass(frozen=True)
+class ClipTowers:
+    """What a CLIP backbone adds to its image tower (the entry's timm ViT): open_clip's text tower and the joint
+    embedding, as open_clip configures them."""
+
+    embed_dim: int  # the joint image-text embedding
+    context_length: int  # text tokens (SOT ... EOT, padded)
+    text_width: int
+    text_heads: int
+    text_layers: int
+    image_heads: int
+    patch_size: int
+    quick_gelu: bool = False  # OpenAI's CLIP: QuickGELU in both towers
+    vocab_size: int = 49408  # CLIP's BPE tokenizer
+
+    def open_clip_config(self, image_size: int, depth: int, width: int) -> dict:
+        """The arguments of open_clip's `CLIP` module (its model-config JSON's layout)."""
+        return dict(
+            embed_dim=self.embed_dim,
+            vision_cfg=dict(
+                image_size=image_size,
+                layers=depth,
+                width=width,
+                head_width=width // self.image_heads,
+                patch_size=self.patch_size,
+            ),
+            text_cfg=dict(
+                context_length=self.context_length,
+                vocab_size=self.vocab_size,
+                width=self.text_width,
+                heads=self.text_heads,
+                layers=self.text_layers,
+            ),
+            quick_gelu=self.quick_gelu,
+        )
 
 
 @dataclass(frozen=True)
@@ -95,12 +133,16 @@ class BackboneSpec:
     pretrained_by_workflow: bool = False  # True: the `pretrain` rule makes the checkpoint
     objective: str = "supervised"  # the `pretrain` rule's objective: supervised, mae or contrastive
     bench: BenchProfile | None = None  # None: `vptft bench` has no profile for it
+    clip: ClipTowers | None = None  # a CLIP backbone's text tower (family "clip")
 
 
 VIT_B_BATCHES = Table8Batches(linear=2048, partial=1280, full=128, prompt=128, long_prompt=64)
 INCEPTION_LIKE = Preprocessing(224, HALF, HALF, "bicubic")  # the original in21k ViTs: 0.5 / 0.5
 IMAGENET_224 = Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD, "bicubic")
 MINI_INPUT = Preprocessing(32, HALF, HALF, "bilinear")
+OPENAI_CLIP_224 = Preprocessing(
+    224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711), "bicubic"
+)
 MINI_VIT = BackboneSpec(
     "mini_vit",
     "vit_mini_patch8_32.vptft",
@@ -135,6 +177,28 @@ BACKBONES = {
             fixed=("pos_embed",),  # as MoCo v3's ViT: a fixed 2-D sin-cos position embedding
             objective="contrastive",
             bench=None,
+        ),
+        BackboneSpec(
+            "mini_clip",
+            "vit_mini_clip_patch8_32.vptft",
+            "clip",
+            "the workflow's rendered source set with captions, contrastive image-text (rule pretrain)",
+            depth=4,
+            tokens=16,
+            dim=96,
+            preprocessing=MINI_INPUT,
+            loader="open_clip",  # the pretrain rule writes open_clip's layout: read as a downloaded file is
+            pretrained_by_workflow=True,
+            objective="clip",
+            clip=ClipTowers(
+                embed_dim=64,
+                context_length=16,
+                text_width=64,
+                text_heads=2,
+                text_layers=2,
+                image_heads=3,
+                patch_size=8,
+            ),
         ),
         BackboneSpec(
             "mini_swin",
@@ -207,6 +271,31 @@ BACKBONES = {
             "swin_base_patch4_window7_224.ms_in22k)",
         ),
         BackboneSpec(
+            "clip_b16_openai",
+            "vit_base_patch16_clip_quickgelu_224.openai",
+            "clip",
+            "400M web image-text pairs, contrastive image-text (OpenAI CLIP)",
+            depth=12,
+            tokens=196,
+            dim=768,
+            preprocessing=OPENAI_CLIP_224,
+            loader="open_clip",
+            batches=VIT_B_BATCHES,
+            weights="open_clip_model.safetensors of timm/vit_base_patch16_clip_224.openai on the Hugging Face hub "
+            "(open_clip's ViT-B-16 `openai` weights as a state dict; open_clip.create_model_and_transforms("
+            "'ViT-B-16', pretrained='openai') downloads it where there is network)",
+            clip=ClipTowers(
+                embed_dim=512,
+                context_length=77,
+                text_width=512,
+                text_heads=8,
+                text_layers=12,
+                image_heads=12,
+                patch_size=16,
+                quick_gelu=True,
+            ),
+        ),
+        BackboneSpec(
             "vit_b16_mae",
             "vit_base_patch16_224.mae",
             "vit",
@@ -243,9 +332,22 @@ BACKBONES = {
 }
 
 
+TEXT_HEAD_STRATEGIES = ("zero_shot", "coop")  # always read by CLIP's image-text head
+
+
 def family_problem(spec: BackboneSpec, strategy: str, values: dict) -> str | None:
     """Why `strategy` with these option values has no form on the backbone's family (None if it has one)."""
     family = FAMILIES[spec.family]
+    if spec.clip is None and (strategy in TEXT_HEAD_STRATEGIES or values.get("head") == "text"):
+        return f"CLIP's image-text head needs a CLIP backbone (registry family 'clip'), not {spec.key}"
+    if strategy == "adapt" and values.get("towers", "image") != "image" and spec.clip is not None:
+        image = spec.depth if values["towers"] == "both" else 0
+        total = (image + spec.clip.text_layers) * values["context_length"]
+        if values["target_length"] > total:
+            return (
+                f"target_length {values['target_length']} exceeds the {total} tokens of towers "
+                f"{values['towers']!r} x context_length {values['context_length']} ({spec.key})"
+            )
     if not family.kv_prompts and strategy in ("vpt_prefix", "adapt"):
         return f"key/value prompts have no {spec.family} form here ({spec.key})"
     if "location" in values and values["location"] not in family.prompt_locations:

@@ -6,6 +6,7 @@ The mini ViT is registered as a timm model (`vit_mini_patch8_32`), like timm's o
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import timm
@@ -13,6 +14,7 @@ from timm.models import register_model
 from timm.models._registry import generate_default_cfgs
 from timm.models.swin_transformer import SwinTransformer, _create_swin_transformer
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
+from torch import nn
 
 from vptft.backbones import BACKBONES, FAMILIES, IMAGENET_MEAN, IMAGENET_STD, get_backbone, needs_local_file
 from vptft.backbones.checkpoints import LOADERS, LayoutError
@@ -27,6 +29,17 @@ MINI_ARGS = dict(
     mlp_ratio=4.0,
     class_token=True,
     global_pool="token",
+)
+
+MINI_CLIP = BACKBONES["mini_clip"]
+MINI_CLIP_ARGS = dict(  # open_clip's ViT as timm builds CLIP image towers: pre-norm, LayerNorm eps 1e-5
+    img_size=MINI_CLIP.preprocessing.size,
+    patch_size=MINI_CLIP.clip.patch_size,
+    embed_dim=MINI_CLIP.dim,
+    depth=MINI_CLIP.depth,
+    num_heads=MINI_CLIP.clip.image_heads,
+    pre_norm=True,
+    norm_layer=partial(nn.LayerNorm, eps=1e-5),
 )
 
 MINI_SWIN = BACKBONES["mini_swin"]
@@ -60,6 +73,7 @@ default_cfgs = generate_default_cfgs(
     {
         "vit_mini_patch8_32.vptft": _workflow_cfg(MINI, "head"),
         "swin_mini_patch4_window4_32.vptft": _workflow_cfg(MINI_SWIN, "head.fc"),
+        "vit_mini_clip_patch8_32.vptft": _workflow_cfg(MINI_CLIP, "head"),
     }
 )
 
@@ -69,6 +83,14 @@ def vit_mini_patch8_32(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """ViT (patch 8, width 96, depth 4, 3 heads) for 32x32 images: the mini benchmark's backbone."""
     return _create_vision_transformer(
         "vit_mini_patch8_32", pretrained=pretrained, **dict(MINI_ARGS, **kwargs)
+    )
+
+
+@register_model
+def vit_mini_clip_patch8_32(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """The mini CLIP's image tower (patch 8, width 96, depth 4, 3 heads, pre-norm) for 32x32 images."""
+    return _create_vision_transformer(
+        "vit_mini_clip_patch8_32", pretrained=pretrained, **dict(MINI_CLIP_ARGS, **kwargs)
     )
 
 
@@ -115,7 +137,14 @@ def create_backbone(
             **{name: dropout for name in FAMILIES[spec.family].dropout_args},
             **spec.timm_args,
         )
-        if checkpoint is not None and not timm_file:
+        if spec.clip is not None:  # open_clip is imported only where CLIP runs
+            from vptft.backbones.clip import attach_text_tower, load_open_clip
+
+            if checkpoint is not None:
+                load_open_clip(model, checkpoint, spec.clip)
+            else:
+                attach_text_tower(model, spec.clip)
+        elif checkpoint is not None and not timm_file:
             LOADERS[spec.loader](model, checkpoint)
     except LayoutError:
         raise

@@ -103,9 +103,28 @@ VPT_ABLATION_OPTIONS = {
         "random init); the CLS token instead of prompts; the prompts and every backbone bias (VPT + Bias)",
     ),
 }
+# On a CLIP backbone: which head reads the image feature, which towers key/value prompts go into
+HEAD_OPTION = {
+    "head": Option(
+        str,
+        "linear",
+        choices=("linear", "text"),
+        help="a new linear head, or CLIP's image-text matching with the class names (CLIP backbones)",
+    )
+}
+TOWER_OPTION = {
+    "towers": Option(
+        str,
+        "image",
+        choices=("image", "text", "both"),
+        help="the towers whose blocks get key/value prompts (text / both: CLIP with head 'text')",
+    )
+}
 KV_PROMPT_OPTIONS = {
     "prompt_length": Option(int, 10, minimum=1, help="key/value prompt tokens per layer"),
     "prompt_dropout": PROMPT_OPTIONS["prompt_dropout"],
+    **HEAD_OPTION,
+    **TOWER_OPTION,
 }
 ADAPT_OPTIONS = {
     "context_length": Option(int, 16, minimum=1, help="xi: key/value prompt tokens per layer at the start"),
@@ -117,7 +136,19 @@ ADAPT_OPTIONS = {
     "prune_tokens": Option(int, 4, minimum=1, help="r_p: tokens pruned per pruning step"),
     "warmup_epochs": Option(int, 5, minimum=0, help="epochs before the first pruning step"),
     "prompt_dropout": PROMPT_OPTIONS["prompt_dropout"],
+    **HEAD_OPTION,
+    **TOWER_OPTION,
 }
+COOP_OPTIONS = {
+    "n_ctx": Option(int, 16, minimum=1, help="CoOp's learned context vectors (shared by the classes)")
+}
+
+
+def _head_problems(values: dict, depth: int) -> list[str]:
+    """Text prompts are read only by CLIP's image-text head."""
+    if values.get("towers", "image") != "image" and values.get("head") != "text":
+        return [f"towers {values['towers']!r} prompts the text tower, which only head 'text' reads"]
+    return []
 
 
 def _prompt_problems(values: dict, depth: int) -> list[str]:
@@ -157,15 +188,17 @@ def _depth_problems(key: str):
 
 
 def _adapt_problems(values: dict, depth: int) -> list[str]:
+    """The budget must be below the tokens it starts from (image tower; with text prompts the text tower's
+    blocks add theirs, checked where the backbone is known: vptft.backbones.family_problem)."""
     total = depth * values["context_length"]
-    if values["target_length"] > total:
+    if values["target_length"] > total and values.get("towers", "image") == "image":
         return [
             (
                 f"target_length {values['target_length']} exceeds the {total} tokens of {depth} blocks x "
                 f"context_length {values['context_length']}"
             )
         ]
-    return []
+    return _head_problems(values, depth)
 
 
 def _adapt_schedule(values: dict, epochs: int, steps: int) -> str | None:
@@ -204,6 +237,7 @@ class StrategySpec:
     label: str = ""  # its name in legends (default: the registry name)
     color: str = "#8c564b"  # its colour in figures
     prompt: bool = False  # a prompt method: its step time grows with the prompt length (cost model)
+    text_head: bool = False  # always CLIP's image-text head (zero-shot, CoOp); others: option `head`
     base: str = ""  # the registry strategy (a variant's base; its own name otherwise)
     variant: tuple = ()  # a variant's fixed (option, value) pairs, in the order of its name
 
@@ -294,9 +328,27 @@ class StrategySpec:
             return {"batch_size": batches.prompt, "batch_size_long_prompts": batches.long_prompt}
         return {"batch_size": getattr(batches, self.table8)}
 
-    def build(self, backbone, num_classes: int, head_init: str = "vpt", **values):
-        """The tuned model: `backbone` wrapped with a new `head_init` head and the strategy's parameters."""
+    def uses_text_head(self, values: dict) -> bool:
+        """Whether these option values read the image feature with CLIP's image-text head."""
+        return (
+            self.text_head
+            or self.resolve({k: v for k, v in values.items() if k not in BASE_OPTIONS}).get("head") == "text"
+        )
+
+    def build(
+        self, backbone, num_classes: int, head_init: str = "vpt", class_texts: tuple | None = None, **values
+    ):
+        """The tuned model: `backbone` wrapped with a new `head_init` head (or CLIP's image-text head over
+        `class_texts` = (class names, template)) and the strategy's parameters."""
         options = self.resolve({k: v for k, v in values.items() if k not in BASE_OPTIONS})
+        if self.text_head or options.pop("head", "linear") == "text":
+            if class_texts is None:
+                raise ValueError(f"strategy {self.name!r}: CLIP's image-text head needs the class names")
+            from vptft.strategies.text_head import text_head  # open_clip: imported only where CLIP runs
+
+            options["head"] = text_head(backbone, *class_texts, options.pop("n_ctx", 0))
+        elif getattr(backbone, "clip_text", None) is not None:
+            backbone.clip_text = None  # a new linear head: CLIP's text tower is no part of the model
         module, function = self.builder.split(":")
         return getattr(importlib.import_module(module), function)(
             backbone, num_classes, head_init=head_init, **options
@@ -353,7 +405,7 @@ STRATEGIES = {
             "vpt_deep",
             "sgd",
             "vptft.strategies.prompts:build_prompted",
-            {**PROMPT_OPTIONS, **VPT_ABLATION_OPTIONS},
+            {**PROMPT_OPTIONS, **VPT_ABLATION_OPTIONS, **HEAD_OPTION},
             table8="prompt",
             description="p fresh prompts at every layer + head",
             combination_problems=_prompt_problems,
@@ -464,12 +516,33 @@ STRATEGIES = {
             color="#9467bd",
         ),
         StrategySpec(
+            "zero_shot",
+            "sgd",
+            "vptft.strategies.text_head:build_with_head",
+            text_head=True,
+            description="CLIP's image-text matching with the class names (nothing trains; CLIP backbones)",
+            label="ZS-CLIP",
+            color="#393b79",
+        ),
+        StrategySpec(
+            "coop",
+            "sgd",
+            "vptft.strategies.text_head:build_with_head",
+            COOP_OPTIONS,
+            text_head=True,
+            description="learned text context before the class names, CLIP frozen (CLIP backbones)",
+            label="CoOp",
+            color="#637939",
+            prompt=True,
+        ),
+        StrategySpec(
             "vpt_prefix",
             "sgd",
             "vptft.strategies.kv_prompts:build_prefix",
             KV_PROMPT_OPTIONS,
             table8="prompt",
             description="prompts prepended to every layer's keys and values only + head",
+            combination_problems=_head_problems,
             label="VPT-prefix",
             color="#ff9896",
             prompt=True,

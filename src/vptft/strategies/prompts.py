@@ -59,8 +59,9 @@ class PromptedModel(TunedModel):
         trains_backbone: bool = False,
         share: str = "none",
         learn: str = "prompts",
+        head: nn.Module | None = None,
     ):
-        super().__init__(backbone, num_classes, head_init, trains_backbone)
+        super().__init__(backbone, num_classes, head_init, trains_backbone, head)
         self.tokens = token_interface(backbone)
         if (pooling == "cls" or learn == "cls") and not self.tokens.num_prefix_tokens:
             raise ValueError(f"pooling / learn 'cls': {type(backbone).__name__} has no CLS token")
