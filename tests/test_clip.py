@@ -283,3 +283,44 @@ def test_a_clip_run_lowers_its_loss_and_its_tuned_state_reproduces_the_logits(cl
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
+
+
+def test_zero_shot_and_coop_run_through_the_sweep_and_final_jobs(prepared_mini, tmp_path):
+    """A CLIP backbone in the workflow's jobs: the class names reach the head from the task, zero-shot is
+    evaluated without training (epoch 0), CoOp trains; a final run records its captions and reloads."""
+    from conftest import write_digits_manifest
+    from test_sweep import TRAIN
+    from vptft.attribution import load_trained
+    from vptft.selection import merge_sweep
+    from vptft.sweep import run_final, run_sweep_chunk
+
+    data_dir, _ = prepared_mini
+    write_digits_manifest(tmp_path / "manifest.json", prepared_mini, n_test=40)
+    _write(_open_clip(), tmp_path / "clip.safetensors")
+    for strategy, grid in (("zero_shot", {"lr": [1.0], "wd": [0.0]}), ("coop", {"lr": [0.5], "wd": [0.0]})):
+        spec = {
+            "task": "digits",
+            "regime": "vtab1k",
+            "strategy": strategy,
+            "backbone": "mini_clip",
+            "data_dir": data_dir,
+            "grid": grid,
+            "options": {"n_ctx": 2} if strategy == "coop" else {},
+            "train": dict(TRAIN),
+        }
+        chunk = tmp_path / f"{strategy}_chunk0.csv"
+        run_sweep_chunk(spec, tmp_path / "manifest.json", tmp_path / "clip.safetensors", chunk)
+        merge_sweep([chunk], tmp_path / f"{strategy}_sweep.csv", expected_points=1)
+        [metrics] = run_final(
+            spec,
+            tmp_path / "manifest.json",
+            tmp_path / "clip.safetensors",
+            tmp_path / f"{strategy}_sweep.csv",
+            tmp_path / strategy,
+            [0],
+        )
+        assert metrics["class_texts"] == [[str(i) for i in range(10)], "a photo of a {}."]
+        assert (metrics["epochs"] == 0) == (strategy == "zero_shot")
+        assert metrics["tuned"] == (0 if strategy == "zero_shot" else 2 * 64)
+        model = load_trained(tmp_path / strategy / "seed0", tmp_path / "clip.safetensors", 10)
+        assert model.head.texts[0] == ("a photo of a 0." if strategy == "zero_shot" else "X X 0.")

@@ -152,7 +152,9 @@ def load_trained(run_dir, backbone_path, num_classes: int, backbone_key: str | N
     if strategy.continues:
         load_backbone_of_run(backbone, _resolve_start_from(metrics, run_dir, start_from))
     values = {**metrics.get("options", {}), **metrics["hparams"]}
-    model = strategy.build(backbone, num_classes, head_init="zero", **values)
+    model = strategy.build(
+        backbone, num_classes, head_init="zero", class_texts=metrics.get("class_texts"), **values
+    )
     path = run_dir / "tuned.safetensors"
     tuned = load_file(str(path))
     state = model.state_dict()

@@ -244,6 +244,24 @@ def _running(sums: torch.Tensor) -> dict:
     return {"loss_sum": loss_sum, "correct": round(correct)}
 
 
+def _evaluated_as_is(forward, train: SplitData, evals: dict, prepare, device, cfg: FitConfig) -> dict:
+    """fit's result for a model with nothing to train: one evaluation (epoch 0) of the train and eval sets."""
+    t0 = time.perf_counter()
+    row = {"epoch": 0, "lr": 0.0}
+    for name, data in {"train": train, **evals}.items():
+        metrics = evaluate(forward, data, prepare, device, cfg.precision)
+        row.update({f"{name}_loss": metrics["loss"], f"{name}_top1": metrics["top1"]})
+    return {
+        "curves": [row],
+        "seconds": time.perf_counter() - t0,
+        "epochs": 0,
+        "final": {name: {"loss": row[f"{name}_loss"], "top1": row[f"{name}_top1"]} for name in evals},
+        "train": {"loss": row["train_loss"], "top1": row["train_top1"]},
+        "checkpoints": 0,
+        "checkpoint_bytes": 0,
+    }
+
+
 def fit(
     model,
     train: SplitData,
@@ -281,6 +299,9 @@ def fit(
     if cfg.compile:  # the module itself stays plain: its state dict and the optimiser see the same parameters
         forward = torch.compile(forward)
     train = train.to(device)
+    if not any(p.requires_grad for p in model.parameters()):  # zero-shot CLIP: evaluated as it is
+        model.eval()
+        return _evaluated_as_is(forward, train, evals, prepare, device, cfg)
     optimizer = make_optimizer(model, cfg)
     after_backward = getattr(model, "after_backward", lambda epoch: None)
     generator = torch.Generator().manual_seed(cfg.seed)

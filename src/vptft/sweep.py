@@ -28,6 +28,7 @@ from vptft.selection import chunk_indices, grid_points, selected_point, write_cs
 from vptft.splits import read_manifest
 from vptft.strategies import get_strategy
 from vptft.strategies.base import parameter_counts, tuned_state_dict
+from vptft.tasks import class_names, get_task
 
 
 class Job:
@@ -110,8 +111,22 @@ class Job:
             backbone,
             self.manifest["num_classes"],
             head_init=self.spec["train"]["head_init"],
+            class_texts=self.class_texts(point),
             **self.values(point),
         )
+
+    def class_texts(self, point: dict) -> list | None:
+        """(class names, caption template) of the task, for a strategy read by CLIP's image-text head."""
+        if not self.strategy.uses_text_head(self.values(point)):
+            return None
+        task = get_task(self.spec["task"])
+        names = class_names(task, self.spec["data_dir"])
+        if not names:
+            raise ValueError(
+                f"task {task.name!r}: its data set names no classes, and CLIP's image-text head "
+                f"({self.strategy.name!r}) reads the class names"
+            )
+        return [names, task.prompt_template]
 
     def fit(self, model, train: str, evals: list[str], cfg: engine.FitConfig, checkpoint=None, desc=""):
         return engine.fit(
@@ -365,7 +380,7 @@ def _final_run(job: Job, point: dict, seed: int, out_dir: Path) -> dict:
             "capped": job.manifest.get("capped"),
         },
         **training_facts(job, cfg),
-        "epochs": cfg.epochs,
+        "epochs": result["epochs"],  # 0 where nothing trains (zero-shot CLIP)
         "test_top1": result["final"]["test"]["top1"],
         "test_loss": result["final"]["test"]["loss"],
         "train_loss": result["train"]["loss"],
@@ -376,6 +391,7 @@ def _final_run(job: Job, point: dict, seed: int, out_dir: Path) -> dict:
         **parameter_counts(model),
         **storage_counts(job, model),
         "summary": model.summary(),
+        "class_texts": job.class_texts(point),  # CLIP's image-text head: the class names and caption template
         "seconds": round(result["seconds"], 3),
         "checkpoints": result["checkpoints"],
         "checkpoint_bytes": result["checkpoint_bytes"],

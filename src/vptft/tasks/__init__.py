@@ -29,6 +29,8 @@ class Task:
     # (resize to 256/224 of the input, train random crop + flip, eval centre crop; vptft.data)
     preprocessing: str = "vtab"
     description: str = ""
+    # CLIP's image-text head: the caption of each class (CLIP's own ImageNet prompt unless a data set has its own)
+    prompt_template: str = "a photo of a {}."
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
