@@ -324,3 +324,19 @@ def test_zero_shot_and_coop_run_through_the_sweep_and_final_jobs(prepared_mini, 
         assert metrics["tuned"] == (0 if strategy == "zero_shot" else 2 * 64)
         model = load_trained(tmp_path / strategy / "seed0", tmp_path / "clip.safetensors", 10)
         assert model.head.texts[0] == ("a photo of a 0." if strategy == "zero_shot" else "X X 0.")
+
+
+def test_the_mini_clip_overlay_makes_adapt_table1_from_exactly_its_runs(tmp_path):
+    """config/mini-clip.yaml on the default: valid, and `results/adapt_table1.csv` asks for the five rows' final
+    runs on its two tasks (on the mini CLIP, pre-trained by the workflow) and for nothing of the main backbone's."""
+    from conftest import ROOT
+    from overlays import merged
+    from test_strategy_variants import trained_by_dry_run
+    from vptft.config import validate_config
+
+    configs = [f"{ROOT}/config/config.yaml", f"{ROOT}/config/mini-clip.yaml"]
+    validate_config(merged(*configs))
+    rows = {"zero_shot", "linear", "coop", "vpt_deep[head=text]", "adapt[head=text,towers=both]"}
+    assert trained_by_dry_run(tmp_path, "results/adapt_table1.csv", configs) == {
+        (t, s) for t in ("source", "newshapes_sketch") for s in rows
+    }

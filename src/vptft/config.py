@@ -129,14 +129,17 @@ def _semantic_errors(config: dict) -> list[str]:
 
 def _family_errors(config: dict) -> list[str]:
     """Strategies (and prompt locations / poolings of their grids) with no form on a backbone that trains them:
-    the main backbone trains every configured strategy, another one those of the tables naming it."""
+    the main backbone trains its families' strategies and those of the tables and figures it shows, another one
+    those of the tables naming it (a CLIP-only strategy configured for an extra CLIP backbone is no strategy of
+    the main one)."""
     errors = []
     for key in study.backbones(config):
-        if key == config["backbone"]:
-            trained = list(config["strategies"])
-        else:
-            tables = [t for t in study.run_outputs(config) if key in study.table_backbones(config, t)]
-            trained = [s for t in tables for s in study.table_strategies(config, t)]
+        trained = [
+            s
+            for family in study.configured_families(config)
+            for strategies in study.family_runs(config, family, key).values()
+            for s in strategies
+        ]
         for name in dict.fromkeys(trained):
             entry = config["strategies"].get(name)
             if entry is None or variant_problems(name):  # reported by the other checks
