@@ -340,3 +340,22 @@ def test_the_mini_clip_overlay_makes_adapt_table1_from_exactly_its_runs(tmp_path
     assert trained_by_dry_run(tmp_path, "results/adapt_table1.csv", configs) == {
         (t, s) for t in ("source", "newshapes_sketch") for s in rows
     }
+
+
+def test_adapts_schedule_check_counts_the_text_towers_tokens():
+    """24 tokens (4 image + 2 text blocks x 4) to 12 at 2 a step: 6 pruning steps, not the image tower's 2."""
+    spec = get_strategy("adapt")
+    values = {
+        "towers": "both",
+        "head": "text",
+        "context_length": 4,
+        "target_length": 12,
+        "prune_tokens": 2,
+        "prune_every": 1,
+        "warmup_epochs": 0,
+    }
+    assert spec.schedule_problem(values, epochs=5, steps=5, depth=4, text_depth=2) is not None
+    assert spec.schedule_problem(values, epochs=6, steps=6, depth=4, text_depth=2) is None
+    assert (
+        spec.schedule_problem({**values, "towers": "image"}, epochs=2, steps=2, depth=4, text_depth=2) is None
+    )

@@ -92,8 +92,12 @@ class Job:
             checkpoint_interval_s=60.0 * t.get("checkpoint_minutes", 0),
         )
         steps = epochs * math.ceil(n_train / batch)
-        depth = get_backbone(self.spec["backbone"]).depth
-        if (problem := self.strategy.schedule_problem(self.values(point), epochs, steps, depth)) is not None:
+        backbone = get_backbone(self.spec["backbone"])
+        text_depth = backbone.clip.text_layers if backbone.clip else 0
+        problem = self.strategy.schedule_problem(
+            self.values(point), epochs, steps, backbone.depth, text_depth
+        )
+        if problem is not None:
             raise ValueError(f"strategy {self.strategy.name!r} at {point}: {problem}")
         return cfg
 

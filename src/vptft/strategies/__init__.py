@@ -202,10 +202,11 @@ def _adapt_problems(values: dict, depth: int) -> list[str]:
 
 
 def _adapt_schedule(values: dict, epochs: int, steps: int) -> str | None:
-    """Whether pruning can reach the budget within the run: Adapt's result is defined by that budget."""
-    prunes = -(
-        -(values["context_length"] * values["depth"] - values["target_length"]) // values["prune_tokens"]
-    )
+    """Whether pruning can reach the budget within the run: Adapt's result is defined by that budget. The tokens
+    it starts from: context_length at every prompted block (`depth` image blocks, `text_depth` text blocks)."""
+    towers = values.get("towers", "image")
+    blocks = values["depth"] * (towers != "text") + values.get("text_depth", 0) * (towers != "image")
+    prunes = -(-(values["context_length"] * blocks - values["target_length"]) // values["prune_tokens"])
     after_warmup = steps * max(0, epochs - values["warmup_epochs"]) // max(1, epochs)
     if prunes * values["prune_every"] > after_warmup:
         return (
@@ -287,15 +288,15 @@ class StrategySpec:
                 errors.append(f"{path}: {problem}" + (f" (grid point {where})" if where else ""))
         return list(dict.fromkeys(errors))
 
-    def schedule_problem(self, values: dict, epochs: int, steps: int, depth: int) -> str | None:
-        """What a run of `epochs` epochs and `steps` optimiser steps cannot deliver for these values."""
+    def schedule_problem(
+        self, values: dict, epochs: int, steps: int, depth: int, text_depth: int = 0
+    ) -> str | None:
+        """What a run of `epochs` epochs and `steps` optimiser steps cannot deliver for these values (`depth`:
+        the image tower's blocks; `text_depth`: a CLIP text tower's)."""
         if self.schedule is None:
             return None
-        return self.schedule(
-            {**self.resolve({k: v for k, v in values.items() if k not in BASE_OPTIONS}), "depth": depth},
-            epochs,
-            steps,
-        )
+        resolved = self.resolve({k: v for k, v in values.items() if k not in BASE_OPTIONS})
+        return self.schedule({**resolved, "depth": depth, "text_depth": text_depth}, epochs, steps)
 
     def resolve(self, values: dict) -> dict:
         """Options with defaults filled in and values cast to their declared type (lr and wd excluded)."""
