@@ -46,7 +46,7 @@ def test_variant_values_take_their_options_types():
     [
         (
             "vpt_deep[foo=1]",
-            "'vpt_deep' has no option 'foo' to fix (allowed: layers, learn, location, pooling",
+            "'vpt_deep' has no option 'foo' to fix (allowed: head, layers, learn, location, pooling",
         ),
         ("vpt_deep[lr=0.1]", "'vpt_deep' has no option 'lr' to fix"),  # lr / wd belong to the grid
         ("vpt_deep[prompt_length=x]", "prompt_length 'x' is not of type int"),

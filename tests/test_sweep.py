@@ -281,7 +281,8 @@ METRICS_KEYS = {
     "lr_scaled", "batch_size",
     "optimizer", "optimizer_behavior", "precision", "compile", "backbone_dropout", "epochs", "test_top1",
     "test_loss", "train_loss", "train_top1", "n_train", "final_split", "n_test", "tuned", "total", "tuned_pct",
-    "backbone_params", "task_params", "summary", "seconds", "checkpoints", "checkpoint_bytes", "provenance",
+    "backbone_params", "task_params", "summary", "class_texts", "seconds", "checkpoints", "checkpoint_bytes",
+    "provenance",
 }  # fmt: skip
 
 
