@@ -534,7 +534,6 @@ STRATEGIES = {
             description="learned text context before the class names, CLIP frozen (CLIP backbones)",
             label="CoOp",
             color="#637939",
-            prompt=True,
         ),
         StrategySpec(
             "vpt_prefix",
