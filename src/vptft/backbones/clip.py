@@ -116,12 +116,23 @@ def _block_with_kv_prefix(block, x, prefix, keep, causal_mask):
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
-def text_tower(towers: ClipTowers, image: VisionTransformer, state: dict | None = None) -> TextTower:
+def text_tower(
+    towers: ClipTowers, image: VisionTransformer, state: dict | None = None, path: Path | None = None
+) -> TextTower:
     """The text tower of a CLIP whose image tower is `image`: random weights, or those of `state` (an open_clip
-    state dict, already checked)."""
+    state dict read from `path`), refused unless every tensor of the model is there in its shape."""
     size, depth, width = image.patch_embed.img_size[0], len(image.blocks), image.embed_dim
     clip = open_clip_model(towers, size, depth, width)
     if state is not None:
+        shapes = {k: v.shape for k, v in clip.state_dict().items()}
+        missing = [k for k in shapes if k not in state]
+        wrong = [k for k in shapes if k in state and state[k].shape != shapes[k]]
+        unexpected = [k for k in state if k not in shapes]
+        if missing or wrong or unexpected:
+            raise LayoutError(
+                f"{path}: not a CLIP checkpoint of this backbone (missing {missing[:5]}, shape differs "
+                f"{wrong[:5]}, unexpected {unexpected[:5]})"
+            )
         clip.load_state_dict(state)
     tower = TextTower(clip, towers.context_length)
     del clip.visual  # the image tower is the timm ViT; only its projection stays (in the text tower)
@@ -131,7 +142,7 @@ def text_tower(towers: ClipTowers, image: VisionTransformer, state: dict | None 
 def load_open_clip(model: VisionTransformer, path: Path, towers: ClipTowers) -> None:
     """An open_clip state dict (`open_clip_model.safetensors` / `open_clip_pytorch_model.bin`, or the workflow's
     own mini CLIP): its image tower into the timm ViT through timm's converter, its text tower attached to the
-    model as `model.clip_text`."""
+    model as `model.clip_text` (open_clip's model is built once, for the shape check and the weights)."""
     state = {k: v for k, v in _read(path).items() if k not in NON_WEIGHTS}
     if "visual.class_embedding" not in state or "token_embedding.weight" not in state:
         raise LayoutError(
@@ -141,17 +152,7 @@ def load_open_clip(model: VisionTransformer, path: Path, towers: ClipTowers) -> 
     image = {k: v for k, v in checkpoint_filter_fn(state, model).items() if not k.startswith("head.")}
     missing, unexpected = model.load_state_dict(image, strict=False)
     _check(path, "CLIP image tower", missing, unexpected)
-    expected = open_clip_model(towers, model.patch_embed.img_size[0], len(model.blocks), model.embed_dim)
-    shapes = {k: v.shape for k, v in expected.state_dict().items()}
-    missing = [k for k in shapes if k not in state]
-    wrong = [k for k in shapes if k in state and state[k].shape != shapes[k]]
-    unexpected = [k for k in state if k not in shapes]
-    if missing or wrong or unexpected:
-        raise LayoutError(
-            f"{path}: not a CLIP checkpoint of this backbone (missing {missing[:5]}, shape differs {wrong[:5]}, "
-            f"unexpected {unexpected[:5]})"
-        )
-    model.clip_text = text_tower(towers, model, state)
+    model.clip_text = text_tower(towers, model, state, path)
 
 
 def attach_text_tower(model: VisionTransformer, towers: ClipTowers) -> None:
