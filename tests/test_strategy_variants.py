@@ -46,7 +46,7 @@ def test_variant_values_take_their_options_types():
     [
         (
             "vpt_deep[foo=1]",
-            "'vpt_deep' has no option 'foo' to fix (allowed: head, layers, learn, location, pooling",
+            "'vpt_deep' has no option 'foo' to fix (allowed: head, init, layers, learn, location, pooling",
         ),
         ("vpt_deep[lr=0.1]", "'vpt_deep' has no option 'lr' to fix"),  # lr / wd belong to the grid
         ("vpt_deep[prompt_length=x]", "prompt_length 'x' is not of type int"),
@@ -395,3 +395,74 @@ def test_vpt_plus_bias_trains_the_prompts_and_every_backbone_bias(mini_vit):
     assert (
         model.prompts.requires_grad and not model.train().backbone.training
     )  # the backbone stays in eval mode
+
+
+def test_class_prototypes_are_each_classs_mean_last_block_cls_before_the_final_norm(mini_vit):
+    from vptft.data import Normalize
+    from vptft.strategies.prompts import class_prototypes
+
+    torch.manual_seed(1)
+    images = torch.randint(0, 256, (7, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.tensor([0, 2, 0, 2, 2, 3, 0])
+    normalize = Normalize((0.5,) * 3, (0.5,) * 3)
+    got = class_prototypes(mini_vit.train(), images, labels, 5, normalize, torch.device("cpu"), batch_size=3)
+    assert mini_vit.training  # its mode is given back
+    with torch.no_grad():
+        x = mini_vit.eval().norm_pre(mini_vit._pos_embed(mini_vit.patch_embed(normalize(images))))
+        for block in mini_vit.blocks:
+            x = block(x)
+    cls = x[:, 0]
+    for c in (0, 2, 3):
+        torch.testing.assert_close(got[c], cls[labels == c].mean(0))
+    assert got.shape == (5, 96) and not got[1].any() and not got[4].any()  # no image: zeros
+    assert not torch.allclose(got[0], mini_vit.norm(x)[labels == 0, 0].mean(0))  # before the final norm
+
+
+def test_class_prototype_prompts_start_every_block_from_one_prompt_per_class(mini_vit):
+    from vptft.strategies.base import tuned_parameters
+
+    prototypes = torch.randn(5, 96)
+    spec = get_strategy("vpt_deep[init=class_prototype]")
+    model = spec.build(copy.deepcopy(mini_vit), 5, head_init="zero", class_prototypes=prototypes)
+    assert model.prompt_length == 5 and model.prompts.shape == (4, 5, 96)  # prompt length = classes
+    assert all(torch.equal(model.prompts[i].detach(), prototypes) for i in range(4))
+    assert set(tuned_parameters(model)) == {"prompts", "head.weight", "head.bias"}
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    with pytest.raises(ValueError, match=r"init 'class_prototype' needs the \(5, 96\) class means"):
+        spec.build(copy.deepcopy(mini_vit), 5, head_init="zero")
+    with pytest.raises(ValueError, match=r"needs the \(5, 96\).*got \(4, 96\)"):
+        spec.build(copy.deepcopy(mini_vit), 5, head_init="zero", class_prototypes=torch.randn(4, 96))
+    random = get_strategy("vpt_deep").build(
+        copy.deepcopy(mini_vit), 5, prompt_length=5, class_prototypes=prototypes
+    )
+    assert not torch.equal(random.prompts[0].detach(), prototypes)  # only the init option reads them
+
+
+@pytest.mark.parametrize(
+    "name, grid, message",
+    [
+        (
+            "vpt_deep[init=class_prototype]",
+            {"prompt_length": [5]},
+            r"\$.s.grid.prompt_length: init 'class_prototype'",
+        ),
+        (
+            "vpt_deep[init=class_prototype,prompt_length=5]",
+            {},
+            r"\$.s: init 'class_prototype' inserts one prompt per",
+        ),
+        (
+            "vpt_deep[init=class_prototype,location=add]",
+            {},
+            r"init 'class_prototype' starts prepended, unshared",
+        ),
+        (
+            "vpt_deep[init=class_prototype,share=inter]",
+            {},
+            r"init 'class_prototype' starts prepended, unshared",
+        ),
+    ],
+)
+def test_class_prototype_prompts_are_refused_where_their_length_or_form_is_not_theirs(name, grid, message):
+    problems = get_strategy(name).problems("$.s", {"lr": [0.1], **grid}, {}, depth=4)
+    assert any(re.search(message, p) for p in problems), problems

@@ -496,3 +496,34 @@ def test_a_variant_equal_to_a_finished_run_is_not_trained_twice(job_files, tmp_p
     ).read_bytes()
     with pytest.raises(AssertionError, match="nothing should train"):  # another seed is another run
         run_final(variant, *files, tmp / "reuse_variant_sweep.csv", runs / "vpt_deep[prompt_length=2]", [1])
+
+
+def test_class_prototype_prompts_start_from_the_split_each_run_trains_on(job_files, monkeypatch):
+    """The sweep's runs start from the train split's class means, the final runs from train + val's; a rebuilt
+    run reads its prompts back from its weights."""
+    from vptft.data import Normalize
+    from vptft.strategies import prompts
+
+    tmp, data_dir = job_files
+    spec = _spec("vpt_deep[init=class_prototype]", {"lr": [0.1], "wd": [0.0]}, data_dir)
+    seen = []
+    real = prompts.class_prototypes
+    monkeypatch.setattr(prompts, "class_prototypes", lambda *a, **k: seen.append(len(a[1])) or real(*a, **k))
+    _sweep(tmp, spec, "proto")
+    job = Job(spec, tmp / "manifest.json", tmp / "backbone.safetensors")
+    model = job.build({"lr": 0.1, "wd": 0.0}, 0, train="trainval")
+    data = job.split("trainval")
+    normalize = Normalize(job.input_cfg["mean"], job.input_cfg["std"])
+    expected = real(job.backbone, data.images, data.labels, 10, normalize, torch.device("cpu"))
+    torch.testing.assert_close(model.prompts[2].detach(), expected)
+    runs = tmp / "proto_runs"
+    (metrics,) = run_final(
+        spec, tmp / "manifest.json", tmp / "backbone.safetensors", tmp / "proto_sweep.csv", runs, [0]
+    )
+    assert seen == [16, 24, 24]  # train (sweep); train + val (the job above, the final run)
+    assert metrics["tuned"] == 4 * 10 * 96 + 96 * 10 + 10  # ten classes: ten prompts per block
+    from safetensors.torch import load_file
+
+    rebuilt = load_trained(runs / "seed0", tmp / "backbone.safetensors", 10)
+    saved = load_file(str(runs / "seed0" / "tuned.safetensors"))["prompts"]
+    assert torch.equal(rebuilt.prompts.detach(), saved) and not torch.allclose(saved[2], expected)  # trained

@@ -152,8 +152,15 @@ def load_trained(run_dir, backbone_path, num_classes: int, backbone_key: str | N
     if strategy.continues:
         load_backbone_of_run(backbone, _resolve_start_from(metrics, run_dir, start_from))
     values = {**metrics.get("options", {}), **metrics["hparams"]}
+    # class-prototype prompts: their start has the shape of the run's; the run's weights file replaces it
+    start = torch.zeros(num_classes, backbone.embed_dim) if strategy.uses_class_prototypes(values) else None
     model = strategy.build(
-        backbone, num_classes, head_init="zero", class_texts=metrics.get("class_texts"), **values
+        backbone,
+        num_classes,
+        head_init="zero",
+        class_texts=metrics.get("class_texts"),
+        class_prototypes=start,
+        **values,
     )
     path = run_dir / "tuned.safetensors"
     tuned = load_file(str(path))

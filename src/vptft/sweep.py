@@ -55,6 +55,7 @@ class Job:
         self.input_cfg = input_config(self.backbone, spec["train"]["normalization"])
         self.feature_cache: dict = {}
         self._splits: dict = {}
+        self._prototypes: dict = {}
 
     def split(self, name: str):
         if name not in self._splits:
@@ -74,7 +75,10 @@ class Job:
 
     def fit_config(self, point: dict, seed: int, n_train: int, curve_points) -> engine.FitConfig:
         t = self.spec["train"]
-        batch = self.strategy.batch_size(self.values(point), self.spec, t["batch_size"])
+        values = self.values(point)
+        if self.strategy.uses_class_prototypes(values):  # one prompt per class: the long-prompt batch rule
+            values = {**values, "prompt_length": self.manifest["num_classes"]}
+        batch = self.strategy.batch_size(values, self.spec, t["batch_size"])
         epochs = engine.epochs_for(n_train, batch, t["epochs"], t["min_steps"])
         cfg = engine.FitConfig(
             optimizer=self.strategy.optimizer,
@@ -104,20 +108,44 @@ class Job:
     def start_file(self, seed: int):
         return self.start_from.get(seed) if isinstance(self.start_from, dict) else self.start_from
 
-    def build(self, point: dict, seed: int, share_backbone: bool = False):
-        """The model of one grid point. share_backbone: use the job's backbone itself (only for strategies
-        that freeze it), not a copy."""
+    def build(self, point: dict, seed: int, share_backbone: bool = False, train: str = "train"):
+        """The model of one grid point, to be trained on split `train`. share_backbone: use the job's backbone
+        itself (only for strategies that freeze it), not a copy."""
         backbone = self.backbone if share_backbone else copy.deepcopy(self.backbone)
         if self.strategy.continues:
             load_backbone_of_run(backbone, self.start_file(seed))
+        prototypes = None
+        if self.strategy.uses_class_prototypes(self.values(point)):
+            prototypes = self.class_prototypes(backbone, train, seed)
         torch.manual_seed(seed)
         return self.strategy.build(
             backbone,
             self.manifest["num_classes"],
             head_init=self.spec["train"]["head_init"],
             class_texts=self.class_texts(point),
+            class_prototypes=prototypes,
             **self.values(point),
         )
+
+    def class_prototypes(self, backbone, train: str, seed: int) -> torch.Tensor:
+        """Per class, the mean last-block CLS output of the run's backbone over split `train` (computed once per
+        split and starting backbone): the start of class-prototype prompts."""
+        key = (train, str(self.start_file(seed)) if self.strategy.continues else None)
+        if key not in self._prototypes:
+            from vptft.data import Normalize
+            from vptft.strategies.prompts import class_prototypes
+
+            data = self.split(train)
+            normalize = Normalize(self.input_cfg["mean"], self.input_cfg["std"], self.input_cfg.get("size"))
+            self._prototypes[key] = class_prototypes(
+                backbone.to(self.device),
+                data.images,
+                data.labels,
+                self.manifest["num_classes"],
+                normalize.to(self.device),
+                self.device,
+            )
+        return self._prototypes[key]
 
     def class_texts(self, point: dict) -> list | None:
         """(class names, caption template) of the task, for a strategy read by CLIP's image-text head."""
@@ -357,7 +385,7 @@ def _final_run(job: Job, point: dict, seed: int, out_dir: Path) -> dict:
     key = run_key(job, point, seed, cfg)
     if (source := _reusable(key, out_dir)) is not None:
         return _reuse(job, point, seed, source, out_dir, key)
-    model = job.build(point, seed)
+    model = job.build(point, seed, train=final_split)
     result = job.fit(
         model,
         final_split,

@@ -102,6 +102,13 @@ VPT_ABLATION_OPTIONS = {
         help="what learns with the head (VPT Figure 11, Table 9): the prompts; nothing (prompts fixed at their "
         "random init); the CLS token instead of prompts; the prompts and every backbone bias (VPT + Bias)",
     ),
+    "init": Option(
+        str,
+        "random",
+        choices=("random", "class_prototype"),
+        help="the prompts' start (VPT Figure 13): uniform random, or one prompt per class at every prompted "
+        "block, its class's mean last-block CLS output over the run's train images (prompt length = classes)",
+    ),
 }
 # On a CLIP backbone: which head reads the image feature, which towers key/value prompts go into
 HEAD_OPTION = {
@@ -173,6 +180,13 @@ def _prompt_problems(values: dict, depth: int) -> list[str]:
         errors.append("learn 'cls' inserts no prompts: location and share keep their defaults")
     if values.get("learn") == "cls" and values.get("pooling") == "prompt_pool":
         errors.append("pooling 'prompt_pool' needs prompts, and learn 'cls' inserts none")
+    if values.get("init") == "class_prototype" and (
+        location != "prepend" or values.get("share", "none") != "none" or values.get("learn") == "cls"
+    ):
+        errors.append(
+            "init 'class_prototype' starts prepended, unshared prompts: location 'prepend', share "
+            "'none', learn not 'cls'"
+        )
     return errors
 
 
@@ -278,6 +292,17 @@ class StrategySpec:
         errors += [
             f"{path}.options.{key}: {key!r} is also in the grid; give it in one place" for key in sorted(both)
         ]
+        if not errors and self.uses_class_prototypes(options):
+            given = [
+                f"{path}.{where}.prompt_length"
+                for where, v in (("grid", grid), ("options", options))
+                if "prompt_length" in v
+            ] + ([path] if "prompt_length" in dict(self.variant) else [])
+            errors += [
+                f"{where}: init 'class_prototype' inserts one prompt per class; its prompt length is "
+                "the task's class count"
+                for where in given
+            ]
         if errors or depth is None or self.combination_problems is None:
             return errors
         extras = {k: v for k, v in grid.items() if k not in BASE_OPTIONS}
@@ -336,12 +361,27 @@ class StrategySpec:
             or self.resolve({k: v for k, v in values.items() if k not in BASE_OPTIONS}).get("head") == "text"
         )
 
+    def uses_class_prototypes(self, values: dict) -> bool:
+        """Whether these option values start the prompts from class prototypes (the builder needs them)."""
+        return self.resolve({k: v for k, v in values.items() if k not in BASE_OPTIONS}).get("init") == (
+            "class_prototype"
+        )
+
     def build(
-        self, backbone, num_classes: int, head_init: str = "vpt", class_texts: tuple | None = None, **values
+        self,
+        backbone,
+        num_classes: int,
+        head_init: str = "vpt",
+        class_texts: tuple | None = None,
+        class_prototypes=None,
+        **values,
     ):
         """The tuned model: `backbone` wrapped with a new `head_init` head (or CLIP's image-text head over
-        `class_texts` = (class names, template)) and the strategy's parameters."""
+        `class_texts` = (class names, template)) and the strategy's parameters; `class_prototypes` (C, D): the
+        start of class-prototype prompts."""
         options = self.resolve({k: v for k, v in values.items() if k not in BASE_OPTIONS})
+        if options.get("init") == "class_prototype":
+            options["class_prototypes"] = class_prototypes
         if self.text_head or options.pop("head", "linear") == "text":
             if class_texts is None:
                 raise ValueError(f"strategy {self.name!r}: CLIP's image-text head needs the class names")

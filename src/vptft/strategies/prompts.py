@@ -21,7 +21,9 @@ plus the backbone for Mixed.
 The VPT paper's other ablations of VPT: `share` (one prompt vector per block for its p tokens, one set of p
 tokens for every block, or one vector everywhere: Figure 12) and `learn` (Figure 11: the prompts fixed at their
 random init - kept as a buffer, so a run saves them - or no prompts and the CLS token learned; Table 9: the
-prompts and every bias of the backbone, which stays in eval mode).
+prompts and every bias of the backbone, which stays in eval mode). `init: class_prototype` (Figure 13) starts
+every prompted block from one prompt per class, its class's mean CLS output of the last block over the images
+the run trains on (the VPT code's 'final-cls'; its prompt length is the class count, as the code asserts).
 """
 
 from __future__ import annotations
@@ -60,9 +62,18 @@ class PromptedModel(TunedModel):
         share: str = "none",
         learn: str = "prompts",
         head: nn.Module | None = None,
+        init: str = "random",
+        class_prototypes: torch.Tensor | None = None,
     ):
         super().__init__(backbone, num_classes, head_init, trains_backbone, head)
         self.tokens = token_interface(backbone)
+        if init == "class_prototype":  # one prompt per class, each its class's mean final CLS (the VPT code)
+            if class_prototypes is None or tuple(class_prototypes.shape) != (num_classes, self.tokens.dim):
+                raise ValueError(
+                    f"init 'class_prototype' needs the ({num_classes}, {self.tokens.dim}) class means of the "
+                    f"last block's CLS output, got {None if class_prototypes is None else tuple(class_prototypes.shape)}"
+                )
+            prompt_length = num_classes
         if (pooling == "cls" or learn == "cls") and not self.tokens.num_prefix_tokens:
             raise ValueError(f"pooling / learn 'cls': {type(backbone).__name__} has no CLS token")
         self.location, self.pooling, self.learn = location, pooling, learn
@@ -101,6 +112,10 @@ class PromptedModel(TunedModel):
             self.prompts = nn.ParameterList(
                 [nn.Parameter(torch.empty(tokens_per_block, d).uniform_(-bound, bound)) for d in widths]
             )
+        if init == "class_prototype":  # every prompted block starts from the same class prototypes
+            with torch.no_grad():
+                self.prompts.copy_(class_prototypes.to(self.prompts).expand_as(self.prompts))
+        self.init = init
         if learn == "fixed":  # a buffer: not trained, but saved with the run (its random init is its value)
             fixed = self.prompts.detach().clone()
             del self.prompts
@@ -144,6 +159,34 @@ class PromptedModel(TunedModel):
             "global_pool": lambda: x[:, n:].mean(1),
         }[self.pooling]()
         return x if pre_logits else self.head(x)
+
+
+def class_prototypes(
+    backbone,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    normalize,
+    device,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """(num_classes, D) float32: per class, the mean CLS output of the backbone's last block (before the final
+    norm, as the VPT code's 'final-cls' file) over uint8 `images` (N, 3, H, W), in eval mode without
+    augmentation. A class without an image gets zeros."""
+    tokens = token_interface(backbone)
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        cls = torch.cat(
+            [
+                tokens.last_cls(normalize(images[i : i + batch_size].to(device))).double().cpu()
+                for i in range(0, len(images), batch_size)
+            ]
+        )
+    backbone.train(was_training)
+    sums = torch.zeros(num_classes, cls.shape[1], dtype=torch.float64).index_add_(0, labels.cpu(), cls)
+    counts = torch.bincount(labels.cpu(), minlength=num_classes).clamp(min=1).double()
+    return (sums / counts[:, None]).float()
 
 
 def build_prompted(backbone, num_classes, head_init, **options):

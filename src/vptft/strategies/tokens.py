@@ -57,6 +57,11 @@ class ViTTokens:
             x = block(x)
         return self.norm(x)
 
+    def last_cls(self, x: torch.Tensor) -> torch.Tensor:
+        """The CLS token the last block outputs, before the final norm (B, D): what the VPT code averages per
+        class for its class-prototype prompt init ('final-cls')."""
+        return self.vit.blocks(self.embed(x))[:, 0]
+
     def embed(self, x: torch.Tensor, proj: nn.Module | None = None) -> torch.Tensor:
         """Image -> [prefix (CLS), patches] after the position embedding, its dropout and the pre-norm."""
         vit = self.vit
@@ -175,6 +180,9 @@ class SwinTokens:
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.swin.forward_features(x).flatten(1, 2)
+
+    def last_cls(self, x: torch.Tensor) -> torch.Tensor:
+        raise TypeError("Swin has no CLS token: the class-prototype prompt init averages a ViT's CLS outputs")
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.swin.norm(x)
