@@ -66,6 +66,8 @@ PROVENANCE = provenance.of_config(config)
 
 def stamp_of(name):
     """The stamp of an output (a table, figure or report by its name): a table of another backbone names it."""
+    if name == study.CLIP_FIGURE and study.CLIP_TABLE in config["tables"]:
+        name = study.CLIP_TABLE  # drawn from that table: its backbone
     if name in study.run_outputs(config):
         return {**PROVENANCE, "backbone": study.table_backbone(config, name)}
     return PROVENANCE

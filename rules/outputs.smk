@@ -327,6 +327,20 @@ RENDERED = [
         lambda: bool(config["analyses"].get("pruning")),
     ),
     Rendered(
+        "figure_clip_fewshot",
+        study.CLIP_FIGURE,
+        "clip_fewshot.ipynb",
+        {"figure": "adapt_figure1.png", "csv": "adapt_figure1.csv"},
+        lambda wc: {"table": f"{RESULTS}/{study.CLIP_TABLE}.csv"},
+        lambda input, output: dict(
+            table=input.table,
+            tasks=study.table_tasks(config, study.CLIP_TABLE),
+            figure=output.figure,
+            csv=output.csv,
+        ),
+        lambda: study.CLIP_TABLE in config["tables"],
+    ),
+    Rendered(
         "claims",
         "claims",
         "claims.ipynb",

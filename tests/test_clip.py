@@ -326,20 +326,17 @@ def test_zero_shot_and_coop_run_through_the_sweep_and_final_jobs(prepared_mini, 
         assert model.head.texts[0] == ("a photo of a 0." if strategy == "zero_shot" else "X X 0.")
 
 
-def test_the_mini_clip_overlay_makes_adapt_table1_from_exactly_its_runs(tmp_path):
-    """config/mini-clip.yaml on the default: valid, and `results/adapt_table1.csv` asks for the five rows' final
-    runs on its two tasks (on the mini CLIP, pre-trained by the workflow) and for nothing of the main backbone's."""
+def test_the_default_makes_adapt_table1_and_figure1_from_exactly_the_mini_clips_runs(tmp_path):
+    """The default config's `results/adapt_table1.csv` asks for the five rows' final runs on its two tasks (on the
+    mini CLIP, pre-trained by the workflow) and for nothing of the main backbone's; Figure 1 reads that table."""
     from conftest import ROOT
-    from overlays import merged
     from test_strategy_variants import trained_by_dry_run
-    from vptft.config import validate_config
 
-    configs = [f"{ROOT}/config/config.yaml", f"{ROOT}/config/mini-clip.yaml"]
-    validate_config(merged(*configs))
+    configs = [f"{ROOT}/config/config.yaml"]
     rows = {"zero_shot", "linear", "coop", "vpt_deep[head=text]", "adapt[head=text,towers=both]"}
-    assert trained_by_dry_run(tmp_path, "results/adapt_table1.csv", configs) == {
-        (t, s) for t in ("source", "newshapes_sketch") for s in rows
-    }
+    expected = {(t, s) for t in ("source", "newshapes_sketch") for s in rows}
+    assert trained_by_dry_run(tmp_path, "results/adapt_table1.csv", configs) == expected
+    assert trained_by_dry_run(tmp_path, "results/adapt_figure1.png", configs) == expected
 
 
 def test_adapts_schedule_check_counts_the_text_towers_tokens():
@@ -359,3 +356,33 @@ def test_adapts_schedule_check_counts_the_text_towers_tokens():
     assert (
         spec.schedule_problem({**values, "towers": "image"}, epochs=2, steps=2, depth=4, text_depth=2) is None
     )
+
+
+def test_adapt_figure1_draws_each_strategys_top1_by_shots_per_task_and_their_mean(tmp_path):
+    import pandas as pd
+
+    from vptft import figures, study
+
+    rows = []
+    for shots in (1, 16):
+        for selection in ("random", "prototype"):
+            for strategy, base in (("zero_shot", 50.0), ("coop", 40.0)):
+                top = base + shots + (1 if selection == "prototype" else 0)
+                rows.append(
+                    dict(
+                        shots=shots,
+                        selection=selection,
+                        strategy=strategy,
+                        source=top,
+                        other=top - 20,
+                        mean_natural=top,
+                        tuned_pct=0.0 if strategy == "zero_shot" else 0.01,
+                    )
+                )
+    means = figures.adapt_figure1(pd.DataFrame(rows), ["source", "other"], tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 0
+    mean = means[(means.task == "mean") & (means.selection == "random")].set_index(["strategy", "shots"]).top1
+    assert mean[("coop", 16)] == 46.0 and mean[("zero_shot", 1)] == 41.0  # (x + x - 20) / 2
+    assert set(means.task) == {"source", "other", "mean"} and len(means) == 8 * 3
+    config = {"tables": {}, "regimes": {}, "strategies": {}}
+    assert "tables.adapt_table1" in study.output_problem(config, study.CLIP_FIGURE)

@@ -899,3 +899,57 @@ def cost_figures(table: pd.DataFrame, figure18, figure19, stamp: dict | None = N
     axes[0][1].legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(f"VPT Figure 19: prompt methods at inference on {device}")
     save(fig, figure19, stamp=stamp)
+
+
+def clip_fewshot_means(table: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
+    """Adapt Table 1's rows as (shots, selection, strategy, task, top1, tuned_pct), with a `mean` task: the mean
+    over `tasks` - what Adapt's Figure 1 in this workflow draws."""
+    long = table.melt(
+        id_vars=["shots", "selection", "strategy", "tuned_pct"],
+        value_vars=tasks,
+        var_name="task",
+        value_name="top1",
+    )
+    mean = long.groupby(["shots", "selection", "strategy"], sort=False, as_index=False).agg(
+        top1=("top1", "mean"), tuned_pct=("tuned_pct", "first")
+    )
+    out = pd.concat([long, mean.assign(task="mean")], ignore_index=True)
+    return out[["shots", "selection", "strategy", "task", "top1", "tuned_pct"]]
+
+
+def adapt_figure1(table: pd.DataFrame, tasks: list[str], path, stamp: dict | None = None) -> pd.DataFrame:
+    """Adapt's Figure 1 as this workflow draws it from its Table 1 (few-shot CLIP): test top-1 against the shots
+    per class, a line per strategy (tuned % in the legend), a panel per task and one for their mean; solid the
+    random draws' mean, dotted the prototype selection where the table has it."""
+    means = clip_fewshot_means(table, tasks)
+    strategies = list(dict.fromkeys(table.strategy))
+    panels = [*tasks, "mean"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False, sharey=True)
+    for ax, task in zip(axes[0], panels):
+        for strategy in strategies:
+            for selection, style in (("random", "-"), ("prototype", ":")):
+                rows = means[
+                    (means.task == task) & (means.strategy == strategy) & (means.selection == selection)
+                ]
+                if rows.empty:
+                    continue
+                rows = rows.sort_values("shots")
+                tuned = rows.tuned_pct.iloc[0]
+                name = f"{label(strategy)} ({tuned:.2g} % tuned)" if selection == "random" else None
+                ax.plot(
+                    rows.shots, rows.top1, style, marker="o", markersize=3, color=color(strategy), label=name
+                )
+        ax.set_xscale("log", base=2)
+        shots = sorted(means.shots.unique())
+        ax.set_xticks(shots, [str(s) for s in shots])
+        ax.set_title(task if task != "mean" else f"mean of {len(tasks)} tasks", fontsize=9)
+        ax.set_xlabel("shots per class", fontsize=8)
+    axes[0][0].set_ylabel("test top-1 %", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(
+        "Adapt Figure 1: few-shot top-1 by shots per class (solid: random draws' mean; dotted: prototype selection)",
+        fontsize=9,
+    )
+    save(fig, path, legend_below=True, stamp=stamp)
+    return means

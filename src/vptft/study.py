@@ -137,6 +137,8 @@ def output_entry(config: dict, name: str) -> dict:
 SIGNIFICANCE_TABLE = "vpt_table10"  # the VPT paper's Table 10 (with its Figure 16): VPT-deep vs each strategy
 HPARAMS_FIGURE = "vpt_figure17"  # the VPT paper's Figure 17: `analyses.hparams`
 PRUNING_FIGURE = "adapt_figure3"  # Adapt's Figure 3: `analyses.pruning`
+CLIP_FIGURE = "adapt_figure1"  # Adapt's Figure 1: few-shot top-1 by shots, drawn from `tables.adapt_table1`
+CLIP_TABLE = "adapt_table1"
 ENSEMBLE_FIGURE = "vpt_figure15"  # the VPT paper's Figure 15: `analyses.ensemble`
 COST_TABLE = "vpt_table12"  # the VPT paper's Table 12 (+ Figures 18-19): `analyses.cost`
 TSNE_FIGURES = {
@@ -156,6 +158,7 @@ BUILT_IN_FIGURES = (
     HPARAMS_FIGURE,
     "vpt_figure16",
     PRUNING_FIGURE,
+    CLIP_FIGURE,
 )
 
 
@@ -474,6 +477,11 @@ def output_problem(config: dict, output: str) -> str | None:
     trained = family_strategies(config, "vtab1k")
     if output in (config.get("figures") or {}):
         return None
+    if output == CLIP_FIGURE and CLIP_TABLE not in (config.get("tables") or {}):
+        return (
+            f"it draws `tables.{CLIP_TABLE}` (few-shot CLIP): add it, e.g. `{CLIP_TABLE}: {{regime: fewshot, "
+            "backbone: mini_clip, strategies: [zero_shot, coop]}}` with that backbone in `backbones`"
+        )
     if output == PRUNING_FIGURE and not (config.get("analyses") or {}).get("pruning"):
         return "set `analyses.pruning.task` (a vtab1k task Adapt trains on), e.g. `analyses: {pruning: {task: <task>}}`"
     if output in TSNE_FIGURES and not tsne_tasks(config, output):
