@@ -97,8 +97,8 @@ wildcard_constraints:
     backbone="|".join(map(re.escape, BACKBONE_KEYS)),
     task="[a-z0-9_]+",
     strategy=STRATEGY_NAME,
-    regime="vtab1k|scale[0-9]+|fewshot[0-9]+_(draw[0-9]+|prototype)|fgvc|fraction[0-9]+",
-    family="vtab1k|scaling|fewshot|fgvc|fraction",
+    regime="vtab1k|scale[0-9]+|fewshot[0-9]+_(draw[0-9]+|prototype)|fgvc|fraction[0-9]+|coop[0-9]+_draw[0-9]+",
+    family="vtab1k|scaling|fewshot|fgvc|fraction|coop",
     seed="[0-9]+",
     chunk="[0-9]+",
     # vpt_table10 (significance) and vpt_table12 (cost) are rendered outputs (rules/outputs.smk), not `tables`

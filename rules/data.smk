@@ -23,7 +23,7 @@ rule splits:
     benchmark:
         f"{BENCHMARKS}/splits/{{task}}/{{regime}}.tsv"
     wildcard_constraints:
-        regime="vtab1k|scale[0-9]+|fewshot[0-9]+_draw[0-9]+|fgvc|fraction[0-9]+",
+        regime="vtab1k|scale[0-9]+|fewshot[0-9]+_draw[0-9]+|fgvc|fraction[0-9]+|coop[0-9]+_draw[0-9]+",
     conda:
         "../envs/data.yaml"
     params:

@@ -88,6 +88,7 @@ RULES = {
     "figure_hparams": runs({"report"}, notebook="hparams.ipynb"),
     "significance": runs({"report"}, notebook="significance.ipynb"),
     "figure_pruning": runs({"report"}, notebook="pruning.ipynb"),
+    "figure_clip_fewshot": runs({"report"}, notebook="clip_fewshot.ipynb"),
     "figure_ensemble": runs({"report"}, notebook="ensemble.ipynb"),
     "figure_overview": runs({"report"}, notebook="overview.ipynb"),
     "figure_examples": runs({"report"}, notebook="examples.ipynb"),
@@ -116,8 +117,9 @@ CALLED_BY = {
     ("vptft.tasks.mini", "_digits"): {"download"},  # scikit-learn's digits, resized with PIL
     ("vptft.tasks.tfds_prepare", "tfds_builder"): {"download"},  # through vtab._builder
     ("vptft.tasks.vtab", "prepare"): {"download"},  # TFDS download_and_prepare under a file lock
-    ("vptft.tasks.vtab", "_source"): READS_RECORDS,  # tfds.data_source
+    ("vptft.tasks.vtab", "data_source"): READS_RECORDS,  # tfds.data_source
     ("vptft.tasks.fgvc", "_nabirds_images"): READS_RECORDS,  # NABirds' image files, decoded with PIL
+    ("vptft.tasks.coop", "_files"): READS_RECORDS,  # FGVC-Aircraft's image files, decoded with PIL
     ("vptft.tasks.tfds_prepare", "explain_failure"): {"download"},
     ("vptft.tasks.tfds_prepare", "_RecordingDownloads"): set(),  # the data-plan verb, run by no rule
     ("vptft.strategies", "StrategySpec.build"): BUILDS_TUNED_MODELS,

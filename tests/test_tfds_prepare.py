@@ -235,7 +235,7 @@ def test_real_tfds_preparation_of_resisc45_from_its_manual_folder(tmp_path):
     info = vtab.prepare(task, str(tmp_path))
     assert info["split_sizes"] == {"train": 6} and info["source"] == "tfds resisc45/3.0.0"
     assert info["prepared_bytes"] > 0
-    source = vtab._source(task, "train", str(tmp_path))
+    source = vtab.data_source(task, "train", str(tmp_path))
     images, labels = vtab.load_images(task, "train", range(6), str(tmp_path))
     for record, image, label in zip((source[i] for i in range(6)), images, labels, strict=True):
         want_label, colour = written[record["filename"].decode()]

@@ -141,7 +141,7 @@ def regime_sizes(config: dict, task: str, regime: str) -> tuple[int, int]:
     declared = task_registry.TASKS[task]
     if spec["kind"] == "fewshot":
         n = spec["per_class"] * declared.num_classes
-        return n, n
+        return n, spec.get("val_per_class", spec["per_class"]) * declared.num_classes
     if spec["kind"] in ("fgvc", "fraction"):
         sizes = fgvc_split_sizes(declared)
         train, val = fgvc_parts(declared, sizes, spec["val_fraction"], spec["seed"])

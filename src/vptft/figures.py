@@ -20,7 +20,7 @@ from vptft import tasks as task_registry
 from vptft.io import atomic_path
 from vptft.strategies import get_strategy, variant_problems
 
-GROUP_ORDER = {"natural": 0, "specialized": 1, "structured": 2, "fgvc": 3}
+GROUP_ORDER = {"natural": 0, "specialized": 1, "structured": 2, "fgvc": 3, "coop": 4}
 
 
 def label(strategy: str) -> str:

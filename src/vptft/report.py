@@ -20,7 +20,7 @@ import pandas as pd
 from vptft import provenance
 from vptft import tasks as task_registry
 from vptft.io import atomic_path
-from vptft.splits import FEWSHOT_RE, FRACTION_RE, SCALE_RE
+from vptft.splits import COOP_RE, FEWSHOT_RE, FRACTION_RE, SCALE_RE
 from vptft.strategies import STUDY_STRATEGIES
 
 SETTING_COLUMNS = {
@@ -29,6 +29,7 @@ SETTING_COLUMNS = {
     "fewshot": ["shots", "selection"],
     "fgvc": [],
     "fraction": ["fraction"],
+    "coop": ["shots", "selection"],
 }
 
 
@@ -50,6 +51,8 @@ def regime_setting(regime: str, vtab1k_n_train: int | None = None) -> dict:
         return none | {"fraction": int(match.group(1))}
     if match := SCALE_RE.match(regime):
         return none | {"size": int(match.group(1))}
+    if match := COOP_RE.match(regime):
+        return none | {"shots": int(match.group(1)), "selection": "random", "draw": int(match.group(2))}
     if match := FEWSHOT_RE.match(regime):
         k, draw, prototype = match.groups()
         return none | {
@@ -204,7 +207,7 @@ def study_table(
             for key, g in runs[runs.capped.astype(bool)].groupby(index, dropna=False)
         }
         table["capped"] = [capped.get(key, "") for key in table.index]
-    if family == "fewshot":
+    if family in ("fewshot", "coop"):
         table["draws"] = cells.groupby(index, dropna=False).draws.max().reindex(table.index)
     return table, spread
 

@@ -16,6 +16,8 @@ Regimes (docs/protocol.md#regimes):
   runs train on train only (`final_split`), as the public code does for FGVC.
 - `fraction<pct>`: the first pct % of the fgvc train part in one seeded order (so a larger fraction contains
   every smaller one), the fgvc val part as val; final runs on train only.
+- `coop<k>_draw<i>` (CoOp's few-shot protocol, on its 11 data sets only): k records per class for train and
+  min(k, val_per_class_max) for val (CoOp: 4), by the fewshot draw rule.
 Test is always the task's test slice, untouched by every regime.
 """
 
@@ -34,7 +36,8 @@ SPLITS = ("train", "val", "trainval", "test")
 SCALE_RE = re.compile(r"^scale(\d+)$")
 FEWSHOT_RE = re.compile(r"^fewshot(\d+)_(?:draw(\d+)|(prototype))$")
 FRACTION_RE = re.compile(r"^fraction(\d+)$")
-FAMILIES = ("vtab1k", "scaling", "fewshot", "fgvc", "fraction")
+COOP_RE = re.compile(r"^coop(\d+)_draw(\d+)$")
+FAMILIES = ("vtab1k", "scaling", "fewshot", "fgvc", "fraction", "coop")
 FGVC_FAMILIES = ("fgvc", "fraction")  # the families of fine-grained tasks (and only of them)
 
 
@@ -49,6 +52,8 @@ def family_regimes(family: str, regimes: dict) -> list[str]:
         return [f"fraction{pct}" for pct in entry["percent"]]
     if family == "scaling":
         return [f"scale{n}" for n in entry["n_train"]]
+    if family == "coop":
+        return [f"coop{k}_draw{i}" for k in entry["shots"] for i in range(entry["draws"])]
     selections = [f"draw{i}" for i in range(entry["draws"])] + (["prototype"] if entry["prototype"] else [])
     return [f"fewshot{k}_{selection}" for k in entry["shots"] for selection in selections]
 
@@ -67,6 +72,8 @@ def family_of(regime: str) -> str:
         return "scaling"
     if FEWSHOT_RE.match(regime):
         return "fewshot"
+    if COOP_RE.match(regime):
+        return "coop"
     raise ValueError(f"regime {regime!r} belongs to no family ({', '.join(FAMILIES)})")
 
 
@@ -104,6 +111,17 @@ def regime_spec(regime: str, regimes: dict) -> dict:
             "n_val": n // scaling["ratio"],
             "ratio": scaling["ratio"],
             "seed": scaling["seed"],
+        }
+    if match := COOP_RE.match(regime):
+        k, draw, coop = int(match.group(1)), int(match.group(2)), regimes["coop"]
+        cap = coop.get("val_per_class_max")
+        return {
+            "kind": "fewshot",
+            "per_class": k,
+            "val_per_class": k if cap is None else min(k, cap),
+            "selection": "draw",
+            "seed": coop.get("seed", 0) + draw,
+            "final_split": coop.get("final_split", "train"),  # CoOp trains on the k shots only
         }
     k, draw, prototype = FEWSHOT_RE.match(regime).groups()
     fewshot = regimes["fewshot"]
@@ -209,23 +227,26 @@ def _scaling(task, split_sizes: dict, n_train: int, n_val: int, ratio: int, seed
     return {"train": _group(order[:n_train]), "val": _group(order[len(order) - n_val :]), "capped": capped}
 
 
-def _fewshot(task, order: list, labels: dict, per_class: int) -> dict:
-    """The first per_class records of each class in `order` for train, the next per_class for val."""
+def _fewshot(task, order: list, labels: dict, per_class: int, val_per_class: int | None = None) -> dict:
+    """The first per_class records of each class in `order` for train, the next val_per_class (default
+    per_class) for val."""
+    val_per_class = per_class if val_per_class is None else val_per_class
+    total = per_class + val_per_class
     picked: dict = {"train": [], "val": []}
     seen = np.zeros(task.num_classes, dtype=int)
     for split, index in order:
         label = int(labels[split][index])
-        if seen[label] < 2 * per_class:
+        if seen[label] < total:
             picked["train" if seen[label] < per_class else "val"].append((split, index))
             seen[label] += 1
-        if (seen == 2 * per_class).all():
+        if (seen == total).all():
             break
     return {
         "train": _group(picked["train"]),
         "val": _group(picked["val"]),
         "missing_classes": {
             "train": [c for c in range(task.num_classes) if seen[c] < per_class],
-            "val": [c for c in range(task.num_classes) if seen[c] < 2 * per_class],
+            "val": [c for c in range(task.num_classes) if seen[c] < total],
         },
     }
 
@@ -272,7 +293,7 @@ def build_manifest(
             order = prototype_order(pool, labels, pool_features(task, pool), task.num_classes)
         else:
             order = _seeded_order(task, pool, spec["seed"])
-        parts = _fewshot(task, order, labels, spec["per_class"])
+        parts = _fewshot(task, order, labels, spec["per_class"], spec.get("val_per_class"))
     else:
         raise ValueError(f"unknown regime kind {spec['kind']!r}")
     test_split, test_start, test_stop = _test_range(task, sizes)

@@ -32,13 +32,18 @@ def final_seeds(config: dict, strategy: str, backbone: str | None = None) -> lis
 
 
 def in_family(task: str, family: str) -> bool:
-    """Fine-grained (FGVC) tasks train in the fgvc families only, every other task in the VTAB ones."""
+    """Fine-grained (FGVC) tasks train in the fgvc families only, CoOp's data sets in the coop family only, every
+    other task in the VTAB ones."""
     known = task_registry.TASKS.get(task)  # unknown names are reported by the config check
-    return known is not None and known.fine_grained == (family in FGVC_FAMILIES)
+    if known is None:
+        return False
+    if (known.group == task_registry.COOP_GROUP) or family == "coop":
+        return known.group == task_registry.COOP_GROUP and family == "coop"
+    return known.fine_grained == (family in FGVC_FAMILIES)
 
 
 def vtab_tasks(config: dict) -> list[str]:
-    """The configured tasks of the VTAB families (every task but the fine-grained ones)."""
+    """The configured tasks of the VTAB families (every task but the fine-grained and CoOp ones)."""
     return [t for t in config["tasks"] if in_family(t, "vtab1k")]
 
 
@@ -53,6 +58,8 @@ def family_strategies(config: dict, family: str) -> list[str]:
     if family == "vtab1k":
         chosen = entry.get("strategies")
         return list(config["strategies"]) if chosen is None else list(chosen)
+    if family == "coop":  # CoOp's data sets train what their tables name (CLIP's rows), nothing by default
+        return list(entry.get("strategies") or [])
     return list(entry.get("strategies") or ["full", "vpt_deep"])
 
 
@@ -239,7 +246,7 @@ def family_runs(config: dict, family: str, backbone: str | None = None) -> dict[
         for task in table_task_families(config, table).get(family, []):
             strategies = runs.setdefault(task, [])
             strategies += [s for s in table_strategies(config, table, family) if s not in strategies]
-    return {task: runs[task] for task in config["tasks"] if task in runs}
+    return {task: runs[task] for task in config["tasks"] if runs.get(task)}
 
 
 def backbone_families(config: dict, backbone: str) -> list[str]:
@@ -272,7 +279,7 @@ def configured_families(config: dict) -> list[str]:
 
 def claim_families(config: dict) -> list[str]:
     """The families whose runs the claims report reads (the VTAB ones: its claims are about VTAB-1k)."""
-    return [family for family in configured_families(config) if family not in FGVC_FAMILIES]
+    return [family for family in configured_families(config) if family not in (*FGVC_FAMILIES, "coop")]
 
 
 def problems(config: dict) -> list[str]:

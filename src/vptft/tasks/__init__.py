@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 
 GROUPS = ("natural", "specialized", "structured")
 FGVC_GROUP = "fgvc"  # the fine-grained tasks (VPT paper's FGVC; the mini benchmark's fine-grained group)
+COOP_GROUP = "coop"  # CoOp's 11 few-shot data sets (Adapt's CLIP experiment): the `coop` regime family only
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
-    benchmark: str  # "mini", "vtab" or "fgvc": selects the loader
+    benchmark: str  # "mini", "vtab", "fgvc" or "coop": selects the loader
     group: str  # natural | specialized | structured (VTAB groups; the mini benchmark maps onto them) | fgvc
     num_classes: int
     train_split: str  # the train examples are the first records of this split
@@ -45,10 +46,10 @@ class Task:
 
 
 def _registry() -> dict[str, Task]:
-    from vptft.tasks import fgvc, mini, vtab
+    from vptft.tasks import coop, fgvc, mini, vtab
 
     tasks = {}
-    for module in (mini, vtab, fgvc):
+    for module in (mini, vtab, fgvc, coop):
         for task in module.TASKS:
             if task.name in tasks:
                 raise ValueError(f"task {task.name!r} is defined twice")
@@ -66,8 +67,8 @@ def get_task(name: str) -> Task:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}") from None
 
 
-# The task benchmarks a config's `benchmark` may name: the paper config's real data is VTAB-1k and FGVC
-CONFIG_BENCHMARKS = {"mini": ("mini",), "vtab": ("vtab", "fgvc")}
+# The task benchmarks a config's `benchmark` may name: the paper config's real data is VTAB-1k, FGVC and CoOp's
+CONFIG_BENCHMARKS = {"mini": ("mini",), "vtab": ("vtab", "fgvc", "coop")}
 
 
 def tasks_of(benchmark: str) -> list[str]:
@@ -84,6 +85,8 @@ def _module(task: Task):
         from vptft.tasks import mini as module
     elif task.benchmark == "fgvc":
         from vptft.tasks import fgvc as module
+    elif task.benchmark == "coop":
+        from vptft.tasks import coop as module
     else:
         from vptft.tasks import vtab as module
     return module

@@ -47,6 +47,11 @@ MANUAL = {
         "into {manual_dir}: train.zip.001-005 -> train/, test.zip.001-007 -> test/, sample.zip -> sample/, "
         "trainLabels.csv.zip -> trainLabels.csv",
     ),
+    "imagenet2012": ManualStep(
+        ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
+        "register at https://image-net.org/download-images and download the ILSVRC2012 training and validation "
+        "archives (ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar) into {manual_dir}",
+    ),
     "resisc45": ManualStep(
         ("NWPU-RESISC45",),
         "download NWPU-RESISC45.rar (the authors' OneDrive link in TFDS's instructions: "

@@ -234,7 +234,7 @@ def prepare(task: Task, data_dir) -> dict:
     }
 
 
-def _source(task: Task, split: str, data_dir, decode_images: bool = True):
+def data_source(task: Task, split: str, data_dir, decode_images: bool = True):
     import tensorflow_datasets as tfds
 
     # labels only: leave the image bytes undecoded (a one-shot manifest reads every record's label)
@@ -273,20 +273,22 @@ def class_names(task: Task, data_dir) -> list[str]:
         return []
     try:
         return list(
-            _source(task, task.train_split, data_dir, decode_images=False).dataset_info.features[key].names
+            data_source(task, task.train_split, data_dir, decode_images=False)
+            .dataset_info.features[key]
+            .names
         )
     except (AttributeError, KeyError, FileNotFoundError):
         return []
 
 
 def load_labels(task: Task, split: str, data_dir, indices=None):
-    source = _source(task, split, data_dir, decode_images=False)
+    source = data_source(task, split, data_dir, decode_images=False)
     indices = range(len(source)) if indices is None else indices
     return np.asarray([task.extra["label"](source[int(i)]) for i in indices], dtype=np.int64)
 
 
 def load_images(task: Task, split: str, indices, data_dir):
-    source = _source(task, split, data_dir)
+    source = data_source(task, split, data_dir)
     records = [source[int(i)] for i in indices]
     labels = np.asarray([task.extra["label"](r) for r in records], dtype=np.int64)
     return [_image(r, task.extra["image"]) for r in records], labels
