@@ -154,3 +154,27 @@ def test_the_paper_overlay_dry_run_lists_exactly_adapt_table1s_runs(tmp_path):
     }
     assert study.family_runs(config, "coop") == {}  # the main backbone trains nothing on them
     assert len(study.family_regime_names(config, "coop")) == 15  # 5 shot counts x 3 draws
+
+
+def test_adapt_table1_vs_paper_compares_the_11_task_mean_at_16_shots_only():
+    import pandas as pd
+
+    from vptft import published
+
+    rows = []
+    for shots in (4, 16):
+        for strategy in ("zero_shot", "adapt[head=text,towers=both]", "coop"):
+            rows.append({"shots": shots, "selection": "random", "strategy": strategy,
+                         **{t: 70.0 + shots for t in COOP}, "mean_coop": 70.0 + shots})  # fmt: skip
+    table = pd.DataFrame(rows).set_index(["shots", "selection", "strategy"])
+    vs = published.vs_paper("adapt_table1", table, "clip_b16_openai", tasks=COOP).set_index("strategy")
+    assert sorted(vs.index) == [
+        "adapt[head=text,towers=both]",
+        "zero_shot",
+    ]  # coop: not a row Adapt published
+    assert vs.loc["zero_shot", "published"] == 58.86 and vs.loc["zero_shot", "delta"] == pytest.approx(
+        86 - 58.86
+    )
+    assert (vs.shots == 16).all() and (vs.task == "mean_coop").all()
+    fewer = published.vs_paper("adapt_table1", table.drop(columns=COOP[0]), "clip_b16_openai", tasks=COOP[1:])
+    assert fewer.empty  # a mean over fewer data sets is not Adapt's average
