@@ -141,7 +141,10 @@ def _vs_adapt(table: pd.DataFrame, backbone: str, table_tasks: list[str]) -> pd.
     merged = ours.merge(ref[["shots", "strategy", "task", "published"]], on=["shots", "strategy", "task"])
     merged["delta"] = merged.ours - merged.published
     merged["compared"] = f"mean of all {len(coop)} coop tasks, 16 shots (Adapt's Table 1)"
-    return merged[columns].reset_index(drop=True)
+    others = ref[~ref.strategy.isin(merged.strategy)].assign(
+        selection="random", compared="published only: a row this table does not run"
+    )  # the paper's other rows, for reference
+    return pd.concat([merged, others], ignore_index=True)[columns]
 
 
 def _task_names() -> set[str]:
