@@ -184,3 +184,35 @@ def test_adapt_table1_vs_paper_compares_the_11_task_mean_at_16_shots_only():
     assert (vs.shots == 16).all() and (vs.task == "mean_coop").all()
     fewer = published.vs_paper("adapt_table1", table.drop(columns=COOP[0]), "clip_b16_openai", tasks=COOP[1:])
     assert fewer.empty  # a mean over fewer data sets is not Adapt's average
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("coop_sun397", "outdoor apartment building"),  # '/a/apartment_building/outdoor', qualifier first
+        ("coop_ucf101", "Apply Eye Makeup"),  # CamelCase split
+        ("coop_caltech101", "airplane"),  # CoOp's singular
+        ("coop_food101", "apple pie"),
+    ],
+)
+def test_class_names_are_spelled_as_coops_captions_on_tfds_mock_data(tmp_path, name, expected):
+    with tfds.testing.mock_data(num_examples=2, data_dir=str(tmp_path / "tfds")):
+        names = tasks.class_names(tasks.get_task(name), str(tmp_path))
+    assert expected in names and len(names) == tasks.get_task(name).num_classes
+    assert not any("_" in n or n.startswith("/") for n in names)
+
+
+def test_val_takes_at_most_four_per_class_of_a_larger_draw(tmp_path):
+    from vptft import cost
+
+    data_dir = _fake_aircraft(tmp_path, per_split=60)  # 6 records per class in each of train / val
+    regimes = {"coop": {"shots": [8], "draws": 1, "val_per_class_max": 4}}
+    info = tasks.prepare(tasks.get_task("coop_fgvc_aircraft"), data_dir)
+    manifest = build_manifest(
+        "coop_fgvc_aircraft", "coop8_draw0", regime_spec("coop8_draw0", regimes), info, data_dir
+    )
+    assert manifest["class_counts"]["train"] == [8] * 100 and manifest["class_counts"]["val"] == [4] * 100
+    assert not manifest["missing_classes"]["val"] and manifest["spec"]["final_split"] == "train"
+    config = {"regimes": regimes}
+    assert cost.regime_sizes(config, "coop_fgvc_aircraft", "coop8_draw0") == (800, 400)
+    assert cost.test_size("coop_imagenet") == 50000 and cost.test_size("coop_fgvc_aircraft") == 3333

@@ -466,3 +466,19 @@ def test_class_prototype_prompts_start_every_block_from_one_prompt_per_class(min
 def test_class_prototype_prompts_are_refused_where_their_length_or_form_is_not_theirs(name, grid, message):
     problems = get_strategy(name).problems("$.s", {"lr": [0.1], **grid}, {}, depth=4)
     assert any(re.search(message, p) for p in problems), problems
+
+
+def test_class_prototype_runs_count_one_prompt_per_class_for_their_batch_and_their_backbone():
+    from vptft.backbones import BACKBONES, family_problem
+    from vptft.strategies import LONG_PROMPT
+
+    spec = get_strategy("vpt_deep[init=class_prototype]")
+    values = spec.run_values({"lr": 0.1, "wd": 0.0}, LONG_PROMPT + 50)
+    assert values["prompt_length"] == LONG_PROMPT + 50
+    entry = {"batch_size": 128, "batch_size_long_prompts": 64}
+    assert spec.batch_size(values, entry, 32) == 64  # the long-prompt batch, as the VPT paper's rule
+    assert spec.batch_size(spec.run_values({"lr": 0.1}, 10), entry, 32) == 128
+    assert get_strategy("vpt_deep").run_values({"prompt_length": 5}, 300) == {"prompt_length": 5}
+    swin = BACKBONES["mini_swin"]
+    assert "no CLS token" in family_problem(swin, "vpt_deep", spec.resolve({}))
+    assert family_problem(BACKBONES["mini_vit"], "vpt_deep", spec.resolve({})) is None

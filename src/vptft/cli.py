@@ -39,7 +39,7 @@ def cmd_data_plan(args, spec):
     chosen = [tasks.get_task(name) for name in config["tasks"]]
     builders = {}
     for task in chosen:
-        if task.benchmark in ("vtab", "fgvc") and task.extra["builder"]:
+        if task.benchmark in ("vtab", "fgvc", "coop") and task.extra["builder"]:
             builders.setdefault(task.extra["builder"], []).append(task.name)
     if not builders:
         print(f"{args.config}: no TFDS tasks (the mini tasks are rendered locally)")

@@ -120,6 +120,10 @@ def test_size(task: str) -> int:
         return TEST_SIZES[task]
     if task_registry.TASKS[task].benchmark == "fgvc":
         return fgvc_split_sizes(task_registry.TASKS[task])["test"]
+    if task_registry.TASKS[task].benchmark == "coop":
+        from vptft.tasks.coop import TEST_SIZES as COOP_TEST_SIZES
+
+        return COOP_TEST_SIZES[task]
     return MINI_TEST_SIZE if task_registry.TASKS[task].benchmark == "mini" else 10000
 
 
@@ -183,8 +187,8 @@ def run_estimate(
     """One training run: epochs as the engine computes them and `evals` passes over `n_eval` images (a strategy
     on cached features: its head's steps only, see `feature_pass`)."""
     entry, train = config["strategies"][strategy], config["train"]
-    values = {**entry.get("options", {}), **point}
     declared = get_strategy(strategy)  # a variant is timed as its base strategy, with its fixed values
+    values = declared.run_values({**entry.get("options", {}), **point}, task_registry.TASKS[task].num_classes)
     batch = declared.batch_size(values, entry, train["batch_size"])
     epochs = epochs_for(n_train, batch, train["epochs"], train["min_steps"])
     steps = epochs * math.ceil(n_train / batch)
@@ -227,9 +231,9 @@ def final_estimate(config, times, task, regime, strategy, seeds: int, curves: bo
     n_final = n_train if spec.get("final_split") == "train" else n_train + n_val  # FGVC: train only
     entry, train = config["strategies"][strategy], config["train"]
     point = worst_point(config, strategy)
-    batch = get_strategy(strategy).batch_size(
-        {**entry.get("options", {}), **point}, entry, train["batch_size"]
-    )
+    declared = get_strategy(strategy)
+    values = declared.run_values({**entry.get("options", {}), **point}, task_registry.TASKS[task].num_classes)
+    batch = declared.batch_size(values, entry, train["batch_size"])
     epochs = epochs_for(n_final, batch, train["epochs"], train["min_steps"])
     evals = final_evals(config, curves, epochs)
     total = feature_pass(config, times, strategy, n_final + test_size(task))

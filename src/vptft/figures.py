@@ -887,7 +887,7 @@ def cost_figures(table: pd.DataFrame, figure18, figure19, stamp: dict | None = N
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
     for ax, (column, ylabel) in zip(axes.flat, COST_PANELS):
         _cost_panel(ax, table, column, ylabel, prompted, flat)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = axes[0][-1].get_legend_handles_labels()  # the mean panel: every strategy's line
     fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8, frameon=False)
     fig.suptitle(
         f"VPT Figure 18: cost per strategy on {device} (batch {int(table.batch_size.iloc[0])}; memory: {measure})"
@@ -911,8 +911,8 @@ def clip_fewshot_means(table: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
         value_name="top1",
     )
     mean = long.groupby(["shots", "selection", "strategy"], sort=False, as_index=False).agg(
-        top1=("top1", "mean"), tuned_pct=("tuned_pct", "first")
-    )
+        top1=("top1", lambda x: x.mean(skipna=False)), tuned_pct=("tuned_pct", "first")
+    )  # a setting missing a task has no mean (not the mean of the others)
     out = pd.concat([long, mean.assign(task="mean")], ignore_index=True)
     return out[["shots", "selection", "strategy", "task", "top1", "tuned_pct"]]
 
@@ -935,7 +935,8 @@ def adapt_figure1(table: pd.DataFrame, tasks: list[str], path, stamp: dict | Non
                     continue
                 rows = rows.sort_values("shots")
                 tuned = rows.tuned_pct.iloc[0]
-                name = f"{label(strategy)} ({tuned:.2g} % tuned)" if selection == "random" else None
+                shown = selection == "random" or "random" not in set(means.selection)
+                name = f"{label(strategy)} ({tuned:.2g} % tuned)" if shown else None
                 ax.plot(
                     rows.shots, rows.top1, style, marker="o", markersize=3, color=color(strategy), label=name
                 )
@@ -945,7 +946,7 @@ def adapt_figure1(table: pd.DataFrame, tasks: list[str], path, stamp: dict | Non
         ax.set_title(task if task != "mean" else f"mean of {len(tasks)} tasks", fontsize=9)
         ax.set_xlabel("shots per class", fontsize=8)
     axes[0][0].set_ylabel("test top-1 %", fontsize=8)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = axes[0][-1].get_legend_handles_labels()  # the mean panel: every strategy's line
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
     fig.suptitle(
         "Adapt Figure 1: few-shot top-1 by shots per class (solid: random draws' mean; dotted: prototype selection)",

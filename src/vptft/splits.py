@@ -114,7 +114,7 @@ def regime_spec(regime: str, regimes: dict) -> dict:
         }
     if match := COOP_RE.match(regime):
         k, draw, coop = int(match.group(1)), int(match.group(2)), regimes["coop"]
-        cap = coop.get("val_per_class_max")
+        cap = coop.get("val_per_class_max", 4)  # the schema's default (CoOp's)
         return {
             "kind": "fewshot",
             "per_class": k,

@@ -362,12 +362,12 @@ def problems(config: dict) -> list[str]:
         for i, name in enumerate((analyses.get("attribution") or {}).get(key) or []):
             if name in tasks and not in_family(name, "vtab1k"):
                 errors.append(
-                    f"$.analyses.attribution.{key}[{i}]: {name!r} is fine-grained; it explains vtab1k runs"
+                    f"$.analyses.attribution.{key}[{i}]: {name!r} has no vtab1k runs (fine-grained or CoOp); it explains vtab1k runs"
                 )
     for i, name in enumerate((analyses.get("curves") or {}).get("tasks") or []):
         if name in tasks and not in_family(name, "vtab1k"):
             errors.append(
-                f"$.analyses.curves.tasks[{i}]: {name!r} is fine-grained; the curves are of vtab1k runs"
+                f"$.analyses.curves.tasks[{i}]: {name!r} has no vtab1k runs (fine-grained or CoOp); the curves are of vtab1k runs"
             )
     pruning = analyses.get("pruning") or {}
     if pruning:
@@ -487,8 +487,11 @@ def output_problem(config: dict, output: str) -> str | None:
     if output == CLIP_FIGURE and CLIP_TABLE not in (config.get("tables") or {}):
         return (
             f"it draws `tables.{CLIP_TABLE}` (few-shot CLIP): add it, e.g. `{CLIP_TABLE}: {{regime: fewshot, "
-            "backbone: mini_clip, strategies: [zero_shot, coop]}}` with that backbone in `backbones`"
+            "groups: [natural], backbone: mini_clip, strategies: [zero_shot, coop]}}` with that backbone in "
+            "`backbones`"
         )
+    if output == CLIP_FIGURE and config["tables"][CLIP_TABLE].get("regime") not in ("fewshot", "coop"):
+        return f"it draws top-1 by shots: `tables.{CLIP_TABLE}.regime` must be fewshot or coop"
     if output == PRUNING_FIGURE and not (config.get("analyses") or {}).get("pruning"):
         return "set `analyses.pruning.task` (a vtab1k task Adapt trains on), e.g. `analyses: {pruning: {task: <task>}}`"
     if output in TSNE_FIGURES and not tsne_tasks(config, output):

@@ -75,9 +75,7 @@ class Job:
 
     def fit_config(self, point: dict, seed: int, n_train: int, curve_points) -> engine.FitConfig:
         t = self.spec["train"]
-        values = self.values(point)
-        if self.strategy.uses_class_prototypes(values):  # one prompt per class: the long-prompt batch rule
-            values = {**values, "prompt_length": self.manifest["num_classes"]}
+        values = self.strategy.run_values(self.values(point), self.manifest["num_classes"])
         batch = self.strategy.batch_size(values, self.spec, t["batch_size"])
         epochs = engine.epochs_for(n_train, batch, t["epochs"], t["min_steps"])
         cfg = engine.FitConfig(

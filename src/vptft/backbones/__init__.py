@@ -354,6 +354,8 @@ def family_problem(spec: BackboneSpec, strategy: str, values: dict) -> str | Non
         return f"prompt location {values['location']!r} has no {spec.family} form ({spec.key})"
     if not family.cls_token and values.get("pooling") == "cls":
         return f"pooling 'cls': {spec.key} has no CLS token"
+    if not family.cls_token and values.get("init") == "class_prototype":
+        return f"init 'class_prototype' averages CLS outputs: {spec.key} has no CLS token"
     return None
 
 

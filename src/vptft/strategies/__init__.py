@@ -367,6 +367,13 @@ class StrategySpec:
             "class_prototype"
         )
 
+    def run_values(self, values: dict, num_classes: int) -> dict:
+        """The option values a run on a task of `num_classes` classes trains with: class-prototype prompts are one
+        per class (their prompt length, hence their batch by the long-prompt rule)."""
+        if self.uses_class_prototypes(values):
+            return {**values, "prompt_length": num_classes}
+        return values
+
     def build(
         self,
         backbone,

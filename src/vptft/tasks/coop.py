@@ -10,6 +10,7 @@ test, as CoOp does for ImageNet); Caltech101 keeps TFDS's 102 labels where CoOp 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,27 @@ EUROSAT_NAMES = (
     "Annual Crop Land", "Forest", "Herbaceous Vegetation Land", "Highway or Road", "Industrial Buildings",
     "Pasture Land", "Permanent Crop Land", "Residential Buildings", "River", "Sea or Lake",
 )  # fmt: skip
+CALTECH101_NAMES = {
+    "airplanes": "airplane",
+    "faces": "face",
+    "leopards": "leopard",
+    "motorbikes": "motorbike",
+}
 IMAGENET_NAMES_FILE = "imagenet_classnames.txt"
+# Records in each task's test split (the TFDS catalog; EuroSAT: train[21600:]): what a test pass costs (vptft.cost)
+TEST_SIZES = {
+    "coop_caltech101": 6084,
+    "coop_dtd": 1880,
+    "coop_eurosat": 5400,
+    "coop_fgvc_aircraft": 3333,
+    "coop_food101": 25250,
+    "coop_imagenet": 50000,
+    "coop_oxford_flowers": 6149,
+    "coop_oxford_pets": 3669,
+    "coop_stanford_cars": 8041,
+    "coop_sun397": 21750,
+    "coop_ucf101": 3783,
+}
 IMAGENET_HOW = (
     "TFDS names ImageNet's classes by WordNet id; CLIP reads words: put the 1,000 class names CoOp uses (its "
     "`classnames.txt`, one 'n01440764 tench' line per class, in label order) at {path}"
@@ -132,8 +153,21 @@ def prepare(task: Task, data_dir) -> dict:
     }
 
 
+def caption_name(task: Task, name: str) -> str:
+    """A TFDS class name as CoOp's captions spell it: SUN397's '/a/apartment_building/outdoor' -> 'outdoor
+    apartment building' (CoOp puts the qualifier first), UCF101's 'ApplyEyeMakeup' -> 'Apply Eye Makeup',
+    Caltech101's plurals singular; underscores become spaces."""
+    if task.name == "coop_sun397":
+        name = " ".join(name.strip("/").split("/")[1:][::-1])
+    elif task.name == "coop_ucf101":
+        name = " ".join(re.findall(r"[A-Z][^A-Z]*", name)) or name
+    elif task.name == "coop_caltech101":
+        name = CALTECH101_NAMES.get(name, name)
+    return name.replace("_", " ")
+
+
 def class_names(task: Task, data_dir) -> list[str]:
-    """The class names CLIP's captions use: CoOp's where given, else the data set's with '_' as spaces."""
+    """The class names CLIP's captions use: CoOp's where given, else the data set's as CoOp spells them."""
     if task.extra.get("names"):
         return list(task.extra["names"])
     if task.extra.get("names_file"):
@@ -150,7 +184,7 @@ def class_names(task: Task, data_dir) -> list[str]:
             for line in (aircraft_dir(data_dir) / "variants.txt").read_text().splitlines()
             if line.strip()
         ]
-    return [name.replace("_", " ") for name in tfds_tasks.class_names(task, data_dir)]
+    return [caption_name(task, name) for name in tfds_tasks.class_names(task, data_dir)]
 
 
 def load_labels(task: Task, split: str, data_dir, indices=None):
