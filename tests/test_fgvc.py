@@ -250,7 +250,9 @@ def test_config_refuses_fgvc_outputs_without_what_they_read():
     problems = study.problems(base)
     assert any(p.startswith("$.regimes.fraction.hparams: 'fgvc' reuses") for p in problems)
     assert any(p.startswith("$.tables.vpt_table1.groups: the 'fgvc' group") for p in problems)
-    assert any(p.startswith("$.analyses.curves.tasks[0]: 'finestars_src' has no vtab1k runs") for p in problems)
+    assert any(
+        p.startswith("$.analyses.curves.tasks[0]: 'finestars_src' has no vtab1k runs") for p in problems
+    )
     assert any(p.startswith("$.analyses.attribution.tasks[0]: 'finestars_src'") for p in problems)
     assert "sets vpt_deep against other strategies" in study.output_problem(base, "vpt_figure3")
     assert study.claim_families({"regimes": {"vtab1k": {}, "fgvc": {}, "fraction": {}}}) == ["vtab1k"]
