@@ -244,6 +244,10 @@ def test_the_mini_ablations_overlay_trains_exactly_each_outputs_settings(tmp_pat
     assert trained_by_dry_run(tmp_path, "results/adapt_table2.csv", configs) == {
         (t, s) for t in tasks for s in settings
     }
+    inits = {"vpt_deep", "vpt_deep[init=class_prototype]"}  # Figure 13
+    assert trained_by_dry_run(tmp_path, "results/vpt_figure13.png", configs) == {
+        (t, s) for t in tasks for s in inits
+    }
 
 
 def test_the_paper_ablations_overlay_trains_exactly_each_outputs_settings_on_the_19_tasks(tmp_path):
@@ -266,6 +270,10 @@ def test_the_paper_ablations_overlay_trains_exactly_each_outputs_settings_on_the
     saliencies = {"adapt", "adapt[saliency=grad_norm]", "adapt[saliency=l2]"}
     assert trained_by_dry_run(tmp_path, "results/adapt_table3.csv", configs) == {
         (t, s) for t in tasks for s in saliencies
+    }
+    inits = {"vpt_deep", "vpt_deep[init=class_prototype]"}  # Figure 13
+    assert trained_by_dry_run(tmp_path, "results/vpt_figure13.png", configs) == {
+        (t, s) for t in tasks for s in inits
     }
     epochs, batch = config["train"]["epochs"], 128
     for name, entry in config["strategies"].items():
