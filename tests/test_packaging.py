@@ -118,8 +118,10 @@ CALLED_BY = {
     ("vptft.tasks.tfds_prepare", "tfds_builder"): {"download"},  # through vtab._builder
     ("vptft.tasks.vtab", "prepare"): {"download"},  # TFDS download_and_prepare under a file lock
     ("vptft.tasks.vtab", "data_source"): READS_RECORDS,  # tfds.data_source
-    ("vptft.tasks.fgvc", "_nabirds_images"): READS_RECORDS,  # NABirds' image files, decoded with PIL
-    ("vptft.tasks.coop", "_files"): READS_RECORDS,  # FGVC-Aircraft's image files, decoded with PIL
+    (
+        "vptft.tasks",
+        "decode_files",
+    ): READS_RECORDS,  # NABirds' / FGVC-Aircraft's image files, decoded with PIL
     ("vptft.tasks.tfds_prepare", "explain_failure"): {"download"},
     ("vptft.tasks.tfds_prepare", "_RecordingDownloads"): set(),  # the data-plan verb, run by no rule
     ("vptft.strategies", "StrategySpec.build"): BUILDS_TUNED_MODELS,

@@ -45,6 +45,18 @@ class Task:
         return "high" if self.group == "structured" else "low"
 
 
+def decode_files(paths) -> list:
+    """uint8 HxWx3 arrays of image files (grey or RGBA converted to RGB): the manually downloaded data sets."""
+    import numpy as np
+    from PIL import Image
+
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            images.append(np.asarray(image.convert("RGB")))
+    return images
+
+
 def _registry() -> dict[str, Task]:
     from vptft.tasks import coop, fgvc, mini, vtab
 

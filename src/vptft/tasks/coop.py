@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vptft.tasks import COOP_GROUP, Task
+from vptft.tasks import COOP_GROUP, Task, decode_files
 from vptft.tasks import vtab as tfds_tasks
 from vptft.tasks.tfds_prepare import manual_dir
 
@@ -126,16 +126,6 @@ def aircraft_index(data_dir) -> dict:
     return index
 
 
-def _files(paths) -> list[np.ndarray]:
-    from PIL import Image
-
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            images.append(np.asarray(image.convert("RGB")))
-    return images
-
-
 # ------------------------------------------------------------------------------------------ task interface
 def prepare(task: Task, data_dir) -> dict:
     """TFDS download_and_prepare (as for VTAB), or FGVC-Aircraft's lists read from its manual folder."""
@@ -204,7 +194,7 @@ def load_images(task: Task, split: str, indices, data_dir):
     if task.extra["builder"] is None:
         paths, labels = aircraft_index(data_dir)[split]
         indices = np.asarray(indices, dtype=np.int64)
-        return _files([paths[i] for i in indices]), np.asarray(labels, dtype=np.int64)[indices]
+        return decode_files([paths[i] for i in indices]), np.asarray(labels, dtype=np.int64)[indices]
     if task.extra["image"] != "video":
         return tfds_tasks.load_images(task, split, indices, data_dir)
     source = tfds_tasks.data_source(task, split, data_dir)

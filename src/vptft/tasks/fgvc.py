@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vptft.tasks import Task
+from vptft.tasks import Task, decode_files
 from vptft.tasks import vtab as tfds_tasks
 from vptft.tasks.tfds_prepare import manual_dir
 
@@ -113,16 +113,6 @@ def nabirds_index(data_dir) -> dict:
     return index
 
 
-def _nabirds_images(paths) -> list[np.ndarray]:
-    from PIL import Image
-
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            images.append(np.asarray(image.convert("RGB")))
-    return images
-
-
 # ------------------------------------------------------------------------------------------ task interface
 def prepare(task: Task, data_dir) -> dict:
     """TFDS download_and_prepare (as for VTAB), or NABirds' lists read from its manual folder; split sizes that
@@ -161,4 +151,4 @@ def load_images(task: Task, split: str, indices, data_dir):
         return tfds_tasks.load_images(task, split, indices, data_dir)
     paths, labels = nabirds_index(data_dir)[split]
     indices = np.asarray(indices, dtype=np.int64)
-    return _nabirds_images([paths[i] for i in indices]), np.asarray(labels, dtype=np.int64)[indices]
+    return decode_files([paths[i] for i in indices]), np.asarray(labels, dtype=np.int64)[indices]
