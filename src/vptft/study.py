@@ -37,8 +37,9 @@ def in_family(task: str, family: str) -> bool:
     known = task_registry.TASKS.get(task)  # unknown names are reported by the config check
     if known is None:
         return False
-    if (known.group == task_registry.COOP_GROUP) or family == "coop":
-        return known.group == task_registry.COOP_GROUP and family == "coop"
+    coop = known.group == task_registry.COOP_GROUP
+    if coop or family == "coop":
+        return coop and family == "coop"
     return known.fine_grained == (family in FGVC_FAMILIES)
 
 
