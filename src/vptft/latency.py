@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import statistics
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -43,7 +44,9 @@ def _rss_kb(field: str) -> int:
 
 
 class PeakMemory:
-    """Peak memory (MB) of what runs inside it, above the level at entry."""
+    """Peak memory (MB) of what runs inside it, above the level at entry. On the CPU: the kernel's peak RSS
+    (VmHWM, reset at entry) and, since some kernels update it only lazily (a freed block's pages can leave it
+    unrecorded), the RSS sampled every millisecond by a thread - the larger of the two."""
 
     def __init__(self, device: torch.device):
         self.device, self.mb = device, float("nan")
@@ -56,14 +59,23 @@ class PeakMemory:
         else:
             Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
             self.start = _rss_kb("VmRSS") * 1024
+            self._sampled, self._stop = self.start, threading.Event()
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
         return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.001):
+            self._sampled = max(self._sampled, _rss_kb("VmRSS") * 1024)
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device)
         else:
-            peak = _rss_kb("VmHWM") * 1024
+            self._stop.set()
+            self._sampler.join()
+            peak = max(_rss_kb("VmHWM") * 1024, self._sampled)
         self.mb = max(0, peak - self.start) / 2**20
         return False
 
