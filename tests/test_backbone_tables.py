@@ -5,7 +5,7 @@ which runs each backbone then trains."""
 import pandas as pd
 import pytest
 
-from vptft import figures, published, report, study
+from vptft import figures, provenance, published, report, study
 from vptft.tasks import get_task
 
 
@@ -125,8 +125,12 @@ def test_the_model_scale_figure_draws_group_means_per_backbone(tmp_path):
     means = figures.vpt_figure4(
         runs, ["vit_b16_in21k", "vit_l16_in21k"], ["full", "vpt_deep"], groups, tmp_path / "f4.png"
     )
-    at = means.set_index(["backbone", "strategy", "group"])
+    at = means.set_index(["model", "strategy", "group"])
     assert at.loc[("vit_l16_in21k", "full", "natural"), "top1"] == 80.5
+    stamp = {"benchmark": "vtab", "backbone": "vit_b16_in21k+vit_l16_in21k", "config_hash": "0" * 64}
+    report.write_csv(means, tmp_path / "f4.csv", index=False, stamp=stamp)  # as its notebook writes it
+    assert provenance.read(tmp_path / "f4.csv") == stamp
+    assert set(pd.read_csv(tmp_path / "f4.csv").model) == {"vit_b16_in21k", "vit_l16_in21k"}
     assert at.loc[("vit_b16_in21k", "vpt_deep", "structured"), "top1"] == 60.5
     assert set(means.group) == set(groups)  # specialized not asked for
     assert (tmp_path / "f4.png").stat().st_size > 0

@@ -499,11 +499,12 @@ def vpt_figure20(runs: pd.DataFrame, strategies: list[str], path, stamp: dict | 
 
 
 def model_scale_means(runs: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
-    """Per (backbone, strategy, group): the mean over the group's tasks of each task's seed-mean test top-1."""
+    """Per (model, strategy, group): the mean over the group's tasks of each task's seed-mean test top-1. `model`
+    is the row's backbone (the CSV's provenance column `backbone` names them all, joined by "+")."""
     per_task = runs.groupby(["backbone", "strategy", "group", "task"]).test_top1.mean().reset_index()
-    per_task = per_task[per_task.group.isin(groups)]
+    per_task = per_task[per_task.group.isin(groups)].rename(columns={"backbone": "model"})
     return (
-        per_task.groupby(["backbone", "strategy", "group"])
+        per_task.groupby(["model", "strategy", "group"])
         .agg(top1=("test_top1", "mean"), tasks=("task", "nunique"))
         .reset_index()
     )
@@ -520,7 +521,7 @@ def vpt_figure4(
     """The VPT paper's Figure 4: each strategy's VTAB-1k group mean on backbones of growing size (x in the
     configured order), one panel per group."""
     means = model_scale_means(runs[runs.strategy.isin(strategies) & runs.backbone.isin(backbones)], groups)
-    missing = sorted(set(backbones) - set(means.backbone))
+    missing = sorted(set(backbones) - set(means.model))
     if missing:
         raise ValueError(f"Figure 4: no runs on backbones {missing}")
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False)
@@ -528,10 +529,11 @@ def vpt_figure4(
     for ax, group in zip(axes[0], groups):
         sub = means[means.group == group]
         for strategy in strategies:
-            line = sub[sub.strategy == strategy].set_index("backbone").reindex(backbones)
+            line = sub[sub.strategy == strategy].set_index("model").reindex(backbones)
             ax.plot(x, line.top1, "-o", color=color(strategy), label=label(strategy))
         ax.set_xticks(list(x), backbones, rotation=20, ha="right")
-        ax.set_ylabel(f"mean test top-1 over {int(sub.tasks.max())} tasks (%)")
+        n = int(sub.tasks.max())
+        ax.set_ylabel(f"mean test top-1 over {n} task{'s' * (n != 1)} (%)")
         ax.set_title(group)
     axes[0][-1].legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("VPT Figure 4: VTAB-1k group means across backbone sizes")
