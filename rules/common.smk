@@ -242,7 +242,8 @@ STRATEGY_ENTRY_KEYS = ("grid", "options", "batch_size", "batch_size_long_prompts
 
 def run_spec(wildcards, stage):
     view = PLANNERS[wildcards.backbone].config
-    train = {k: view["train"][k] for k in SWEEP_TRAIN_KEYS}
+    regime_train = study.regime_train(view, wildcards.regime)
+    train = {k: regime_train[k] for k in SWEEP_TRAIN_KEYS}
     entry = view["strategies"][wildcards.strategy]
     entry = {key: entry[key] for key in STRATEGY_ENTRY_KEYS if key in entry}
     if (

@@ -68,6 +68,27 @@ def test_a_final_run_costs_its_epochs_and_evaluations(tmp_path):
     assert once.eval_seconds == pytest.approx(3 * 1000 * 0.5 / 1000)  # no figure: the last epoch only
 
 
+def test_the_fraction_family_trains_every_fraction_its_own_epochs(tmp_path):
+    """The default's fraction runs: 40 epochs at every fraction (min_steps 0), so a larger fraction takes more
+    steps; under train.min_steps the smallest fraction would get the most epochs (the figure would show that)."""
+    config = validate_config(yaml.safe_load(Path(ROOT, "config", "config.yaml").read_text()))
+    times = cost.read_step_times(step_times_csv(tmp_path / "s.csv"), "mini_vit")
+    fraction, train = config["regimes"]["fraction"], config["train"]
+    assert fraction["epochs"] == 40 and fraction["min_steps"] == 0 and train["min_steps"] == 100
+    steps = {
+        pct: cost.final_estimate(config, times, "finestars_src", f"fraction{pct}", "full", 1, False).steps
+        for pct in fraction["percent"]
+    }
+    parts = {pct: math.ceil(900 * pct / 100) for pct in fraction["percent"]}  # of the 900-image train part
+    assert steps == {pct: 40 * math.ceil(n / 64) for pct, n in parts.items()}
+    assert steps[20] < steps[40] < steps[80]
+    fgvc = cost.final_estimate(config, times, "finestars_src", "fgvc", "full", 1, False).steps
+    assert fgvc == max(train["epochs"], math.ceil(100 / 15)) * 15  # the fgvc family keeps train's schedule
+    del config["regimes"]["fraction"]["epochs"], config["regimes"]["fraction"]["min_steps"]
+    floor = cost.final_estimate(config, times, "finestars_src", "fraction20", "full", 1, False).steps
+    assert floor == math.ceil(100 / 3) * 3  # train.min_steps: 34 epochs of 3 steps
+
+
 def test_auto_chunks_are_the_largest_that_fit_the_limit():
     config = paper_config(sweep_chunk_size="auto")
     planner = cost.Planner(config, cost.paper_step_times("vit_b16_in21k"), limit=720)

@@ -178,6 +178,7 @@ def run_estimate(
     config: dict,
     times: StepTimes,
     task: str,
+    regime: str,
     strategy: str,
     point: dict,
     n_train: int,
@@ -186,7 +187,7 @@ def run_estimate(
 ) -> Estimate:
     """One training run: epochs as the engine computes them and `evals` passes over `n_eval` images (a strategy
     on cached features: its head's steps only, see `feature_pass`)."""
-    entry, train = config["strategies"][strategy], config["train"]
+    entry, train = config["strategies"][strategy], study.regime_train(config, regime)
     declared = get_strategy(strategy)  # a variant is timed as its base strategy, with its fixed values
     values = declared.run_values({**entry.get("options", {}), **point}, task_registry.TASKS[task].num_classes)
     batch = declared.batch_size(values, entry, train["batch_size"])
@@ -229,7 +230,7 @@ def final_estimate(config, times, task, regime, strategy, seeds: int, curves: bo
     n_train, n_val = regime_sizes(config, task, regime)
     spec = regime_spec(regime, config["regimes"])
     n_final = n_train if spec.get("final_split") == "train" else n_train + n_val  # FGVC: train only
-    entry, train = config["strategies"][strategy], config["train"]
+    entry, train = config["strategies"][strategy], study.regime_train(config, regime)
     point = worst_point(config, strategy)
     declared = get_strategy(strategy)
     values = declared.run_values({**entry.get("options", {}), **point}, task_registry.TASKS[task].num_classes)
@@ -238,7 +239,7 @@ def final_estimate(config, times, task, regime, strategy, seeds: int, curves: bo
     evals = final_evals(config, curves, epochs)
     total = feature_pass(config, times, strategy, n_final + test_size(task))
     for _ in range(seeds):
-        total += run_estimate(config, times, task, strategy, point, n_final, evals, test_size(task))
+        total += run_estimate(config, times, task, regime, strategy, point, n_final, evals, test_size(task))
     return total
 
 
@@ -276,7 +277,7 @@ class Planner:
                 shape = tuple(sorted((k, v) for k, v in point.items() if k not in ("lr", "wd")))
                 if shape not in by_shape:
                     by_shape[shape] = run_estimate(
-                        self.config, self.times, task, strategy, point, n_train, 1, n_val
+                        self.config, self.times, task, regime, strategy, point, n_train, 1, n_val
                     )
                 yield by_shape[shape]
 

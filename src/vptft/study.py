@@ -11,6 +11,7 @@ import copy
 
 from vptft import tasks as task_registry
 from vptft.backbones import BACKBONES
+from vptft.schedule import family_train
 from vptft.splits import FAMILIES, FGVC_FAMILIES, family_of, family_regimes
 from vptft.strategies import get_strategy, variant_problems
 from vptft.tasks import FGVC_GROUP
@@ -29,6 +30,11 @@ def final_seeds(config: dict, strategy: str, backbone: str | None = None) -> lis
     if claims.get("seeds") and strategy in CLAIM_STRATEGIES and main:
         return list(claims["seeds"])
     return list(config["train"]["seeds"])
+
+
+def regime_train(config: dict, regime: str) -> dict:
+    """The `train` settings a regime's runs use: the config's, with its family's own schedule where set."""
+    return family_train(config["train"], config["regimes"].get(family_of(regime)))
 
 
 def in_family(task: str, family: str) -> bool:
