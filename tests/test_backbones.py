@@ -48,6 +48,7 @@ def test_the_workflow_pretrained_backbone_and_the_schema_read_the_registry():
     assert "enum" not in load_schema()["properties"]["backbone"]  # the registry is the one list
     assert [k for k, s in BACKBONES.items() if s.pretrained_by_workflow] == [
         "mini_vit",
+        "mini_vit_s",
         "mini_vit_mae",
         "mini_vit_moco",
         "mini_clip",
@@ -77,7 +78,7 @@ def _paper_config(**changes) -> dict:
 def test_config_names_an_unknown_backbone_and_a_missing_local_file(tmp_path):
     with pytest.raises(
         ConfigError,
-        match=r"\$\.backbone: unknown backbone 'vit_z'; known: mini_vit, mini_vit_mae, mini_vit_moco, mini_clip, mini_swin, vit_b16_in21k",
+        match=r"\$\.backbone: unknown backbone 'vit_z'; known: mini_vit, mini_vit_s, mini_vit_mae, mini_vit_moco, mini_clip, mini_swin, vit_b16_in21k",
     ):
         validate_config(_paper_config(backbone="vit_z"))
     with pytest.raises(

@@ -181,11 +181,17 @@ def _knn_of(features, train: SplitData, heldout: SplitData, normalize) -> float:
     return knn_top1(train_f, train.labels, heldout_f, heldout.labels)
 
 
+def _without(args: dict, *keys: str) -> dict:
+    return {k: v for k, v in args.items() if k not in keys}
+
+
 def _masked_autoencoding(cfg: dict, spec, train: SplitData, heldout: SplitData, device: str):
     """MAE on the source images (labels unused; flip augmentation): (encoder, held-out kNN top-1 of its
     average-pooled patch features, curves, extras with the held-out reconstruction loss, why it failed or
     None). It fails on its own objective, not on the class information (MAE's features hold little of it)."""
-    encoder = timm.create_model(spec.timm_name, pretrained=False, num_classes=0)  # MAE's layout: final norm
+    encoder = timm.create_model(  # MAE's pre-training layout: a final norm, no pooling of its own
+        spec.timm_name, pretrained=False, num_classes=0, **_without(spec.timm_args, "global_pool")
+    )
     redraw_truncated_normals(encoder)
     model = MaskedAutoencoder(encoder).to(engine.pick_device(device))
     normalize = Normalize(*(input_config(encoder)[k] for k in ("mean", "std"))).to(
@@ -228,7 +234,7 @@ def _contrastive(cfg: dict, spec, train: SplitData, heldout: SplitData, device: 
     """Contrastive learning between augmented views (vptft.contrastive; labels unused): (the encoder in MoCo v3's
     layout, held-out 20-NN top-1 of its CLS feature, curves, extras with the held-out contrastive loss, why it
     failed or None). It fails on the class information its features hold: what it hands downstream."""
-    encoder = timm.create_model(spec.timm_name, pretrained=False, num_classes=0)
+    encoder = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, **spec.timm_args)
     redraw_truncated_normals(encoder)
     model = ContrastiveLearner(encoder).to(engine.pick_device(device))
     normalize = Normalize(*(input_config(encoder)[k] for k in ("mean", "std"))).to(

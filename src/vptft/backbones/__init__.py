@@ -160,6 +160,13 @@ BACKBONES = {
     b.key: b
     for b in [
         MINI_VIT,
+        replace(  # the VPT paper's Figure 4 in miniature: the mini ViT at half its width (ViT-S : ViT-B)
+            MINI_VIT,
+            key="mini_vit_s",
+            dim=48,
+            timm_args={"embed_dim": 48},  # 3 heads of 16
+            bench=None,
+        ),
         replace(
             MINI_VIT,
             key="mini_vit_mae",
