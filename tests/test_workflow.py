@@ -291,6 +291,49 @@ def _dry_run_jobs(target, workdir=ROOT, overlays=()):
     return jobs
 
 
+def test_the_default_draws_the_model_scale_and_fraction_figures_from_their_own_runs(tmp_path):
+    """The VPT paper's Figure 4 on the mini ViT at half width and at its own (FT, linear, VPT-deep, one task a
+    quadrant), its Figures 3 / 20 on 20 / 50 / 80 % of the fine-grained train parts: their dry runs list exactly
+    those final runs and pre-train both mini ViTs."""
+
+    def jobs(target):
+        proc = snakemake("-n", "-c1", "-d", str(tmp_path), target, f"--configfile={ROOT}/config/config.yaml")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        found, rule = [], None
+        for line in proc.stdout.splitlines():
+            if line.startswith(("rule ", "localrule ")):
+                rule = line.split()[1].rstrip(":")
+            elif line.strip().startswith("wildcards:") and rule:
+                found.append(
+                    (rule, dict(kv.split("=", 1) for kv in line.split(":", 1)[1].strip().split(", ")))
+                )
+        return found
+
+    def final_runs(found):
+        return {
+            (w["backbone"], w["task"], w["regime"], w["strategy"])
+            for rule, w in found
+            if rule.startswith("train") and "chunk" not in w
+        }
+
+    figure4 = jobs("results/vpt_figure4.png")
+    assert {w["backbone"] for rule, w in figure4 if rule == "pretrain"} == {"mini_vit_s", "mini_vit"}
+    quadrants = ("newshapes_src", "newshapes_sketch", "count_src", "count_sketch")
+    assert final_runs(figure4) == {
+        (b, t, "vtab1k", s)
+        for b in ("mini_vit_s", "mini_vit")
+        for t in quadrants
+        for s in ("full", "linear", "vpt_deep")
+    }
+    figure3 = jobs("results/vpt_figure3.png")
+    assert {(b, t, r, s) for b, t, r, s in final_runs(figure3) if r != "fgvc"} == {
+        ("mini_vit", t, f"fraction{p}", s)
+        for t in ("finestars_src", "finestars_sketch")
+        for p in (20, 40, 80)
+        for s in ("full", "vpt_deep", "linear")
+    }
+
+
 def _final_runs(jobs):
     """(task, regime, strategy) of the final-run jobs: all seeds in one job (train) or one job each (train_seed)."""
     runs = {(w["task"], w["regime"], w["strategy"]) for rule, w in jobs if rule == "train"}
