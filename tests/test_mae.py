@@ -51,3 +51,28 @@ def test_knn_votes_by_cosine_neighbours():
     labels = torch.tensor([0, 0, 1, 1])
     assert knn_top1(train, labels, torch.tensor([[5.0, 0.2], [0.2, 3.0]]), torch.tensor([0, 1]), k=2) == 100.0
     assert knn_top1(train, labels, torch.tensor([[5.0, 0.2], [0.2, 3.0]]), torch.tensor([1, 0]), k=2) == 0.0
+
+
+@pytest.mark.parametrize("base", ["mini_vit_mae", "mini_vit_moco"])
+def test_a_self_supervised_entry_of_another_width_pretrains_and_loads_at_that_width(
+    base, tmp_path, monkeypatch
+):
+    """A new registry entry that only changes timm_args (as mini_vit_s does for the supervised objective) gets a
+    checkpoint of its own width from either self-supervised pretrain job, which loads back through its loader."""
+    from dataclasses import replace
+
+    from vptft.backbones import BACKBONES
+
+    spec = replace(
+        BACKBONES[base],
+        key=f"{base}_narrow",
+        dim=48,
+        timm_args={**BACKBONES[base].timm_args, "embed_dim": 48},
+    )
+    monkeypatch.setitem(BACKBONES, spec.key, spec)
+    loose = {"epochs": 1, "max_reconstruction_loss": 100.0, "min_knn_top1": 0.0}
+    run_pretrain({**CFG, **loose}, spec.key, tmp_path, device="cpu")
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    assert {tuple(v.shape) for k, v in saved.items() if k.endswith("blocks.3.mlp.fc2.weight")} == {(48, 192)}
+    backbone = create_backbone(spec.key, tmp_path / "model.safetensors")
+    assert backbone.num_features == 48
