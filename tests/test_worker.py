@@ -150,6 +150,24 @@ def test_the_worker_refuses_another_interpreter(running_worker, tmp_path):
     assert "refused" in worker._receive(conn)
 
 
+def test_messages_sent_back_to_back_are_read_one_at_a_time():
+    """A job that ends at once (a select job: 0.0 s) has its status sent right behind its pid; the client must
+    read both (a fresh-clone run failed with "the worker ended while job ... ran" when one read took both)."""
+    client, served = socket.socketpair()
+    with client, served:
+        worker._send(client, {"argv": ["select"]}, fds=(0, 1, 2))
+        worker._send(served, {"pid": 7})
+        worker._send(served, {"status": 0})
+        served.shutdown(socket.SHUT_WR)
+        request, fds = worker._receive(served, with_fds=True)
+        assert request == {"argv": ["select"]} and len(fds) == 3
+        for fd in fds:
+            os.close(fd)
+        assert worker._receive(client) == {"pid": 7}
+        assert worker._receive(client) == {"status": 0}
+        assert worker._receive(client) is None  # and then the peer is gone
+
+
 def test_without_a_worker_the_job_runs_itself(tmp_path):
     proc = _vptft(
         ["select", "--spec", "{}", "--chunks", "none.csv", "--out", "o.csv"],

@@ -40,21 +40,27 @@ def _send(conn: socket.socket, message: dict, fds=()) -> None:
 
 
 def _receive(conn: socket.socket, with_fds: bool = False):
-    """One message (and the descriptors sent with it); None when the peer has gone."""
+    """One message (and the descriptors sent with it); None when the peer has gone. Reads exactly its bytes: a
+    fast job's status can arrive right behind its pid, and a larger read would swallow it."""
     fds: list[int] = []
-    if with_fds:
-        data, fds, _, _ = socket.recv_fds(conn, 65536, 3)
+    if with_fds:  # the descriptors come with the message's first bytes
+        first, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
+        header = _read_exact(conn, _HEADER.size, first) if first else None
     else:
-        data = conn.recv(65536)
-    if not data:
-        return (None, fds) if with_fds else None
-    while len(data) < _HEADER.size or len(data) < _HEADER.size + _HEADER.unpack_from(data)[0]:
-        more = conn.recv(65536)
-        if not more:
-            return (None, fds) if with_fds else None
-        data += more
-    message = json.loads(data[_HEADER.size : _HEADER.size + _HEADER.unpack_from(data)[0]])
+        header = _read_exact(conn, _HEADER.size)
+    payload = None if header is None else _read_exact(conn, _HEADER.unpack(header)[0])
+    message = None if payload is None else json.loads(payload)
     return (message, fds) if with_fds else message
+
+
+def _read_exact(conn: socket.socket, n: int, data: bytes = b"") -> bytes | None:
+    """Read until `data` holds `n` bytes; None if the peer closes first."""
+    while len(data) < n:
+        more = conn.recv(n - len(data))
+        if not more:
+            return None
+        data += more
+    return data
 
 
 # ---- the client: what `python -m vptft` does first ----------------------------------------------------------
