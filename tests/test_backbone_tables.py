@@ -90,24 +90,29 @@ def test_a_table_of_two_backbones_has_a_block_of_rows_each(tmp_path):
         "out_csv": str(tmp_path / "vpt_table4.csv"),
     }
     table, spread, _ = report.make_table(spec)
-    assert spread is None and list(table.index.names) == ["backbone", "strategy"]
+    assert spread is None and list(table.index.names) == ["model", "strategy"]
     assert table.loc[("vit_b16_mae", "full"), "mean_natural"] == 45.5  # mean of seeds 45, 46
     assert table.loc[("vit_b16_mocov3", "vpt_deep"), "mean_structured"] == 70.5
     assert table.loc[("vit_b16_mocov3", "vpt_deep"), "wins_natural"] == 0
     written = pd.read_csv(tmp_path / "vpt_table4.csv")
-    assert list(written.backbone[:2]) == ["vit_b16_mae", "vit_b16_mae"] and len(written) == 4
+    assert list(written.model[:2]) == ["vit_b16_mae", "vit_b16_mae"] and len(written) == 4
+    stamp = {"benchmark": "vtab", "backbone": "vit_b16_mae+vit_b16_mocov3", "config_hash": "0" * 64}
+    report.make_table({**spec, "out_csv": str(tmp_path / "stamped.csv"), "provenance": stamp})
+    stamped = pd.read_csv(tmp_path / "stamped.csv")  # one `backbone` column: the stamp's
+    assert provenance.read(tmp_path / "stamped.csv") == stamp and "backbone.1" not in stamped
     vs = published.vs_paper("vpt_table4", table, "vit_b16_mae+vit_b16_mocov3", tasks=CONFIG["tasks"])
     assert vs.empty  # group means over 1 of 7 tasks: no per-task values of MAE / MoCo to compare with
     table = pd.DataFrame(
         {"mean_natural": [45.5, 40.5, 70.0]},
         index=pd.MultiIndex.from_tuples(
             [("vit_b16_mae", "full"), ("vit_b16_mae", "vpt_deep"), ("vit_b16_mocov3", "vpt_deep")],
-            names=["backbone", "strategy"],
+            names=["model", "strategy"],
         ),
     )
     natural = ["cifar100", "caltech101", "dtd", "oxford_flowers102", "oxford_iiit_pet", "svhn", "sun397"]
     vs = published.vs_paper("vpt_table4", table, "vit_b16_mae+vit_b16_mocov3", tasks=natural)
-    vs = vs.set_index(["backbone", "strategy", "task"])
+    report.write_csv(vs, tmp_path / "vs.csv", index=False, stamp=stamp)  # as the notebook writes it
+    vs = vs.set_index(["model", "strategy", "task"])
     assert vs.loc[("vit_b16_mae", "full", "mean_natural"), "published"] == 59.31  # = Han et al. Table 10's
     assert vs.loc[("vit_b16_mae", "vpt_deep", "mean_natural"), "published"] == 36.02
     assert vs.loc[("vit_b16_mae", "vpt_deep", "mean_natural"), "delta"] == pytest.approx(40.5 - 36.02)

@@ -293,7 +293,7 @@ def _dry_run_jobs(target, workdir=ROOT, overlays=()):
 
 def test_the_default_draws_the_model_scale_and_fraction_figures_from_their_own_runs(tmp_path):
     """The VPT paper's Figure 4 on the mini ViT at half width and at its own (FT, linear, VPT-deep, one task a
-    quadrant), its Figures 3 / 20 on 20 / 50 / 80 % of the fine-grained train parts: their dry runs list exactly
+    quadrant), its Figures 3 / 20 on 20 / 40 / 80 % of the fine-grained train parts: their dry runs list exactly
     those final runs and pre-train both mini ViTs."""
 
     def jobs(target):

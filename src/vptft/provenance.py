@@ -36,7 +36,7 @@ def with_columns(frame, stamp: dict | None):
     imports no pandas, since the Snakefile imports it."""
     if not stamp:
         return frame
-    if clash := [field for field in FIELDS if field in frame.columns]:
+    if clash := [field for field in FIELDS if field in [*frame.columns, *frame.index.names]]:
         raise ValueError(f"the table already has columns {clash}; they would hide its provenance")
     return frame.assign(**{field: stamp[field] for field in FIELDS})
 

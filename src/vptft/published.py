@@ -93,10 +93,10 @@ def vs_paper(
     mean over a subset of the group's tasks is compared with the paper's values of that subset, never with the
     paper's whole-group mean."""
     table_tasks = list(tasks) if tasks is not None else [c for c in table.columns if c in _task_names()]
-    if "backbone" in (table.index.names or []):  # one block of rows per backbone
+    if "model" in (table.index.names or []):  # one block of rows per backbone (report.make_table's level)
         blocks = [
-            vs_paper(name, table.xs(key, level="backbone"), key, metric, table_tasks).assign(backbone=key)
-            for key in table.index.get_level_values("backbone").dropna().unique()
+            vs_paper(name, table.xs(key, level="model"), key, metric, table_tasks).assign(model=key)
+            for key in table.index.get_level_values("model").dropna().unique()
         ]
         return pd.concat(blocks, ignore_index=True)
     if name == "adapt_table1":

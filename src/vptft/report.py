@@ -304,8 +304,9 @@ def make_table(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFr
     if len(backbones) == 1:
         table, spread = tables[0], spreads[0]
     else:
-        table = pd.concat(tables, keys=backbones, names=["backbone"])
-        spread = None if spreads[0] is None else pd.concat(spreads, keys=backbones, names=["backbone"])
+        # the level is `model`: the provenance stamp's `backbone` column names them all ("a+b")
+        table = pd.concat(tables, keys=backbones, names=["model"])
+        spread = None if spreads[0] is None else pd.concat(spreads, keys=backbones, names=["model"])
     if spec.get("fid"):
         table, spread = with_fid_row(table, spread, spec["fid"], spec["groups"])
     write_table(table, runs, spec["out_csv"], spread, spec.get("provenance"))
