@@ -97,8 +97,11 @@ def test_loss_is_infonce_over_both_views(mini_vit, monkeypatch):
 
 def test_contrastive_pretraining_learns_and_loads_as_mocov3(tmp_path):
     report = run_pretrain(CFG, "mini_vit_moco", tmp_path, device="cpu")
-    losses = [row["heldout_loss"] for row in report["curves"]]
-    assert losses[-1] < losses[0] and report["heldout_contrastive_loss"] == losses[-1]
+    # 12 steps: the train loss falls by ~0.16, the held-out loss moves by ~0.002 either way with the thread count
+    # (a fresh clone's pytest worker saw 4.75906 -> 4.75914), so only the train loss says it learns
+    train = [row["train_loss"] for row in report["curves"]]
+    assert train[-1] < train[0] - 0.1
+    assert report["heldout_contrastive_loss"] == report["curves"][-1]["heldout_loss"] < math.log(2 * 64 - 1)
     assert report["contrastive_loss_of_constant_features"] == pytest.approx(math.log(2 * 64 - 1))
     saved = load_file(str(tmp_path / "model.safetensors"))
     assert saved and all(k.startswith("base_encoder.") for k in saved)  # MoCo v3's pre-training layout
