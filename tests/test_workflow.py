@@ -277,9 +277,9 @@ def test_dry_runs_of_both_shipped_configs():
     assert "rule stage1:" in out  # FT-then-PT's sweep backbone
 
 
-def _dry_run_jobs(target, workdir=ROOT, overlays=()):
-    """(rule, wildcards) of every job a paper-config dry run of `target` lists (config overlays on top)."""
-    configs = [f"{ROOT}/config/paper.yaml", *map(str, overlays)]
+def _dry_run_jobs(target, workdir=ROOT, overlays=(), base=f"{ROOT}/config/paper.yaml"):
+    """(rule, wildcards) of every job a dry run of `target` lists (the paper config, or `base`, with overlays)."""
+    configs = [base, *map(str, overlays)]
     proc = snakemake("-n", "-c1", "-d", f"{workdir}", target, "--configfile", *configs, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     jobs, rule = [], None
@@ -297,17 +297,7 @@ def test_the_default_draws_the_model_scale_and_fraction_figures_from_their_own_r
     those final runs and pre-train both mini ViTs."""
 
     def jobs(target):
-        proc = snakemake("-n", "-c1", "-d", str(tmp_path), target, f"--configfile={ROOT}/config/config.yaml")
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        found, rule = [], None
-        for line in proc.stdout.splitlines():
-            if line.startswith(("rule ", "localrule ")):
-                rule = line.split()[1].rstrip(":")
-            elif line.strip().startswith("wildcards:") and rule:
-                found.append(
-                    (rule, dict(kv.split("=", 1) for kv in line.split(":", 1)[1].strip().split(", ")))
-                )
-        return found
+        return _dry_run_jobs(target, tmp_path, base=f"{ROOT}/config/config.yaml")
 
     def final_runs(found):
         return {
