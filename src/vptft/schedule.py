@@ -23,8 +23,8 @@ def epochs_for(n_train: int, batch_size: int, epochs: int, min_steps: int = 0) -
 def family_train(train: dict, family_entry: dict | None) -> dict:
     """`train` with a regime family's own `epochs` / `min_steps` where its config entry sets them (the fraction
     family: the same epochs at every fraction, as the VPT paper, rather than the mini benchmark's step floor)."""
-    overrides = {k: (family_entry or {}).get(k) for k in ("epochs", "min_steps")}
-    return {**train, **{k: v for k, v in overrides.items() if v is not None}}
+    entry = family_entry or {}
+    return {**train, **{k: entry[k] for k in ("epochs", "min_steps") if entry.get(k) is not None}}
 
 
 def eval_epochs(epochs: int, points: int | None) -> set[int] | None:
