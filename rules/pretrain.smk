@@ -17,7 +17,7 @@ rule pretrain:
         threads=stage_resources("pretrain")["threads"],  # the arithmetic's, not the cores granted
         spec=lambda wc: spec(
             backbone=wc.backbone,
-            pretrain=config.get("pretrain"),
+            pretrain=study.pretrain_config(config, wc.backbone),
             device=config["train"]["device"],
         ),
         out_dir=lambda wc, output: os.path.dirname(output.model),

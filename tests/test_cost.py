@@ -89,6 +89,21 @@ def test_the_fraction_family_trains_every_fraction_its_own_epochs(tmp_path):
     assert floor == math.ceil(100 / 3) * 3  # train.min_steps: 34 epochs of 3 steps
 
 
+def test_a_backbone_pretrains_with_its_own_epochs_where_it_has_them(tmp_path):
+    """The default's masked-autoencoding mini ViT pre-trains 30 epochs (`backbones.mini_vit_mae.pretrain`), the
+    others the shared `pretrain.epochs`: the job's spec and the cost model both read the backbone's values."""
+    from vptft import study
+
+    config = validate_config(yaml.safe_load(Path(ROOT, "config", "config.yaml").read_text()))
+    shared = config["pretrain"]["epochs"]
+    assert shared != 30 and study.pretrain_config(config, "mini_vit") == config["pretrain"]
+    assert study.pretrain_config(config, "mini_vit_mae") == {**config["pretrain"], "epochs": 30}
+    times = cost.read_step_times(step_times_csv(tmp_path / "s.csv"), "mini_vit")
+    steps = {bb: cost.pretrain_estimate(config, times, bb).steps for bb in ("mini_vit", "mini_vit_mae")}
+    per_epoch = math.ceil(config["pretrain"]["n_train"] / config["pretrain"]["batch_size"])
+    assert steps == {"mini_vit": shared * per_epoch, "mini_vit_mae": 30 * per_epoch}
+
+
 def test_auto_chunks_are_the_largest_that_fit_the_limit():
     config = paper_config(sweep_chunk_size="auto")
     planner = cost.Planner(config, cost.paper_step_times("vit_b16_in21k"), limit=720)

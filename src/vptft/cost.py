@@ -361,9 +361,9 @@ class Planner:
 FINAL_RULES = ("train", "train_claims", "train_extra_backbones", "train_seed")
 
 
-def pretrain_estimate(config: dict, times: StepTimes) -> Estimate:
+def pretrain_estimate(config: dict, times: StepTimes, backbone: str | None = None) -> Estimate:
     """The workflow's own pre-training (mini benchmark): every epoch over n_train, held-out passes."""
-    cfg = config["pretrain"]
+    cfg = study.pretrain_config(config, backbone or config["backbone"])
     images = cfg["epochs"] * cfg["n_train"]
     evals = min(cfg["epochs"], cfg.get("curve_points", 10)) * cfg["n_heldout"]
     seconds = (images * times.ms("train", "full") + evals * times.ms("eval", "full")) / 1000
@@ -374,7 +374,7 @@ def job_estimate(planner: Planner, rule: str, wildcards: dict, curves) -> Estima
     """One job of a dry run's list (training rules and pre-training; other jobs cost their start-up only)."""
     config = planner.config
     if rule == "pretrain":
-        return pretrain_estimate(config, planner.times)
+        return pretrain_estimate(config, planner.times, wildcards.get("backbone"))
     if rule in ("sweep", "stage1", *FINAL_RULES):
         if rule == "train_seed":
             task, regime, strategy = wildcards["run"].split("/")

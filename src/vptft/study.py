@@ -128,6 +128,15 @@ def backbone_view(config: dict, backbone: str) -> dict:
     return view
 
 
+def pretrain_config(config: dict, backbone: str) -> dict | None:
+    """The `pretrain` section as one backbone's pretrain job reads it: its own values
+    (`backbones.<key>.pretrain`) over the shared ones."""
+    if "pretrain" not in config:
+        return None
+    own = ((config.get("backbones") or {}).get(backbone) or {}).get("pretrain") or {}
+    return {**config["pretrain"], **own}
+
+
 MODEL_SCALE = "vpt_figure4"  # the VPT paper's Figure 4: its runs are configured in `analyses.model_scale`
 
 
