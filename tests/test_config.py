@@ -25,6 +25,7 @@ def test_shipped_configs_are_valid(path):
 MINI_FULL_SIZE_KEYS = [
     *SMOKE_SIZE_KEYS,
     ("pretrain", "epochs"),
+    ("backbones", "*", "pretrain", "epochs"),
     ("train", "min_steps"),
     ("regimes", "*", "tasks"),
 ]

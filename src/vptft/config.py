@@ -69,11 +69,14 @@ def _backbone_errors(config: dict) -> list[str]:
             errors.append(
                 f"$.pretrain: backbone {key!r} is pre-trained by the workflow and needs a `pretrain` section"
             )
-        elif (config["backbones"].get(key) or {}).get("pretrain") and not spec.pretrained_by_workflow:
-            errors.append(f"{path}.pretrain: backbone {key!r} is not pre-trained by the workflow")
         elif needs_local_file(spec) and not checkpoint:
             errors.append(
                 f"{file_path}: backbone {key!r} loads from a local file; set it to the path of {spec.weights}"
+            )
+    for key, extra in config["backbones"].items():
+        if extra.get("pretrain") and key in BACKBONES and not BACKBONES[key].pretrained_by_workflow:
+            errors.append(
+                f"$.backbones.{key}.pretrain: backbone {key!r} is not pre-trained by the workflow; remove it"
             )
     if config["backbone"] in config["backbones"]:
         errors.append(f"$.backbones.{config['backbone']}: it is the main `backbone` already")
