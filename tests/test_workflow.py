@@ -291,10 +291,11 @@ def _dry_run_jobs(target, workdir=ROOT, overlays=(), base=f"{ROOT}/config/paper.
     return jobs
 
 
-def test_the_default_draws_the_model_scale_and_fraction_figures_from_their_own_runs(tmp_path):
+def test_the_defaults_scale_fraction_and_self_supervised_outputs_list_their_own_runs(tmp_path):
     """The VPT paper's Figure 4 on the mini ViT at half width and at its own (FT, linear, VPT-deep, one task a
-    quadrant), its Figures 3 / 20 on 20 / 40 / 80 % of the fine-grained train parts: their dry runs list exactly
-    those final runs and pre-train both mini ViTs."""
+    quadrant), its Figures 3 / 20 on 20 / 40 / 80 % of the fine-grained train parts, mini Table 12 (MAE's) at three
+    train sizes and the VPT paper's Table 4 on both self-supervised mini ViTs: their dry runs list exactly those
+    final runs and pre-train the backbones they need."""
 
     def jobs(target):
         return _dry_run_jobs(target, tmp_path, base=f"{ROOT}/config/config.yaml")
@@ -321,6 +322,22 @@ def test_the_default_draws_the_model_scale_and_fraction_figures_from_their_own_r
         for t in ("finestars_src", "finestars_sketch")
         for p in (20, 40, 80)
         for s in ("full", "vpt_deep", "linear")
+    }
+
+    tables_mae = jobs("results/table12.csv")
+    assert {w["backbone"] for rule, w in tables_mae if rule == "pretrain"} == {"mini_vit_mae"}
+    assert final_runs(tables_mae) == {
+        ("mini_vit_mae", t, r, s)
+        for t in ("count_src", "count_sketch")
+        for r in ("scale40", "vtab1k", "scale800")
+        for s in ("full", "vpt_deep")
+    }
+    table4 = jobs("results/vpt_table4.csv")
+    assert final_runs(table4) == {
+        (b, t, "vtab1k", s)
+        for b in ("mini_vit_mae", "mini_vit_moco")
+        for t in quadrants
+        for s in ("full", "linear", "vpt_deep")
     }
 
 
