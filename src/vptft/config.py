@@ -57,15 +57,18 @@ def load_schema() -> dict:
 
 def _backbone_errors(config: dict) -> list[str]:
     """Each backbone against the registry, its weights source and the `pretrain` section."""
-    entries = [("$.backbone", config["backbone"], "$.backbone_checkpoint", config["backbone_checkpoint"])]
+    entries = [("$.backbone", config["backbone"], "$.backbone_checkpoint", config["backbone_checkpoint"], {})]
     for key, extra in config["backbones"].items():
-        entries.append((f"$.backbones.{key}", key, f"$.backbones.{key}.checkpoint", extra["checkpoint"]))
+        entries.append(
+            (f"$.backbones.{key}", key, f"$.backbones.{key}.checkpoint", extra["checkpoint"], extra)
+        )
     errors = []
-    for path, key, file_path, checkpoint in entries:
+    for path, key, file_path, checkpoint, extra in entries:
         spec = BACKBONES.get(key)
         if spec is None:
             errors.append(f"{path}: unknown backbone {key!r}; known: {', '.join(BACKBONES)}")
-        elif spec.pretrained_by_workflow and "pretrain" not in config:
+            continue
+        if spec.pretrained_by_workflow and "pretrain" not in config:
             errors.append(
                 f"$.pretrain: backbone {key!r} is pre-trained by the workflow and needs a `pretrain` section"
             )
@@ -73,11 +76,8 @@ def _backbone_errors(config: dict) -> list[str]:
             errors.append(
                 f"{file_path}: backbone {key!r} loads from a local file; set it to the path of {spec.weights}"
             )
-    for key, extra in config["backbones"].items():
-        if extra.get("pretrain") and key in BACKBONES and not BACKBONES[key].pretrained_by_workflow:
-            errors.append(
-                f"$.backbones.{key}.pretrain: backbone {key!r} is not pre-trained by the workflow; remove it"
-            )
+        if extra.get("pretrain") and not spec.pretrained_by_workflow:
+            errors.append(f"{path}.pretrain: backbone {key!r} is not pre-trained by the workflow; remove it")
     if config["backbone"] in config["backbones"]:
         errors.append(f"$.backbones.{config['backbone']}: it is the main `backbone` already")
     if "pretrain" in config and not any(
